@@ -1,0 +1,36 @@
+"""llmtool: a small, fast, Unix-native command line over Hugging Face Transformers.
+
+The Python API returns plain records (dicts), the same ones ``--json`` prints::
+
+    import llmtool
+    for record in llmtool.fill_mask(["The capital of France is [MASK]."], model="bert-base-uncased"):
+        print(record["output"])
+
+Attributes are imported lazily, so ``import llmtool`` stays cheap.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+__all__ = ["__version__", "fill_mask", "generate"]
+
+_LAZY = {
+    "fill_mask": ("llmtool.fill_mask", "fill_mask"),
+    "generate": ("llmtool.generate", "generate"),
+}
+
+if TYPE_CHECKING:
+    from llmtool.fill_mask import fill_mask
+    from llmtool.generate import generate
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        module, attr = _LAZY[name]
+        return getattr(importlib.import_module(module), attr)
+    raise AttributeError(f"module 'llmtool' has no attribute {name!r}")

@@ -1,0 +1,274 @@
+"""Find and load a model and its tokenizer: Hub id or folder, offline, device, dtype, safe weights.
+
+Every command loads through here, so the safety rules live in one place: weights come from
+safetensors files unless ``allow_pickle`` is set, and remote code runs only when asked.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from llmtool.errors import ModelError, UsageError, one_line
+
+if TYPE_CHECKING:
+    import torch
+
+DEVICES_HELP = "auto|cpu|cuda[:N]|mps"
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
+@dataclass
+class ModelOptions:
+    """Where a model comes from and how it is placed. Mirrors the shared CLI flags."""
+
+    model: str
+    revision: str | None = None  # a branch, tag or commit on the Hub
+    offline: bool = False  # never touch the network (also: HF_HUB_OFFLINE=1)
+    device: str = "auto"  # auto picks cuda, then mps, then cpu
+    dtype: str = "auto"  # auto: bfloat16/float16 on a GPU, float32 on the CPU
+    allow_pickle: bool = False  # permit pickled *.bin weights, which can run code when loaded
+    trust_remote_code: bool = False  # run the model repository's own Python code
+    verbose: bool = False  # let Transformers and the Hub print their warnings and bars
+
+
+def prepare_environment(offline: bool = False, verbose: bool = False) -> None:
+    """Set the libraries' switches before they are imported: they read them at import time."""
+    if offline:
+        os.environ["HF_HUB_OFFLINE"] = "1"
+    if not verbose:
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        import warnings
+
+        warnings.filterwarnings("ignore", module=r"(transformers|torch|huggingface_hub|accelerate)(\..*)?")
+    if "transformers" in sys.modules:
+        _set_library_verbosity(verbose)
+
+
+def _set_library_verbosity(verbose: bool) -> None:
+    import transformers
+    from huggingface_hub.utils import disable_progress_bars, enable_progress_bars
+
+    if verbose:
+        transformers.logging.set_verbosity_warning()
+        enable_progress_bars()
+    else:
+        transformers.logging.set_verbosity_error()
+        transformers.logging.disable_progress_bar()
+        disable_progress_bars()
+
+
+def offline_mode(opts: ModelOptions) -> bool:
+    return opts.offline or os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def looks_like_path(name: str) -> bool:
+    """A Hub id is ``name`` or ``owner/name``; anything else that names a folder is a path."""
+    return (
+        name.startswith((".", "/", "~"))
+        or name.count("/") > 1
+        or (os.sep != "/"
+        and os.sep in name)
+        or Path(name).expanduser().exists()
+    )
+
+
+def locate(opts: ModelOptions) -> str:
+    """The folder or Hub id to load from, after the cheap checks that fail fast and clearly."""
+    name = opts.model
+    if looks_like_path(name):
+        folder = Path(name).expanduser()
+        if not folder.exists():
+            raise ModelError(f"model folder {name} does not exist")
+        if not folder.is_dir():
+            raise ModelError(f"model {name} is a file; pass the folder that holds config.json")
+        config = folder / "config.json"
+        if not config.is_file():
+            raise ModelError(f"{config}: missing; is {name} a model folder (one written by save_pretrained)?")
+        try:
+            json.loads(config.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ModelError(f"{config}: not valid JSON ({one_line(str(exc))})") from None
+        return str(folder)
+    if offline_mode(opts):
+        from huggingface_hub import try_to_load_from_cache
+        from huggingface_hub.constants import HF_HUB_CACHE
+
+        cached = try_to_load_from_cache(name, "config.json", revision=opts.revision)
+        if not isinstance(cached, str):
+            raise ModelError(
+                f"model {name!r} is not in the local cache ({HF_HUB_CACHE}) and offline mode is on; "
+                f"fetch it once with network (`hf download {name}`), or pass a local folder to --model"
+            )
+    return name
+
+
+def resolve_device(spec: str) -> torch.device:
+    import torch
+
+    spec = spec.strip().lower()
+    if spec == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(spec)
+    except RuntimeError:
+        raise UsageError(f"unknown --device {spec!r}; use {DEVICES_HELP}") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UsageError("--device cuda: no CUDA GPU is available here (try --device cpu)")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise UsageError(f"--device {spec}: only {torch.cuda.device_count()} CUDA device(s) here")
+    if device.type == "mps" and not (
+        getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+    ):
+        raise UsageError("--device mps: Apple MPS is not available here")
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise UsageError(f"unsupported --device {spec!r}; use {DEVICES_HELP}")
+    return device
+
+
+def resolve_dtype(spec: str, device: torch.device) -> torch.dtype:
+    import torch
+
+    spec = spec.strip().lower()
+    if spec not in DTYPES:
+        raise UsageError(f"unknown --dtype {spec!r}; use {'|'.join(DTYPES)}")
+    if spec == "auto":
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        if device.type == "mps":
+            return torch.float16
+        return torch.float32
+    dtype: torch.dtype = getattr(torch, spec)
+    if dtype == torch.float16 and device.type == "cpu":
+        raise UsageError("--dtype float16 is not supported on the CPU; use float32 or bfloat16")
+    return dtype
+
+
+def _load_kwargs(opts: ModelOptions) -> dict[str, Any]:
+    return {
+        "revision": opts.revision,
+        "trust_remote_code": opts.trust_remote_code,
+        "local_files_only": offline_mode(opts),
+    }
+
+
+def load_tokenizer(opts: ModelOptions, source: str | None = None, **kwargs: Any) -> Any:
+    prepare_environment(opts.offline, opts.verbose)
+    from transformers import AutoTokenizer
+
+    where = source or locate(opts)
+    try:
+        return AutoTokenizer.from_pretrained(where, **_load_kwargs(opts), **kwargs)
+    except Exception as exc:
+        raise _model_error(exc, where, "tokenizer") from exc
+
+
+def load_model(auto_class: Any, opts: ModelOptions, source: str | None = None, **kwargs: Any) -> Any:
+    """Load weights with ``auto_class`` (an ``AutoModelFor*``), move them, and set eval mode."""
+    prepare_environment(opts.offline, opts.verbose)
+    where = source or locate(opts)
+    device = resolve_device(opts.device)
+    dtype = resolve_dtype(opts.dtype, device)
+    _refuse_pickle_only(where, opts)
+    try:
+        model = auto_class.from_pretrained(
+            where,
+            dtype=dtype,
+            use_safetensors=None if opts.allow_pickle else True,
+            **_load_kwargs(opts),
+            **kwargs,
+        )
+    except Exception as exc:
+        raise _model_error(exc, where, "model") from exc
+    model.to(device)
+    model.eval()
+    return model
+
+
+def load(auto_class: Any, opts: ModelOptions, **model_kwargs: Any) -> tuple[Any, Any]:
+    """Tokenizer and model, both from the same located source (checked once)."""
+    prepare_environment(opts.offline, opts.verbose)
+    where = locate(opts)
+    tokenizer = load_tokenizer(opts, where)
+    return tokenizer, load_model(auto_class, opts, where, **model_kwargs)
+
+
+def _refuse_pickle_only(where: str, opts: ModelOptions) -> None:
+    """A local folder with pickled weights only: say so plainly, before Transformers does it vaguely."""
+    folder = Path(where)
+    if opts.allow_pickle or not folder.is_dir():
+        return
+    if any(folder.glob("*.safetensors")):
+        return
+    pickled = sorted(p.name for p in folder.glob("*.bin")) + sorted(p.name for p in folder.glob("*.pt"))
+    if pickled:
+        raise ModelError(
+            f"{folder / pickled[0]}: pickled weights can run arbitrary code when loaded, so llmtool loads "
+            "only *.safetensors; pass --allow-pickle if you trust this model"
+        )
+    raise ModelError(f"{folder}: no model weights (*.safetensors) found")
+
+
+def _model_error(exc: Exception, where: str, what: str) -> Exception:
+    """Turn a loading failure into one line naming the model (and the file, when we know it)."""
+    if isinstance(exc, ModelError | UsageError):
+        return exc
+    text = one_line(str(exc))
+    names = {c.__name__ for c in type(exc).__mro__}
+    if isinstance(exc, ImportError) and "trust_remote_code" not in text:
+        return exc  # a missing optional library is an environment problem, reported as is
+    if "trust_remote_code" in text:
+        return ModelError(f"{where}: this model needs its own code; pass --trust-remote-code if you trust it")
+    if "OfflineModeIsEnabled" in names or "LocalEntryNotFoundError" in names or "couldn't connect" in text.lower():
+        return ModelError(
+            f"cannot reach the Hugging Face Hub to fetch {what} {where!r} and it is not cached; "
+            "check the network, or pass a local folder to --model"
+        )
+    if "RepositoryNotFoundError" in names or "is not a local folder and is not a valid model identifier" in text:
+        return ModelError(f"model {where!r} not found: not a local folder, and no such model on the Hub")
+    if "RevisionNotFoundError" in names:
+        return ModelError(f"model {where!r} has no revision named in --revision")
+    if "safetensors" in text.lower() and ("does not appear to have" in text or "use_safetensors" in text):
+        return ModelError(
+            f"{where}: no safetensors weights; pickled weights can run arbitrary code, so pass "
+            "--allow-pickle only if you trust this model"
+        )
+    if "SafetensorError" in names or "HeaderTooLarge" in text or "deserializ" in text:
+        file = next(iter(sorted(Path(where).glob("*.safetensors"))), None) if Path(where).is_dir() else None
+        return ModelError(f"{file or where}: corrupt or truncated weights ({text})")
+    return ModelError(f"cannot load {what} from {where}: {text}")
+
+
+def set_seed(seed: int | None) -> None:
+    if seed is None:
+        return
+    from transformers import set_seed as hf_set_seed
+
+    hf_set_seed(seed)
+
+
+def max_input_length(tokenizer: Any, model: Any) -> int:
+    """The longest input, in tokens, that the model takes: its position table and the tokenizer's limit."""
+    config = getattr(model, "config", None)
+    limits: list[int] = []
+    positions = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+    if isinstance(positions, int) and positions > 0:
+        if getattr(config, "model_type", "") in ("roberta", "xlm-roberta", "camembert"):
+            positions -= (getattr(config, "pad_token_id", None) or 1) + 1  # rows reserved below the pad index
+        limits.append(positions)
+    tok_max = getattr(tokenizer, "model_max_length", None)
+    if isinstance(tok_max, int) and 0 < tok_max < 1_000_000:
+        limits.append(tok_max)
+    return min(limits) if limits else 512

@@ -1,0 +1,92 @@
+"""Shared fixtures: tiny local models, and a runner for the installed ``llmtool`` command."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import tiny_models
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def llmtool_executable() -> str:
+    """The console script installed beside this interpreter (the one a user runs)."""
+    beside = Path(sys.executable).parent / "llmtool"
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("llmtool")
+    if found is None:
+        pytest.fail("the llmtool command is not installed; run: pip install -e '.[test]'")
+    return found
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LLMTOOL_", "HF_", "TRANSFORMERS_"))}
+    env.update({"HF_HUB_OFFLINE": "1", "NO_COLOR": "1", "PYTHONUNBUFFERED": "1", "COLUMNS": "120"})
+    env["HF_HOME"] = os.environ.get("LLMTOOL_TEST_HF_HOME", str(Path("/tmp/llmtool-test-hf-home")))
+    env.update(extra)
+    return env
+
+
+def run_cli(
+    args: Sequence[str],
+    input: str | bytes | None = None,
+    env: dict[str, str] | None = None,
+    timeout: float = 300,
+    cwd: str | Path | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run ``llmtool ARGS`` in a real subprocess with real pipes; stdin is closed unless given."""
+    data = input.encode() if isinstance(input, str) else input
+    proc = subprocess.run(
+        [llmtool_executable(), *args],
+        input=data if data is not None else b"",
+        capture_output=True,
+        env=env or cli_env(),
+        timeout=timeout,
+        cwd=cwd,
+        check=False,
+    )
+    return subprocess.CompletedProcess(
+        proc.args, proc.returncode, proc.stdout.decode("utf-8", "replace"), proc.stderr.decode("utf-8", "replace")
+    )
+
+
+@pytest.fixture(scope="session")
+def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("models")
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(models_dir: Path) -> Path:
+    return tiny_models.build_bert(models_dir / "bert")
+
+
+@pytest.fixture(scope="session")
+def tiny_roberta(models_dir: Path) -> Path:
+    return tiny_models.build_roberta(models_dir / "roberta")
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2(models_dir: Path) -> Path:
+    return tiny_models.build_gpt2(models_dir / "gpt2")
+
+
+@pytest.fixture(scope="session")
+def tiny_chat_gpt2(models_dir: Path) -> Path:
+    return tiny_models.build_gpt2(models_dir / "gpt2-chat", chat_template=True)
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip("../shared/data is absent")
+    return SHARED_DATA
