@@ -204,3 +204,22 @@ def test_python_dash_m() -> None:
         [sys.executable, "-m", "llmtool", "version"], capture_output=True, text=True, env=cli_env(), check=False
     )
     assert proc.returncode == 0 and proc.stdout.strip() == __import__("llmtool").__version__
+
+
+def test_device_and_dtype_flags(tiny_bert: Path) -> None:
+    fp32 = run_cli(["fill-mask", "the [MASK] .", "-m", str(tiny_bert), "--device", "cpu", "--json"])
+    bf16 = run_cli(["fill-mask", "the [MASK] .", "-m", str(tiny_bert), "--dtype", "bfloat16", "--json"])
+    assert fp32.returncode == bf16.returncode == 0, bf16.stderr
+    top32 = json.loads(fp32.stdout)["masks"][0]["predictions"][0]
+    top16 = json.loads(bf16.stdout)["masks"][0]["predictions"][0]
+    assert top16["score"] == pytest.approx(top32["score"], rel=0.05)  # bf16 keeps ~3 significant digits
+    import torch
+
+    if not torch.cuda.is_available():
+        no_gpu = run_cli(["fill-mask", "the [MASK] .", "-m", str(tiny_bert), "--device", "cuda"])
+        assert no_gpu.returncode == 2
+        assert no_gpu.stderr == "llmtool: error: --device cuda: no CUDA GPU is available here (try --device cpu)\n"
+    fp16 = run_cli(["fill-mask", "the [MASK] .", "-m", str(tiny_bert), "--device", "cpu", "--dtype", "float16"])
+    assert fp16.returncode == 2 and "float16 is not supported on the CPU" in fp16.stderr
+    bad = run_cli(["fill-mask", "the [MASK] .", "-m", str(tiny_bert), "--device", "tpu"])
+    assert bad.returncode == 2 and "--device" in bad.stderr
