@@ -54,6 +54,9 @@ ColumnOpt = Annotated[
         "--column", help="Field of .jsonl or column of .csv input [default: text, then sentence].", show_default=False
     ),
 ]
+EncodingOpt = Annotated[
+    str, typer.Option("--encoding", help="Text encoding of the input (file or stdin), e.g. latin-1, utf-16.")
+]
 FormatOpt = Annotated[
     str,
     typer.Option("--format", "-f", help="Output: text (for people and filters), jsonl, tsv.", metavar="text|jsonl|tsv"),
@@ -88,6 +91,15 @@ def _output_format(fmt: str, json_flag: bool) -> OutputFormat:
     if fmt not in ("text", "jsonl", "tsv"):
         raise UsageError(f"unknown --format {fmt!r}; use text, jsonl or tsv")
     return fmt  # type: ignore[return-value]
+
+
+def _encoding(name: str) -> str:
+    import codecs
+
+    try:
+        return codecs.lookup(name).name
+    except LookupError:
+        raise UsageError(f"unknown --encoding {name!r}") from None
 
 
 def _handle_errors(func: F) -> F:
@@ -138,6 +150,7 @@ def fill_mask_command(
     ] = None,
     input_path: InputOpt = None,
     column: ColumnOpt = None,
+    encoding: EncodingOpt = "utf-8",
     model: Annotated[
         str, typer.Option("--model", "-m", help="Masked LM: Hub id or local folder.")
     ] = "bert-base-uncased",
@@ -173,7 +186,7 @@ def fill_mask_command(
         raise UsageError("--targets is empty")
     from llmtool.streams import read_records
 
-    records = read_records(text, input_path, column)
+    records = read_records(text, input_path, column, encoding=_encoding(encoding))
     console = Console(quiet, verbose)
     mopts, where = _model_options(
         model=model,
@@ -209,6 +222,7 @@ def generate_command(
     ] = None,
     input_path: InputOpt = None,
     column: ColumnOpt = None,
+    encoding: EncodingOpt = "utf-8",
     model: Annotated[str, typer.Option("--model", "-m", help="Causal LM: Hub id or local folder.")] = "gpt2",
     max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", "-t", help="Tokens to generate.", min=1)] = 50,
     greedy: Annotated[
@@ -275,7 +289,7 @@ def generate_command(
     options.check()
     from llmtool.streams import read_records, stdout_isatty
 
-    records = read_records(text, input_path, column)
+    records = read_records(text, input_path, column, encoding=_encoding(encoding))
     if stream is None:
         stream = output == "text" and text not in (None, "-") and num_return_sequences == 1 and stdout_isatty()
     if stream and (output != "text" or num_return_sequences != 1):
@@ -325,7 +339,9 @@ def _write(results: Any, output: OutputFormat, formatter: Any, console: Console)
                 yield result
                 bar.advance()
 
-        write_records(counted(), output, formatter)
+        written = write_records(counted(), output, formatter)
+    if written == 0 and not console.quiet:
+        console.warn("no input records (the input was empty or only blank lines)")
 
 
 @app.command("version")

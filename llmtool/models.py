@@ -20,6 +20,14 @@ if TYPE_CHECKING:
 
 DEVICES_HELP = "auto|cpu|cuda[:N]|mps"
 DTYPES = ("auto", "float32", "bfloat16", "float16")
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "vocab.txt",
+    "vocab.json",
+    "tokenizer.model",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+)
 
 
 @dataclass
@@ -198,6 +206,10 @@ def load_tokenizer(opts: ModelOptions, source: str | None = None, **kwargs: Any)
     from transformers import AutoTokenizer
 
     where = source or locate(opts)
+    folder = Path(where)
+    if folder.is_dir() and not any((folder / name).exists() for name in TOKENIZER_FILES):
+        # Transformers 5 would build an empty tokenizer from the config and predict nonsense.
+        raise ModelError(f"{folder}: no tokenizer files (expected one of {', '.join(TOKENIZER_FILES)})")
     try:
         return AutoTokenizer.from_pretrained(where, **_load_kwargs(opts), **kwargs)
     except Exception as exc:
