@@ -175,23 +175,53 @@ def load_tokenizer(opts: ModelOptions, source: str | None = None, **kwargs: Any)
         raise _model_error(exc, where, "tokenizer") from exc
 
 
-def load_model(auto_class: Any, opts: ModelOptions, source: str | None = None, **kwargs: Any) -> Any:
-    """Load weights with ``auto_class`` (an ``AutoModelFor*``), move them, and set eval mode."""
+def load_config(opts: ModelOptions, source: str | None = None) -> Any:
+    """The model's config alone (no weights): enough to tell what kind of model it is, cheaply."""
+    prepare_environment(opts.offline, opts.verbose)
+    from transformers import AutoConfig
+
+    where = source or locate(opts)
+    try:
+        return AutoConfig.from_pretrained(where, **_load_kwargs(opts))
+    except Exception as exc:
+        raise _model_error(exc, where, "config") from exc
+
+
+def load_model(
+    auto_class: Any,
+    opts: ModelOptions,
+    source: str | None = None,
+    *,
+    require_head: str | None = None,
+    **kwargs: Any,
+) -> Any:
+    """Load weights with ``auto_class`` (an ``AutoModelFor*``), move them, and set eval mode.
+
+    ``require_head`` names the head the task needs (e.g. "sequence-classification head"). When
+    given, weights missing from the checkpoint are an error instead of Transformers' silent random
+    initialisation, which would give confident-looking nonsense (a masked LM loaded as a
+    classifier, a BERT without its next-sentence head).
+    """
     prepare_environment(opts.offline, opts.verbose)
     where = source or locate(opts)
     device = resolve_device(opts.device)
     dtype = resolve_dtype(opts.dtype, device)
     _refuse_pickle_only(where, opts)
     try:
-        model = auto_class.from_pretrained(
+        loaded = auto_class.from_pretrained(
             where,
             dtype=dtype,
             use_safetensors=None if opts.allow_pickle else True,
+            output_loading_info=require_head is not None,
             **_load_kwargs(opts),
             **kwargs,
         )
     except Exception as exc:
         raise _model_error(exc, where, "model") from exc
+    model = loaded
+    if require_head is not None:
+        model, info = loaded
+        _check_complete(model, info, where, require_head)
     model.to(device)
     model.eval()
     return model
@@ -203,6 +233,18 @@ def load(auto_class: Any, opts: ModelOptions, **model_kwargs: Any) -> tuple[Any,
     where = locate(opts)
     tokenizer = load_tokenizer(opts, where)
     return tokenizer, load_model(auto_class, opts, where, **model_kwargs)
+
+
+def _check_complete(model: Any, info: dict[str, Any], where: str, head: str) -> None:
+    missing = sorted(info.get("missing_keys") or [])
+    if not missing:
+        return
+    kind = (getattr(model.config, "architectures", None) or [type(model).__name__])[0]
+    shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+    raise ModelError(
+        f"{where} ({kind}) has no trained {head}: the checkpoint lacks {shown}; "
+        f"this command needs a model that was trained with that head"
+    )
 
 
 def _refuse_pickle_only(where: str, opts: ModelOptions) -> None:
