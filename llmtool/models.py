@@ -235,11 +235,24 @@ def load(auto_class: Any, opts: ModelOptions, **model_kwargs: Any) -> tuple[Any,
     return tokenizer, load_model(auto_class, opts, where, **model_kwargs)
 
 
+def architecture(config: Any) -> str:
+    """What a checkpoint is, for messages: the class that saved it (config.json), else its model type."""
+    recorded = getattr(config, "architectures", None) or []
+    return str(recorded[0]) if recorded else f"{getattr(config, 'model_type', 'unknown')} model"
+
+
+def supports_task(config: Any, mapping: str) -> bool:
+    """Whether Transformers has a class for this model type in ``mapping`` (an ``MODEL_FOR_*_MAPPING_NAMES``)."""
+    from transformers.models.auto import modeling_auto
+
+    return getattr(config, "model_type", None) in getattr(modeling_auto, mapping)
+
+
 def _check_complete(model: Any, info: dict[str, Any], where: str, head: str) -> None:
     missing = sorted(info.get("missing_keys") or [])
     if not missing:
         return
-    kind = (getattr(model.config, "architectures", None) or [type(model).__name__])[0]
+    kind = architecture(model.config)
     shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
     raise ModelError(
         f"{where} ({kind}) has no trained {head}: the checkpoint lacks {shown}; "
