@@ -324,6 +324,117 @@ def _write(results: Any, output: OutputFormat, formatter: Any, console: Console)
         write_records(counted(), output, formatter)
 
 
+# ---------------------------------------------------------------------------- using trained models
+# classify, evaluate, score, next-sentence: options they share beyond the ones at the top.
+
+TextColumnOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--text-column",
+        "--column",
+        help="Text column of .csv/.tsv input, or field of .jsonl (default: text, then sentence, then the only "
+        "column left).",
+        show_default=False,
+    ),
+]
+TextPairColumnOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--text-pair-column", help="Second text column, for sentence-pair models (.csv/.tsv input).", show_default=False
+    ),
+]
+MaxLengthOpt = Annotated[
+    int | None,
+    typer.Option("--max-length", help="Truncate inputs to this many tokens (default: the model's limit).",
+                 show_default=False, min=2),
+]
+ClassifierOpt = Annotated[
+    str, typer.Option("--model", "-m", help="Sequence classifier: a folder from `llmtool finetune`, or a Hub id.")
+]
+
+
+@app.command("classify")
+@_handle_errors
+def classify_command(
+    model: ClassifierOpt,
+    text: Annotated[
+        str | None, typer.Argument(help="Text to classify; '-' or none: one text per stdin line.", show_default=False)
+    ] = None,
+    text_pair: Annotated[
+        str | None, typer.Argument(help="Second text, for sentence-pair models.", show_default=False)
+    ] = None,
+    input_path: InputOpt = None,
+    text_column: TextColumnOpt = None,
+    text_pair_column: TextPairColumnOpt = None,
+    top_k: Annotated[int, typer.Option("--top-k", "-k", help="Labels per input, most probable first.", min=1)] = 1,
+    max_length: MaxLengthOpt = None,
+    skip_invalid: SkipInvalidOpt = False,
+    fmt: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            "-f",
+            help="Output: text, jsonl, tsv, or csv (the input rows with prediction columns appended).",
+            metavar="text|jsonl|tsv|csv",
+        ),
+    ] = "text",
+    json_flag: JsonOpt = False,
+    batch_size: BatchOpt = 32,
+    revision: RevisionOpt = None,
+    offline: OfflineOpt = False,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "auto",
+    allow_pickle: PickleOpt = False,
+    trust_remote_code: RemoteCodeOpt = False,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Label each text (or text pair) with a fine-tuned sequence classifier.
+
+    Labels are the model's own names (id2label in its config).
+
+    text: LABEL<TAB>PROBABILITY per input, one pair per --top-k.
+    jsonl: {"index", "input", "label", "score", "predictions": [{"label", "id", "score"}]}.
+    csv: each input row (or text) with predicted_label, predicted_score appended.
+
+    Example: llmtool classify --model ./sst2-model --input reviews.csv --text-column review --format csv
+    """
+    output: OutputFormat = "csv" if fmt == "csv" and not json_flag else _output_format(fmt, json_flag)
+    from llmtool.classify import (
+        FORMATTER,
+        Classifier,
+        ClassifyOptions,
+        csv_formatter,
+        load_classifier,
+        read_examples,
+        with_rows,
+    )
+
+    options = ClassifyOptions(top_k=top_k, batch_size=batch_size, max_length=max_length, skip_invalid=skip_invalid)
+    options.check()
+    examples = read_examples(
+        text, text_pair, input_path, text_column=text_column, pair_column=text_pair_column
+    )
+    formatter = FORMATTER
+    if output == "csv":
+        formatter = csv_formatter(examples.header, examples.has_pair, top_k, skip_invalid)
+    console = Console(quiet, verbose)
+    mopts = _model_options(
+        model=model,
+        revision=revision,
+        offline=offline,
+        device=device,
+        dtype=dtype,
+        allow_pickle=allow_pickle,
+        trust_remote_code=trust_remote_code,
+        verbose=verbose,
+    )
+    tokenizer, clf = load_classifier(mopts)
+    classifier = Classifier(tokenizer, clf, options)
+    results = with_rows(classifier.results(examples.items)) if output == "csv" else classifier(examples.items)
+    _write(results, output, formatter, console)
+
+
 @app.command("version")
 def version_command() -> None:
     """Print llmtool's version."""

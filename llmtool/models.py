@@ -198,8 +198,8 @@ def load_model(
     """Load weights with ``auto_class`` (an ``AutoModelFor*``), move them, and set eval mode.
 
     ``require_head`` names the head the task needs (e.g. "sequence-classification head"). When
-    given, weights missing from the checkpoint are an error instead of Transformers' silent random
-    initialisation, which would give confident-looking nonsense (a masked LM loaded as a
+    given, weights missing from the checkpoint are a ModelError instead of Transformers' silent
+    random initialisation, which would give confident-looking nonsense (a masked LM loaded as a
     classifier, a BERT without its next-sentence head).
     """
     prepare_environment(opts.offline, opts.verbose)
@@ -254,10 +254,7 @@ def _check_complete(model: Any, info: dict[str, Any], where: str, head: str) -> 
         return
     kind = architecture(model.config)
     shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
-    raise ModelError(
-        f"{where} ({kind}) has no trained {head}: the checkpoint lacks {shown}; "
-        f"this command needs a model that was trained with that head"
-    )
+    raise ModelError(f"{where} ({kind}) has no trained {head}: the checkpoint lacks {shown}")
 
 
 def _refuse_pickle_only(where: str, opts: ModelOptions) -> None:
