@@ -15,6 +15,7 @@ from typing import Any
 
 from llmtool.errors import InputError, ModelError, UsageError
 from llmtool.models import (
+    MissingHeadError,
     ModelOptions,
     architecture,
     load,
@@ -189,9 +190,7 @@ def load_classifier(opts: ModelOptions) -> tuple[Any, Any]:
     check_classifier(opts)
     try:
         return load(AutoModelForSequenceClassification, opts, require_head=HEAD)
-    except ModelError as exc:
-        if "has no trained" not in str(exc):
-            raise
+    except MissingHeadError as exc:
         raise ModelError(f"{exc}; train one with `llmtool finetune --task classify`") from None
 
 

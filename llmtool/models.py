@@ -19,6 +19,11 @@ if TYPE_CHECKING:
     import torch
 
 DEVICES_HELP = "auto|cpu|cuda[:N]|mps"
+
+
+class MissingHeadError(ModelError):
+    """The checkpoint lacks weights of the head a task needs (see ``load_model(require_head=...)``)."""
+
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
@@ -254,7 +259,7 @@ def _check_complete(model: Any, info: dict[str, Any], where: str, head: str) -> 
         return
     kind = architecture(model.config)
     shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
-    raise ModelError(f"{where} ({kind}) has no trained {head}: the checkpoint lacks {shown}")
+    raise MissingHeadError(f"{where} ({kind}) has no trained {head}: the checkpoint lacks {shown}")
 
 
 def _refuse_pickle_only(where: str, opts: ModelOptions) -> None:
