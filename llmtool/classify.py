@@ -126,7 +126,8 @@ def _table_examples(
     named = [c for c in (pair_column, label_column) if c is not None]
     for name in named:
         resolve_column(header, name, path)  # a missing column is an error now, before any model loads
-    others = [h for h in header if h not in named]
+    # With no text column named, a file of just a text and a label column needs no flag.
+    others = [h for h in header if h not in named and h != "label"]
     defaults = (*TEXT_COLUMNS, others[0]) if len(others) == 1 else TEXT_COLUMNS
     t = resolve_column(header, text_column, path, defaults=defaults, flag="--text-column")
     p = header.index(pair_column) if pair_column is not None else None

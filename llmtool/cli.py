@@ -333,7 +333,7 @@ TextColumnOpt = Annotated[
         "--text-column",
         "--column",
         help="Text column of .csv/.tsv input, or field of .jsonl (default: text, then sentence, then the only "
-        "column left).",
+        "column other than the label).",
         show_default=False,
     ),
 ]
