@@ -435,6 +435,96 @@ def classify_command(
     _write(results, output, formatter, console)
 
 
+StrideOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--stride",
+        help="Texts longer than the window: tokens between window starts (default: half the window). Each token "
+        "is scored once, with at least window minus stride tokens of left context.",
+        show_default=False,
+        min=1,
+    ),
+]
+WindowOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--max-length", help="Window size in tokens (default: the model's context).", show_default=False, min=2
+    ),
+]
+BosOpt = Annotated[
+    bool, typer.Option("--bos/--no-bos", help="Causal LMs: put BOS first, so the first token is scored too.")
+]
+
+
+@app.command("score")
+@_handle_errors
+def score_command(
+    text: Annotated[
+        str | None, typer.Argument(help="Text to score; '-' or none: one text per stdin line.", show_default=False)
+    ] = None,
+    input_path: InputOpt = None,
+    column: ColumnOpt = None,
+    model: Annotated[
+        str, typer.Option("--model", "-m", help="Causal LM (log-likelihood) or masked LM (pseudo-likelihood).")
+    ] = "gpt2",
+    total: Annotated[
+        bool, typer.Option("--total", help="End with a corpus total: log-likelihoods pooled by token count.")
+    ] = False,
+    stride: StrideOpt = None,
+    max_length: WindowOpt = None,
+    bos: BosOpt = True,
+    skip_invalid: SkipInvalidOpt = False,
+    fmt: FormatOpt = "text",
+    json_flag: JsonOpt = False,
+    batch_size: BatchOpt = 8,
+    revision: RevisionOpt = None,
+    offline: OfflineOpt = False,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "auto",
+    allow_pickle: PickleOpt = False,
+    trust_remote_code: RemoteCodeOpt = False,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Log-likelihood and perplexity of each line under a language model.
+
+    Causal LMs: log P(text), natural log, every token given the ones before it.
+    Masked LMs: pseudo-log-likelihood, each token masked in turn (pseudo-perplexity).
+    Long texts are scored in sliding windows (--max-length, --stride).
+
+    text: PERPLEXITY<TAB>LOG_LIKELIHOOD<TAB>TOKENS<TAB>TEXT per line; the --total line ends in "total".
+    jsonl: {"index", "input", "tokens", "log_likelihood", "perplexity"};
+    total: {"total": true, "lines", "tokens", "log_likelihood", "perplexity"}.
+
+    Example: llmtool score --model gpt2 --total < corpus.txt
+    """
+    output = _output_format(fmt, json_flag)
+    from llmtool.score import ScoreOptions
+
+    options = ScoreOptions(
+        batch_size=batch_size, max_length=max_length, stride=stride, bos=bos, total=total, skip_invalid=skip_invalid
+    )
+    options.check()
+    from llmtool.streams import read_records
+
+    records = read_records(text, input_path, column)
+    console = Console(quiet, verbose)
+    mopts = _model_options(
+        model=model,
+        revision=revision,
+        offline=offline,
+        device=device,
+        dtype=dtype,
+        allow_pickle=allow_pickle,
+        trust_remote_code=trust_remote_code,
+        verbose=verbose,
+    )
+    from llmtool.score import FORMATTER, Scorer, load_language_model
+
+    tokenizer, lm, objective = load_language_model(mopts)
+    _write(Scorer(tokenizer, lm, objective, options)(records), output, FORMATTER, console)
+
+
 @app.command("version")
 def version_command() -> None:
     """Print llmtool's version."""
