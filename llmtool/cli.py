@@ -525,6 +525,91 @@ def score_command(
     _write(Scorer(tokenizer, lm, objective, options)(records), output, FORMATTER, console)
 
 
+@app.command("evaluate")
+@_handle_errors
+def evaluate_command(
+    data: Annotated[
+        str,
+        typer.Argument(
+            help="Classifiers: a .csv/.tsv with text and label columns. LMs: a .txt (a line each), .jsonl or "
+            ".csv; '-' is stdin.",
+            show_default=False,
+        ),
+    ],
+    model: Annotated[
+        str, typer.Option("--model", "-m", help="A sequence classifier, or a causal or masked LM (folder or Hub id).")
+    ],
+    text_column: TextColumnOpt = None,
+    text_pair_column: TextPairColumnOpt = None,
+    label_column: Annotated[
+        str, typer.Option("--label-column", help="Gold labels: the model's label names or ids.")
+    ] = "label",
+    max_length: Annotated[
+        int | None,
+        typer.Option(
+            "--max-length",
+            help="Classifiers: truncate to this many tokens. LMs: the scoring window. (Default: the model's limit.)",
+            show_default=False,
+            min=2,
+        ),
+    ] = None,
+    stride: StrideOpt = None,
+    bos: BosOpt = True,
+    fmt: FormatOpt = "text",
+    json_flag: JsonOpt = False,
+    batch_size: BatchOpt = 32,
+    revision: RevisionOpt = None,
+    offline: OfflineOpt = False,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "auto",
+    allow_pickle: PickleOpt = False,
+    trust_remote_code: RemoteCodeOpt = False,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Judge a model on held-out data: classifiers by accuracy and F1, language models by perplexity.
+
+    Classifiers: accuracy, macro-F1, per-class precision/recall/F1/support, confusion matrix.
+    Causal LMs: corpus perplexity; masked LMs: pseudo-perplexity (both pooled by token count).
+
+    text: Rich tables on a terminal; a plain report otherwise (see the README).
+    jsonl: one object: {"task", "model", "data", "examples", "accuracy", "macro_f1", "labels",
+    "per_class", "confusion_matrix"} or {"task", "objective", ..., "tokens", "perplexity"}.
+    tsv: metric<TAB>label<TAB>predicted<TAB>value, one number per row.
+
+    Example: llmtool evaluate dev.csv --model ./sst2-model --text-column sentence --json
+    """
+    output = _output_format(fmt, json_flag)
+    from llmtool.evaluate import FORMATTER, EvaluateOptions, evaluate, render_rich
+    from llmtool.streams import stdout_isatty, write_records
+
+    options = EvaluateOptions(
+        text_column=text_column,
+        pair_column=text_pair_column,
+        label_column=label_column,
+        batch_size=batch_size,
+        max_length=max_length,
+        stride=stride,
+        bos=bos,
+    )
+    console = Console(quiet, verbose)
+    mopts = _model_options(
+        model=model,
+        revision=revision,
+        offline=offline,
+        device=device,
+        dtype=dtype,
+        allow_pickle=allow_pickle,
+        trust_remote_code=trust_remote_code,
+        verbose=verbose,
+    )
+    result = evaluate(data, mopts, options, console)
+    if output == "text" and stdout_isatty():
+        render_rich(result, sys.stdout)
+    else:
+        write_records([result], output, FORMATTER)
+
+
 @app.command("version")
 def version_command() -> None:
     """Print llmtool's version."""
