@@ -610,6 +610,77 @@ def evaluate_command(
         write_records([result], output, FORMATTER)
 
 
+@app.command("next-sentence")
+@_handle_errors
+def next_sentence_command(
+    first: Annotated[
+        str | None,
+        typer.Argument(help="Sentence A; '-' or none: read A<TAB>B lines from stdin.", show_default=False),
+    ] = None,
+    second: Annotated[str | None, typer.Argument(help="Sentence B.", show_default=False)] = None,
+    input_path: Annotated[
+        str | None,
+        typer.Option(
+            "--input",
+            "-i",
+            help="Read pairs from FILE: .csv/.tsv (two columns, with a header) or text (A<TAB>B lines). '-' is stdin.",
+            metavar="FILE",
+            show_default=False,
+        ),
+    ] = None,
+    first_column: Annotated[
+        str | None,
+        typer.Option("--first-column", help="CSV column of sentence A (default: the first).", show_default=False),
+    ] = None,
+    second_column: Annotated[
+        str | None,
+        typer.Option("--second-column", help="CSV column of sentence B (default: the second).", show_default=False),
+    ] = None,
+    model: Annotated[
+        str,
+        typer.Option("--model", "-m", help="A BERT with its next-sentence head (BertForPreTraining or ...ForNSP)."),
+    ] = "bert-base-uncased",
+    max_length: MaxLengthOpt = None,
+    fmt: FormatOpt = "text",
+    json_flag: JsonOpt = False,
+    batch_size: BatchOpt = 32,
+    revision: RevisionOpt = None,
+    offline: OfflineOpt = False,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "auto",
+    allow_pickle: PickleOpt = False,
+    trust_remote_code: RemoteCodeOpt = False,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Probability that sentence B follows sentence A, from BERT's next-sentence-prediction head.
+
+    text: PROBABILITY<TAB>A<TAB>B per pair (4 decimals).
+    jsonl: {"index", "first", "second", "is_next"}.
+
+    Example: llmtool next-sentence --model ./bert-nsp "I was hungry." "I ate a sandwich."
+    """
+    output = _output_format(fmt, json_flag)
+    from llmtool.next_sentence import FORMATTER, NextSentence, NextSentenceOptions, load_nsp, read_pairs
+
+    options = NextSentenceOptions(batch_size=batch_size, max_length=max_length)
+    options.check()
+    pairs = read_pairs(first, second, input_path, first_column=first_column, second_column=second_column)
+    console = Console(quiet, verbose)
+    mopts = _model_options(
+        model=model,
+        revision=revision,
+        offline=offline,
+        device=device,
+        dtype=dtype,
+        allow_pickle=allow_pickle,
+        trust_remote_code=trust_remote_code,
+        verbose=verbose,
+    )
+    tokenizer, nsp = load_nsp(mopts)
+    _write(NextSentence(tokenizer, nsp, options)(pairs), output, FORMATTER, console)
+
+
 @app.command("version")
 def version_command() -> None:
     """Print llmtool's version."""
