@@ -252,8 +252,8 @@ class Classifier:
             if example.error is not None:
                 if not self.options.skip_invalid:
                     raise InputError(example.error, source=example.source, line=example.line)
-                yield example, {"index": example.index, "line": example.line, "input": example.text,
-                                "error": example.error}
+                error = {"index": example.index, "line": example.line, "input": example.text, "error": example.error}
+                yield example, error
                 continue
             yield example, self._record(example, top[i])
 

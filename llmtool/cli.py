@@ -345,8 +345,12 @@ TextPairColumnOpt = Annotated[
 ]
 MaxLengthOpt = Annotated[
     int | None,
-    typer.Option("--max-length", help="Truncate inputs to this many tokens (default: the model's limit).",
-                 show_default=False, min=2),
+    typer.Option(
+        "--max-length",
+        help="Truncate inputs to this many tokens (default: the model's limit).",
+        show_default=False,
+        min=2,
+    ),
 ]
 ClassifierOpt = Annotated[
     str, typer.Option("--model", "-m", help="Sequence classifier: a folder from `llmtool finetune`, or a Hub id.")
@@ -412,9 +416,7 @@ def classify_command(
 
     options = ClassifyOptions(top_k=top_k, batch_size=batch_size, max_length=max_length, skip_invalid=skip_invalid)
     options.check()
-    examples = read_examples(
-        text, text_pair, input_path, text_column=text_column, pair_column=text_pair_column
-    )
+    examples = read_examples(text, text_pair, input_path, text_column=text_column, pair_column=text_pair_column)
     formatter = FORMATTER
     if output == "csv":
         formatter = csv_formatter(examples.header, examples.has_pair, top_k, skip_invalid)
@@ -603,7 +605,7 @@ def evaluate_command(
         trust_remote_code=trust_remote_code,
         verbose=verbose,
     )
-    result = evaluate(data, mopts, options, console)
+    result = evaluate(data, options=options, model_options=mopts, console=console)
     if output == "text" and stdout_isatty():
         render_rich(result, sys.stdout)
     else:

@@ -83,10 +83,25 @@ def label_id(value: str, label2id: dict[str, int], num_labels: int) -> int | Non
 
 
 def evaluate(
-    data: str, model_options: ModelOptions, options: EvaluateOptions | None = None, console: Console | None = None
+    data: str,
+    *,
+    model: str | None = None,
+    options: EvaluateOptions | None = None,
+    model_options: ModelOptions | None = None,
+    console: Console | None = None,
+    **kwargs: Any,
 ) -> dict[str, Any]:
-    """Evaluate the model on DATA; returns one plain dict (the record ``--json`` prints)."""
-    opts = options or EvaluateOptions()
+    """Evaluate a model on DATA; returns one plain dict (the record ``--json`` prints).
+
+    ``kwargs`` are :class:`EvaluateOptions` fields (``text_column="sentence"``).
+
+    >>> evaluate("dev.csv", model="./sst2-model")["accuracy"]  # doctest: +SKIP
+    """
+    opts = options or EvaluateOptions(**kwargs)
+    if model_options is None:
+        if model is None:
+            raise UsageError("evaluate needs a model")
+        model_options = ModelOptions(model=model)
     console = console or Console(quiet=True)
     if data != "-":  # the file exists and is readable: checked before the model's config is read
         read_records(None, data, None if is_table(data) else opts.text_column)
@@ -157,8 +172,9 @@ def _evaluate_lm(data: str, mopts: ModelOptions, opts: EvaluateOptions, console:
     if opts.pair_column is not None:
         raise UsageError("--text-pair-column applies to sentence-pair classifiers, not language models")
     records = read_records(None, data, opts.text_column)
-    score_options = ScoreOptions(batch_size=opts.batch_size, max_length=opts.max_length, stride=opts.stride,
-                                 bos=opts.bos)
+    score_options = ScoreOptions(
+        batch_size=opts.batch_size, max_length=opts.max_length, stride=opts.stride, bos=opts.bos
+    )
     score_options.check()
     tokenizer, model, objective = load_language_model(mopts)
     scorer = Scorer(tokenizer, model, objective, score_options)
@@ -220,8 +236,9 @@ def render_text(result: dict[str, Any]) -> str:
         labels = result["labels"]
         lines += ["", *_table([["label", "precision", "recall", "f1", "support"], *_per_class_rows(result)])]
         lines += ["", "confusion (rows: true label, columns: predicted)"]
-        lines += _table([["", *labels], *([name, *row] for name, row in
-                                          zip(labels, result["confusion_matrix"], strict=True))])
+        lines += _table(
+            [["", *labels], *([name, *row] for name, row in zip(labels, result["confusion_matrix"], strict=True))]
+        )
     return "\n".join(lines)
 
 

@@ -19,12 +19,11 @@ if TYPE_CHECKING:
     import torch
 
 DEVICES_HELP = "auto|cpu|cuda[:N]|mps"
+DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
 class MissingHeadError(ModelError):
     """The checkpoint lacks weights of the head a task needs (see ``load_model(require_head=...)``)."""
-
-DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
 @dataclass

@@ -179,7 +179,9 @@ class NextSentence:
     def _chunk(self, chunk: list[Pair]) -> Iterator[dict[str, Any]]:
         # Both sentences are cut evenly from their ends when a pair exceeds the model's limit.
         enc = self.tokenizer(
-            [p.first for p in chunk], [p.second for p in chunk], truncation="longest_first",
+            [p.first for p in chunk],
+            [p.second for p in chunk],
+            truncation="longest_first",
             max_length=self.max_length,
         )
         keys = [k for k in ("input_ids", "token_type_ids") if k in enc]
@@ -197,8 +199,10 @@ class NextSentence:
     def _predict(self, batch: Sequence[dict[str, list[int]]]) -> list[float]:
         torch = self.torch
         longest = max(len(e["input_ids"]) for e in batch)
-        inputs = {k: torch.full((len(batch), longest), self.pad_id if k == "input_ids" else 0, dtype=torch.long)
-                  for k in batch[0]}
+        inputs = {
+            k: torch.full((len(batch), longest), self.pad_id if k == "input_ids" else 0, dtype=torch.long)
+            for k in batch[0]
+        }
         inputs["attention_mask"] = torch.zeros((len(batch), longest), dtype=torch.long)
         for row, e in enumerate(batch):
             n = len(e["input_ids"])

@@ -156,9 +156,7 @@ class Scorer:
         self.device = next(model.parameters()).device
         limit = max_input_length(tokenizer, model)
         self.max_length = min(options.max_length or limit, limit)
-        self.pad_id: int = next(
-            (t for t in (tokenizer.pad_token_id, tokenizer.eos_token_id) if t is not None), 0
-        )
+        self.pad_id: int = next((t for t in (tokenizer.pad_token_id, tokenizer.eos_token_id) if t is not None), 0)
         self.prefix: list[int] = []
         self.suffix: list[int] = []
         if objective == "mlm":
@@ -213,8 +211,9 @@ class Scorer:
     def _chunk(self, chunk: list[Record]) -> Iterator[dict[str, Any]]:
         token_ids = [self._ids(r.text) for r in chunk]
         first = 1 if self.objective == "clm" else 0
-        pieces = [w for slot, ids in enumerate(token_ids) for w in windows(len(ids), self.span, self.stride,
-                                                                            first, slot)]
+        pieces = [
+            w for slot, ids in enumerate(token_ids) for w in windows(len(ids), self.span, self.stride, first, slot)
+        ]
         sums = [0.0] * len(chunk)
         counts = [0] * len(chunk)
         score = self._causal if self.objective == "clm" else self._masked

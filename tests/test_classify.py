@@ -74,7 +74,7 @@ def test_two_arguments_are_a_pair_and_text_prints_label_tab_probability(classifi
 
 def test_csv_in_csv_out_keeps_rows_and_appends_predictions(classifier: Path, tmp_path: Path) -> None:
     rows = [
-        ["1", "i love this film", "a, quoted \"note\""],
+        ["1", "i love this film", 'a, quoted "note"'],
         ["2", "it was a terrible movie", "line one\nline two"],
         ["3", "the dog", ""],
     ]
@@ -97,8 +97,21 @@ def test_sentence_pairs_from_csv_columns(classifier: Path, tmp_path: Path) -> No
     firsts, seconds = ["i love this film", "the dog", "bad day"], ["it was a great movie", "the cat", "sad"]
     data.write_text("premise,hypothesis\n" + "".join(f"{a},{b}\n" for a, b in zip(firsts, seconds, strict=True)))
     result = run_cli(
-        ["classify", "-m", str(classifier), "-i", str(data), "--text-column", "premise",
-         "--text-pair-column", "hypothesis", "--format", "tsv", "-k", "2"]
+        [
+            "classify",
+            "-m",
+            str(classifier),
+            "-i",
+            str(data),
+            "--text-column",
+            "premise",
+            "--text-pair-column",
+            "hypothesis",
+            "--format",
+            "tsv",
+            "-k",
+            "2",
+        ]
     )
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()

@@ -44,7 +44,12 @@ def test_classes_never_seen_do_not_count_in_macro_f1() -> None:
 def test_labels_may_be_names_or_ids() -> None:
     label2id = {"negative": 0, "positive": 1}
     assert [label_id(v, label2id, 2) for v in ("positive", "0", "1.0", "2", "Positive", "x")] == [
-        1, 0, 1, None, None, None
+        1,
+        0,
+        1,
+        None,
+        None,
+        None,
     ]
 
 
@@ -81,8 +86,9 @@ def test_classifier_metrics_agree_with_direct_predictions(classifier3: Path, tmp
 
     predicted = predictions(classifier3, [t for t, _ in examples])
     gold = [names.index(label) for _, label in examples]
-    confusion = [[sum(1 for g, p in zip(gold, predicted, strict=True) if (g, p) == (i, j)) for j in range(3)]
-                 for i in range(3)]
+    confusion = [
+        [sum(1 for g, p in zip(gold, predicted, strict=True) if (g, p) == (i, j)) for j in range(3)] for i in range(3)
+    ]
     assert got["task"] == "classification" and got["labels"] == names
     assert got["examples"] == len(examples)
     assert got["confusion_matrix"] == confusion
@@ -98,8 +104,12 @@ def test_plain_text_report_for_pipes(models_dir: Path, tmp_path: Path) -> None:
     """The exact plain report. The 2-class model is right on all its training templates, so the
     one row below with a wrong gold label is the only disagreement."""
     classifier = tiny_models.build_bert_classifier(models_dir / "classifier-2-eval")
-    rows = [["i love this film", "positive"], ["it was a good movie", "positive"],
-            ["i hate this film", "negative"], ["it was a bad movie", "positive"]]
+    rows = [
+        ["i love this film", "positive"],
+        ["it was a good movie", "positive"],
+        ["i hate this film", "negative"],
+        ["it was a bad movie", "positive"],
+    ]
     data = write_csv(tmp_path / "dev.csv", ["text", "label"], rows)
     result = run_cli(["evaluate", str(data), "-m", str(classifier)])
     assert result.returncode == 0, result.stderr
@@ -123,7 +133,10 @@ def test_plain_text_report_for_pipes(models_dir: Path, tmp_path: Path) -> None:
     main, secondary = pty.openpty()
     with subprocess.Popen(
         [llmtool_executable(), "evaluate", str(data), "-m", str(classifier), "-q"],
-        stdin=subprocess.DEVNULL, stdout=secondary, stderr=subprocess.PIPE, env=cli_env(),
+        stdin=subprocess.DEVNULL,
+        stdout=secondary,
+        stderr=subprocess.PIPE,
+        env=cli_env(),
     ) as proc:
         os.close(secondary)
         chunks = []

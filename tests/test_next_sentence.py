@@ -69,8 +69,19 @@ def test_csv_columns_chosen_by_name(nsp_model: Path, tmp_path: Path) -> None:
         writer.writerow(["id", "second_sentence", "first_sentence"])
         writer.writerows([[i, b, a] for i, (a, b) in enumerate(PAIRS[:4])])
     result = run_cli(
-        ["next-sentence", "-m", str(nsp_model), "-i", str(data), "--first-column", "first_sentence",
-         "--second-column", "second_sentence", "-f", "tsv"]
+        [
+            "next-sentence",
+            "-m",
+            str(nsp_model),
+            "-i",
+            str(data),
+            "--first-column",
+            "first_sentence",
+            "--second-column",
+            "second_sentence",
+            "-f",
+            "tsv",
+        ]
     )
     assert result.returncode == 0, result.stderr
     rows = [line.split("\t") for line in result.stdout.splitlines()]

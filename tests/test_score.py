@@ -90,8 +90,9 @@ def test_causal_scores_equal_direct_computation(tiny_gpt2: Path) -> None:
 
 def test_stride_and_text_format(tiny_gpt2: Path) -> None:
     # A small window and stride: many windows per text, each token still scored exactly once.
-    result = run_cli(["score", "-m", str(tiny_gpt2), "--max-length", "20", "--stride", "7", "--total"],
-                     input=f"{SHORT[0]}\n{LONG}\n")
+    result = run_cli(
+        ["score", "-m", str(tiny_gpt2), "--max-length", "20", "--stride", "7", "--total"], input=f"{SHORT[0]}\n{LONG}\n"
+    )
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     expected = [causal_direct(tiny_gpt2, t, 20, 7) for t in (SHORT[0], LONG)]
