@@ -258,13 +258,19 @@ class Classifier:
             yield example, self._record(example, top[i])
 
     def _encode(self, examples: Sequence[Example]) -> list[dict[str, list[int]]]:
-        if not examples:
-            return []
-        texts = [e.text for e in examples]
-        pairs = [e.pair or "" for e in examples] if any(e.pair is not None for e in examples) else None
-        enc = self.tokenizer(texts, pairs, truncation=True, max_length=self.max_length)
-        keys = [k for k in ("input_ids", "token_type_ids") if k in enc]
-        return [{k: enc[k][n] for k in keys} for n in range(len(examples))]
+        """Token ids (and segment ids) per example; single texts and pairs are encoded apart."""
+        out: list[dict[str, list[int]]] = [{} for _ in examples]
+        for is_pair in (False, True):
+            group = [i for i, e in enumerate(examples) if (e.pair is not None) == is_pair]
+            if not group:
+                continue
+            texts = [examples[i].text for i in group]
+            pairs = [examples[i].pair or "" for i in group] if is_pair else None
+            enc = self.tokenizer(texts, pairs, truncation=True, max_length=self.max_length)
+            keys = [k for k in ("input_ids", "token_type_ids") if k in enc]
+            for n, i in enumerate(group):
+                out[i] = {k: enc[k][n] for k in keys}
+        return out
 
     def _predict(self, batch: list[dict[str, list[int]]]) -> list[list[tuple[int, float]]]:
         """For each input, the top-k (label id, probability)."""
