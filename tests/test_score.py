@@ -135,3 +135,12 @@ def test_errors(tiny_gpt2: Path, models_dir: Path) -> None:
     stride = run_cli(["score", "-m", str(tiny_gpt2), "--max-length", "16", "--stride", "16", "text"])
     assert stride.returncode == 2
     assert stride.stderr.strip() == "llmtool: error: --stride must be below the window (--max-length 16)"
+
+
+def test_python_api_names_stay_functions_after_submodule_imports() -> None:
+    import llmtool
+    import llmtool.evaluate  # imports llmtool.score and llmtool.classify, the modules
+    import llmtool.score
+
+    assert callable(llmtool.score) and callable(llmtool.classify) and callable(llmtool.next_sentence)
+    assert llmtool.score.__module__ == "llmtool.score"
