@@ -348,7 +348,8 @@ def _tsv_rows(result: dict[str, Any]) -> Iterator[list[object]]:
         yield [result["index"], 0, "", "", result["error"]]
         return
     index = "total" if result.get("total") else result["index"]
-    yield [index, result["tokens"], f"{result['log_likelihood']:.6f}", f"{result['perplexity']:.6g}", ""]
+    ppl = result["perplexity"]
+    yield [index, result["tokens"], f"{result['log_likelihood']:.6f}", "nan" if ppl is None else f"{ppl:.6g}", ""]
 
 
 FORMATTER = Formatter(
