@@ -17,6 +17,13 @@ from conftest import cli_env, llmtool_executable, run_cli
 from llmtool.evaluate import classification_metrics, label_id
 
 
+@pytest.fixture(autouse=True)
+def one_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tiny models gain nothing from threads, and on a busy 2-core machine threads contending for
+    cores made these runs 2-20x slower; the llmtool subprocesses inherit this (see cli_env)."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+
+
 def test_metrics_match_a_hand_computation() -> None:
     # gold a: 3 right, 1 taken for b; gold b: 2 right, 2 taken for a; gold c: 1 right; nothing predicted c wrongly
     confusion = [[3, 1, 0], [2, 2, 0], [0, 0, 1]]

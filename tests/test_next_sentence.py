@@ -10,6 +10,14 @@ import pytest
 import tiny_models
 from conftest import run_cli
 
+
+@pytest.fixture(autouse=True)
+def one_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tiny models gain nothing from threads, and on a busy 2-core machine threads contending for
+    cores made these runs 2-20x slower; the llmtool subprocesses inherit this (see cli_env)."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+
+
 PAIRS = [
     ("i love this film", "it was a great movie"),
     ("i love this film", "a sad day"),

@@ -10,6 +10,14 @@ import pytest
 import tiny_models
 from conftest import run_cli
 
+
+@pytest.fixture(autouse=True)
+def one_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tiny models gain nothing from threads, and on a busy 2-core machine threads contending for
+    cores made these runs 2-20x slower; the llmtool subprocesses inherit this (see cli_env)."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+
+
 SHORT = ["The capital of France is Paris.", "Once upon a time", "a", "It was a great movie and I love the story."]
 # Longer than both tiny models' contexts (GPT-2: 128 positions, BERT: 64): scored in windows.
 LONG = " ".join(tiny_models.CORPUS * 3)
