@@ -421,6 +421,15 @@ def finetune_command(
         int | None,
         typer.Option("--patience", help="Stop after N evaluations without improvement.", show_default=False),
     ] = None,
+    best_metric: Annotated[
+        str | None,
+        typer.Option(
+            "--best-metric",
+            help="Validation metric that picks the best checkpoint: loss, accuracy, "
+            "macro_f1, perplexity [default: accuracy for classify, loss for clm/mlm].",
+            show_default=False,
+        ),
+    ] = None,
     report_to: Annotated[
         list[str] | None,
         typer.Option(
@@ -486,6 +495,7 @@ def finetune_command(
         gradient_checkpointing=gradient_checkpointing,
         save_steps=save_steps,
         patience=patience,
+        best_metric=best_metric,
         report_to=list(report_to) if report_to else ["none"],
         device=device,
         overwrite=overwrite,

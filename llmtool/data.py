@@ -263,6 +263,8 @@ def load_rows(layout: Layout, cache_dir: str) -> Dataset:
 
     A bad row raises its :class:`InputError`, unwrapped from the ``datasets`` builder's own error.
     """
+    if next(iter_rows(layout), None) is None:  # checked here: datasets fails obscurely on an empty generator
+        raise InputError("no data rows (only a header, or blank lines)", source=layout.path)
     quiet_datasets()
     from datasets import Dataset
 
@@ -279,8 +281,6 @@ def load_rows(layout: Layout, cache_dir: str) -> Dataset:
         if cause is not None:
             raise cause from None
         raise
-    if len(dataset) == 0:
-        raise InputError("no data rows (only a header, or blank lines)", source=layout.path)
     return dataset
 
 

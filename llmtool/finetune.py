@@ -155,9 +155,9 @@ def _load(settings: FinetuneSettings, opts: ModelOptions, data: TrainingData) ->
     from llmtool.models import load_model, load_tokenizer, locate, set_seed
 
     opts = ModelOptions(**{**asdict(opts), "device": "cpu", "dtype": "float32"})
-    set_seed(settings.seed)  # new weights (a classification head) are drawn now, before Trainer seeds
     where = locate(opts)
     tokenizer = load_tokenizer(opts, where)
+    set_seed(settings.seed)  # new weights (a classification head) are drawn now, before Trainer seeds
     kwargs: dict[str, Any] = {}
     if settings.task == "classify":
         assert data.labels is not None
