@@ -421,6 +421,10 @@ def finetune_command(
         int | None,
         typer.Option("--patience", help="Stop after N evaluations without improvement.", show_default=False),
     ] = None,
+    logging_steps: Annotated[int, typer.Option("--logging-steps", help="Steps between loss readings.")] = 10,
+    eval_on_start: Annotated[
+        bool, typer.Option("--eval-on-start", help="Evaluate the model before training too (a baseline).")
+    ] = False,
     best_metric: Annotated[
         str | None,
         typer.Option(
@@ -496,6 +500,8 @@ def finetune_command(
         save_steps=save_steps,
         patience=patience,
         best_metric=best_metric,
+        eval_on_start=eval_on_start,
+        logging_steps=logging_steps,
         report_to=list(report_to) if report_to else ["none"],
         device=device,
         overwrite=overwrite,

@@ -111,10 +111,8 @@ def finetune(
             best_metric="accuracy" if settings.task == "classify" else "loss",
             derived_metrics=None if settings.task == "classify" else perplexity,
             record=record,
+            summary={"task": settings.task, "labels": data.labels} if data.labels else {"task": settings.task},
         )
-    result = {"task": settings.task, **result}
-    if data.labels is not None:
-        result["labels"] = data.labels
     return result
 
 

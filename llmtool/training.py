@@ -71,6 +71,7 @@ class TrainSettings:
     save_steps: int | None = None  # evaluate and checkpoint every N steps; None: at each epoch's end
     save_total_limit: int = 2  # checkpoints kept on disk (the best one is always kept too)
     patience: int | None = None  # stop after N evaluations without improvement; None: never early
+    eval_on_start: bool = False  # evaluate the untrained model first: a baseline (step 0) in the history
     best_metric: str | None = None  # validation metric that picks the best checkpoint; None: the task's
     report_to: list[str] = field(default_factory=lambda: ["none"])  # Trainer integrations (tensorboard, wandb)
     eval_batch_size: int | None = None  # None: the training batch size
@@ -414,12 +415,14 @@ class TrainingRun:
         best_metric: str = "loss",
         derived_metrics: Callable[[dict[str, float]], dict[str, float]] | None = None,
         record: dict[str, Any] | None = None,
+        summary: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Train, keep the best checkpoint, write the final model atomically; return the final metrics.
 
         ``best_metric`` (without the ``eval_`` prefix) picks the best checkpoint unless the settings
         name another; ``derived_metrics`` adds metrics computed from the evaluated ones (perplexity);
-        ``record`` is written to ``llmtool_settings.json`` together with the training settings.
+        ``record`` is written to ``llmtool_settings.json`` together with the training settings;
+        ``summary`` (the task, its labels) leads the returned metrics and ``metrics.json``.
         """
         s = self.settings
         if s.patience is not None and eval_dataset is None:
@@ -430,7 +433,9 @@ class TrainingRun:
 
         prepare_environment(verbose=self.console.verbose)  # silences Trainer logs and the save bars
         metric = s.best_metric or best_metric
+        resume_from = self._resume_point()
         args = build_training_args(s, str(self.folder.checkpoints), has_eval=eval_dataset is not None, metric=metric)
+        args.eval_on_start = s.eval_on_start and eval_dataset is not None and resume_from is None
         callbacks: list[Any] = []  # TrainerCallback, or duck-typed ones (see _LazyCallback)
         if s.patience is not None:
             from transformers import EarlyStoppingCallback
@@ -449,14 +454,16 @@ class TrainingRun:
             callbacks=[*callbacks, reporter, stopper],  # type: ignore[list-item]
         )
         _drop_printer(trainer)
-        resume_from = self._resume_point()
         started = time.monotonic()
         with stopper.installed():
             trainer.train(resume_from_checkpoint=resume_from)
         if stopper.signum is not None:
             raise KeyboardInterrupt if stopper.signum == signal.SIGINT else Terminated()
-        result = _final_metrics(trainer, derived_metrics, metric, time.monotonic() - started)
-        result["model"] = str(self.folder.path)
+        result = {
+            **(summary or {}),
+            "model": str(self.folder.path),
+            **_final_metrics(trainer, derived_metrics, metric, time.monotonic() - started),
+        }
         self._write_final(trainer, tokenizer, result, record or {})
         return result
 
