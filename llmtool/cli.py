@@ -6,6 +6,7 @@ checks). Task modules are imported inside the command that needs them.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import signal
@@ -116,11 +117,14 @@ def _silence_stdout() -> None:
         pass
 
 
-def _model_options(**kwargs: Any) -> Any:
-    from llmtool.models import ModelOptions, prepare_environment
+def _model_options(**kwargs: Any) -> tuple[Any, str]:
+    """The model options and where the model is, found before the heavy imports so that a
+    missing model fails in a fraction of a second."""
+    from llmtool.models import ModelOptions, locate, prepare_environment
 
     prepare_environment(kwargs.get("offline", False), kwargs.get("verbose", False))
-    return ModelOptions(**kwargs)
+    options = ModelOptions(**kwargs)
+    return options, locate(options)
 
 
 # ---------------------------------------------------------------------------- commands
@@ -171,7 +175,7 @@ def fill_mask_command(
 
     records = read_records(text, input_path, column)
     console = Console(quiet, verbose)
-    mopts = _model_options(
+    mopts, where = _model_options(
         model=model,
         revision=revision,
         offline=offline,
@@ -188,7 +192,7 @@ def fill_mask_command(
     from llmtool.models import load, set_seed
 
     set_seed(seed)
-    tokenizer, mlm = load(AutoModelForMaskedLM, mopts)
+    tokenizer, mlm = load(AutoModelForMaskedLM, mopts, where)
     filler = MaskFiller(
         tokenizer,
         mlm,
@@ -277,7 +281,7 @@ def generate_command(
     if stream and (output != "text" or num_return_sequences != 1):
         raise UsageError("--stream needs --format text and one sequence per prompt")
     console = Console(quiet, verbose)
-    mopts = _model_options(
+    mopts, where = _model_options(
         model=model,
         revision=revision,
         offline=offline,
@@ -294,7 +298,7 @@ def generate_command(
     from llmtool.models import load, set_seed
 
     set_seed(seed)
-    tokenizer, lm = load(AutoModelForCausalLM, mopts)
+    tokenizer, lm = load(AutoModelForCausalLM, mopts, where)
     generator = Generator(tokenizer, lm, options)
     if stream and options.include_prompt and not chat:
         # The prompt is printed before generation starts, as the user typed it.
@@ -556,16 +560,30 @@ def main(argv: list[str] | None = None) -> int:
         result = app(args=argv, prog_name="llmtool", standalone_mode=False)
     except BrokenPipeError:
         _silence_stdout()
-        return ExitCode.BROKEN_PIPE
+        return _finish(ExitCode.BROKEN_PIPE)
     except (typer.Abort, KeyboardInterrupt):
         sys.stderr.write("llmtool: interrupted\n")
-        return ExitCode.INTERRUPTED
+        return _finish(ExitCode.INTERRUPTED)
     except Exception as exc:  # usage errors raised by the parser
         message = getattr(exc, "format_message", None)
         if message is None or not hasattr(exc, "exit_code"):
-            return report(exc)
+            return _finish(report(exc))
         ctx = getattr(exc, "ctx", None)
         hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
         sys.stderr.write(f"llmtool: error: {' '.join(message().split())}{hint}\n")
-        return int(exc.exit_code)
-    return int(result) if isinstance(result, int) else ExitCode.OK
+        return _finish(int(exc.exit_code))
+    return _finish(int(result) if isinstance(result, int) else ExitCode.OK)
+
+
+def _finish(code: int) -> int:
+    """Flush, and leave at once if a reader thread is still blocked on stdin.
+
+    Interpreter shutdown would otherwise wait for that thread's lock on stdin and abort with
+    "could not acquire lock" (e.g. after Ctrl-C while a pipe is still open).
+    """
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            stream.flush()
+    if any(t.name == "llmtool-reader" and t.is_alive() for t in threading.enumerate()):
+        os._exit(code)
+    return code

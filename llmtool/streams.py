@@ -286,7 +286,8 @@ def csv_rows(
             except StopIteration:
                 return
             except csv.Error as exc:
-                what = "unclosed quote" if "eof" in str(exc).lower() or "end of data" in str(exc) else str(exc)
+                text = str(exc)
+                what = "unclosed quote" if "EOF" in text or "end of data" in text else text
                 raise InputError(f"bad CSV: {what}", source=path, line=start) from None
             if not row or (len(row) == 1 and not row[0].strip() and len(header) > 1):
                 start = line_of[0] + 1
