@@ -335,6 +335,7 @@ def finetune_command(
         str,
         typer.Argument(
             help="Training data: .csv/.tsv with a header (classify, clm, mlm), or .txt/.jsonl text (clm, mlm).",
+            metavar="TRAIN",
             show_default=False,
         ),
     ],
@@ -344,7 +345,7 @@ def finetune_command(
         typer.Option(
             "--model",
             "-m",
-            help="Hub id or local folder [default: bert-base-uncased; gpt2 for clm].",
+            help="Hub id or local folder (default: bert-base-uncased; gpt2 for clm).",
             show_default=False,
         ),
     ] = None,
@@ -357,7 +358,7 @@ def finetune_command(
     valid: Annotated[
         str | None,
         typer.Option(
-            "--valid", help="Validation file with the same columns [default: split off TRAIN].", show_default=False
+            "--valid", help="Validation file with the same columns (default: split off TRAIN).", show_default=False
         ),
     ] = None,
     valid_split: Annotated[
@@ -367,7 +368,7 @@ def finetune_command(
         str | None,
         typer.Option(
             "--text-column",
-            help="Text column [default: text, then sentence, then the only text column].",
+            help="Text column (default: text, then sentence, then the only text column).",
             show_default=False,
         ),
     ] = None,
@@ -378,19 +379,19 @@ def finetune_command(
         ),
     ] = None,
     label_column: Annotated[
-        str | None, typer.Option("--label-column", help="Label column (classify) [default: label].", show_default=False)
+        str | None, typer.Option("--label-column", help="Label column (classify) (default: label).", show_default=False)
     ] = None,
     encoding: Annotated[str, typer.Option("--encoding", help="Text encoding of the data files.")] = "utf-8",
     max_length: Annotated[
         int | None,
         typer.Option(
-            "--max-length", help="classify: tokens per example [default: the model's limit].", show_default=False
+            "--max-length", help="classify: tokens per example (default: the model's limit).", show_default=False
         ),
     ] = None,
     block_size: Annotated[
         int | None,
         typer.Option(
-            "--block-size", help="clm/mlm: tokens per block [default: model limit, up to 1024].", show_default=False
+            "--block-size", help="clm/mlm: tokens per block (default: model limit, up to 1024).", show_default=False
         ),
     ] = None,
     line_by_line: Annotated[
@@ -408,7 +409,7 @@ def finetune_command(
     weight_decay: Annotated[float, typer.Option("--weight-decay", help="AdamW weight decay.")] = 0.0,
     seed: Annotated[int, typer.Option("--seed", help="Seed for new weights, split, order, dropout, masking.")] = 42,
     bf16: Annotated[
-        bool, typer.Option("--bf16", help="bfloat16 mixed precision [default: on GPUs that have it].")
+        bool, typer.Option("--bf16", help="bfloat16 mixed precision (default: on GPUs that have it).")
     ] = False,
     fp16: Annotated[bool, typer.Option("--fp16", help="float16 mixed precision (CUDA GPUs).")] = False,
     fp32: Annotated[bool, typer.Option("--fp32", help="Full precision, even on a GPU.")] = False,
@@ -418,7 +419,7 @@ def finetune_command(
     save_steps: Annotated[
         int | None,
         typer.Option(
-            "--save-steps", help="Evaluate and checkpoint every N steps [default: every epoch].", show_default=False
+            "--save-steps", help="Evaluate and checkpoint every N steps (default: every epoch).", show_default=False
         ),
     ] = None,
     patience: Annotated[
@@ -434,7 +435,7 @@ def finetune_command(
         typer.Option(
             "--best-metric",
             help="Validation metric that picks the best checkpoint: loss, accuracy, "
-            "macro_f1, perplexity [default: accuracy for classify, loss for clm/mlm].",
+            "macro_f1, perplexity (default: accuracy for classify, loss for clm/mlm).",
             show_default=False,
         ),
     ] = None,
@@ -442,7 +443,7 @@ def finetune_command(
         list[str] | None,
         typer.Option(
             "--report-to",
-            help="Trainer integration (tensorboard, wandb, ...); repeatable [default: none].",
+            help="Trainer integration (tensorboard, wandb, ...); repeatable (default: none).",
             show_default=False,
         ),
     ] = None,
@@ -465,11 +466,12 @@ def finetune_command(
     quiet: QuietOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
-    """Fine-tune a model on a CSV: classify (text [+ pair] -> label), clm or mlm (continued pre-training).
+    """Fine-tune a model on a CSV: classify (text [+ pair] -> label), or clm/mlm (continued pre-training).
 
-    The data is checked before the model loads; the best checkpoint (by validation accuracy for
-    classify, loss for clm/mlm) is written to --output in safetensors, with metrics.json and
-    llmtool_settings.json. Runs unchanged under torchrun and accelerate launch.
+    The data is checked before the model loads. The best checkpoint (validation accuracy for classify, loss for
+    clm/mlm) is written to --output in safetensors, with metrics.json and llmtool_settings.json beside it.
+
+    Runs unchanged under torchrun and accelerate launch. Ctrl-C saves a checkpoint; --resume continues from it.
 
     Example: llmtool finetune reviews.csv --model distilbert-base-uncased --output reviews-model --epochs 2
     """
@@ -514,7 +516,11 @@ def finetune_command(
     )
     settings.check()
     console = Console(quiet, verbose)
-    mopts = _model_options(
+    from llmtool.models import ModelOptions, prepare_environment
+
+    # The model is located after the data is checked (inside finetune): bad data is reported first.
+    prepare_environment(offline, verbose)
+    mopts = ModelOptions(
         model=model or default_model(task),
         revision=revision,
         offline=offline,

@@ -183,3 +183,27 @@ def test_default_models_offline_exit_3_and_leave_nothing(tmp_path: Path, task: s
     assert f"model {model!r} is not in the local cache" in result.stderr
     assert result.stderr.count("llmtool: error:") == 1
     assert not out.exists()
+
+
+@pytest.mark.parametrize("task", ["classify", "clm"])
+def test_tokenizing_in_two_processes_gives_the_same_examples(tmp_path: Path, tiny_bert: Path, task: str) -> None:
+    """Big files are tokenized with datasets' num_proc; the examples must not depend on it."""
+    from transformers import AutoTokenizer
+
+    from llmtool.data import prepare
+    from llmtool.finetune import FinetuneSettings, _tokenize
+    from llmtool.models import ModelOptions
+
+    train = write_sentiment_csv(tmp_path / "train.csv", 3000, seed=8)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_bert)
+    examples = []
+    for procs in (1, 2):
+        data = prepare(str(train), task, cache_dir=str(tmp_path / f"cache{procs}"), valid_split=0)  # type: ignore[arg-type]
+        settings = FinetuneSettings(task=task, num_proc=procs)
+        ds = _tokenize(data.train, tokenizer, settings, 32, ModelOptions(model=str(tiny_bert)), "train")
+        examples.append(ds.to_dict())
+    assert examples[0] == examples[1]
+    if task == "classify":
+        assert len(examples[0]["input_ids"]) == 3000 and set(examples[0]["labels"]) == {0, 1}
+    else:  # packed into full blocks
+        assert len(examples[0]["input_ids"]) > 100 and {len(ids) for ids in examples[0]["input_ids"]} == {32}
