@@ -15,16 +15,24 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "fill_mask", "generate"]
+__all__ = ["__version__", "classify", "evaluate", "fill_mask", "generate", "next_sentence", "score"]
 
 _LAZY = {
     "fill_mask": ("llmtool.fill_mask", "fill_mask"),
     "generate": ("llmtool.generate", "generate"),
+    "classify": ("llmtool.classify", "classify"),
+    "evaluate": ("llmtool.evaluate", "evaluate"),
+    "next_sentence": ("llmtool.next_sentence", "next_sentence"),
+    "score": ("llmtool.score", "score"),
 }
 
 if TYPE_CHECKING:
+    from llmtool.classify import classify
+    from llmtool.evaluate import evaluate
     from llmtool.fill_mask import fill_mask
     from llmtool.generate import generate
+    from llmtool.next_sentence import next_sentence
+    from llmtool.score import score
 
 
 def __getattr__(name: str) -> Any:

@@ -328,6 +328,365 @@ def _write(results: Any, output: OutputFormat, formatter: Any, console: Console)
         write_records(counted(), output, formatter)
 
 
+# ---------------------------------------------------------------------------- using trained models
+# classify, evaluate, score, next-sentence: options they share beyond the ones at the top.
+
+TextColumnOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--text-column",
+        "--column",
+        help="Text column of .csv/.tsv input, or field of .jsonl (default: text, then sentence, then the only "
+        "column other than the label).",
+        show_default=False,
+    ),
+]
+TextPairColumnOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--text-pair-column", help="Second text column, for sentence-pair models (.csv/.tsv input).", show_default=False
+    ),
+]
+MaxLengthOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--max-length",
+        help="Truncate inputs to this many tokens (default: the model's limit).",
+        show_default=False,
+        min=2,
+    ),
+]
+ClassifierOpt = Annotated[
+    str, typer.Option("--model", "-m", help="Sequence classifier: a folder from `llmtool finetune`, or a Hub id.")
+]
+
+
+@app.command("classify")
+@_handle_errors
+def classify_command(
+    model: ClassifierOpt,
+    text: Annotated[
+        str | None, typer.Argument(help="Text to classify; '-' or none: one text per stdin line.", show_default=False)
+    ] = None,
+    text_pair: Annotated[
+        str | None, typer.Argument(help="Second text, for sentence-pair models.", show_default=False)
+    ] = None,
+    input_path: InputOpt = None,
+    text_column: TextColumnOpt = None,
+    text_pair_column: TextPairColumnOpt = None,
+    top_k: Annotated[int, typer.Option("--top-k", "-k", help="Labels per input, most probable first.", min=1)] = 1,
+    max_length: MaxLengthOpt = None,
+    skip_invalid: SkipInvalidOpt = False,
+    fmt: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            "-f",
+            help="Output: text, jsonl, tsv, or csv (the input rows with prediction columns appended).",
+            metavar="text|jsonl|tsv|csv",
+        ),
+    ] = "text",
+    json_flag: JsonOpt = False,
+    batch_size: BatchOpt = 32,
+    revision: RevisionOpt = None,
+    offline: OfflineOpt = False,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "auto",
+    allow_pickle: PickleOpt = False,
+    trust_remote_code: RemoteCodeOpt = False,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Label each text (or text pair) with a fine-tuned sequence classifier.
+
+    Labels are the model's own names (id2label in its config).
+
+    text: LABEL<TAB>PROBABILITY per input, one pair per --top-k.
+    jsonl: {"index", "input", "label", "score", "predictions": [{"label", "id", "score"}]}.
+    csv: each input row (or text) with predicted_label, predicted_score appended.
+
+    Example: llmtool classify --model ./sst2-model --input reviews.csv --text-column review --format csv
+    """
+    output: OutputFormat = "csv" if fmt == "csv" and not json_flag else _output_format(fmt, json_flag)
+    from llmtool.classify import (
+        FORMATTER,
+        Classifier,
+        ClassifyOptions,
+        csv_formatter,
+        load_classifier,
+        read_examples,
+        with_rows,
+    )
+
+    options = ClassifyOptions(top_k=top_k, batch_size=batch_size, max_length=max_length, skip_invalid=skip_invalid)
+    options.check()
+    examples = read_examples(text, text_pair, input_path, text_column=text_column, pair_column=text_pair_column)
+    formatter = FORMATTER
+    if output == "csv":
+        formatter = csv_formatter(examples.header, examples.has_pair, top_k, skip_invalid)
+    console = Console(quiet, verbose)
+    mopts, _where = _model_options(
+        model=model,
+        revision=revision,
+        offline=offline,
+        device=device,
+        dtype=dtype,
+        allow_pickle=allow_pickle,
+        trust_remote_code=trust_remote_code,
+        verbose=verbose,
+    )
+    tokenizer, clf = load_classifier(mopts)
+    classifier = Classifier(tokenizer, clf, options)
+    results = with_rows(classifier.results(examples.items)) if output == "csv" else classifier(examples.items)
+    _write(results, output, formatter, console)
+
+
+StrideOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--stride",
+        help="Texts longer than the window: tokens between window starts (default: half the window). Each token "
+        "is scored once, with at least window minus stride tokens of left context.",
+        show_default=False,
+        min=1,
+    ),
+]
+WindowOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--max-length", help="Window size in tokens (default: the model's context).", show_default=False, min=2
+    ),
+]
+BosOpt = Annotated[
+    bool, typer.Option("--bos/--no-bos", help="Causal LMs: put BOS first, so the first token is scored too.")
+]
+
+
+@app.command("score")
+@_handle_errors
+def score_command(
+    text: Annotated[
+        str | None, typer.Argument(help="Text to score; '-' or none: one text per stdin line.", show_default=False)
+    ] = None,
+    input_path: InputOpt = None,
+    column: ColumnOpt = None,
+    model: Annotated[
+        str, typer.Option("--model", "-m", help="Causal LM (log-likelihood) or masked LM (pseudo-likelihood).")
+    ] = "gpt2",
+    total: Annotated[
+        bool, typer.Option("--total", help="End with a corpus total: log-likelihoods pooled by token count.")
+    ] = False,
+    stride: StrideOpt = None,
+    max_length: WindowOpt = None,
+    bos: BosOpt = True,
+    skip_invalid: SkipInvalidOpt = False,
+    fmt: FormatOpt = "text",
+    json_flag: JsonOpt = False,
+    batch_size: BatchOpt = 8,
+    revision: RevisionOpt = None,
+    offline: OfflineOpt = False,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "auto",
+    allow_pickle: PickleOpt = False,
+    trust_remote_code: RemoteCodeOpt = False,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Log-likelihood and perplexity of each line under a language model.
+
+    Causal LMs: log P(text), natural log, every token given the ones before it.
+    Masked LMs: pseudo-log-likelihood, each token masked in turn (pseudo-perplexity).
+    Long texts are scored in sliding windows (--max-length, --stride).
+
+    text: PERPLEXITY<TAB>LOG_LIKELIHOOD<TAB>TOKENS<TAB>TEXT per line; the --total line ends in "total".
+    jsonl: {"index", "input", "tokens", "log_likelihood", "perplexity"};
+    total: {"total": true, "lines", "tokens", "log_likelihood", "perplexity"}.
+
+    Example: llmtool score --model gpt2 --total < corpus.txt
+    """
+    output = _output_format(fmt, json_flag)
+    from llmtool.score import ScoreOptions
+
+    options = ScoreOptions(
+        batch_size=batch_size, max_length=max_length, stride=stride, bos=bos, total=total, skip_invalid=skip_invalid
+    )
+    options.check()
+    from llmtool.streams import read_records
+
+    records = read_records(text, input_path, column)
+    console = Console(quiet, verbose)
+    mopts, _where = _model_options(
+        model=model,
+        revision=revision,
+        offline=offline,
+        device=device,
+        dtype=dtype,
+        allow_pickle=allow_pickle,
+        trust_remote_code=trust_remote_code,
+        verbose=verbose,
+    )
+    from llmtool.score import FORMATTER, Scorer, load_language_model
+
+    tokenizer, lm, objective = load_language_model(mopts)
+    _write(Scorer(tokenizer, lm, objective, options)(records), output, FORMATTER, console)
+
+
+@app.command("evaluate")
+@_handle_errors
+def evaluate_command(
+    data: Annotated[
+        str,
+        typer.Argument(
+            help="Classifiers: a .csv/.tsv with text and label columns. LMs: a .txt (a line each), .jsonl or "
+            ".csv; '-' is stdin.",
+            show_default=False,
+        ),
+    ],
+    model: Annotated[
+        str, typer.Option("--model", "-m", help="A sequence classifier, or a causal or masked LM (folder or Hub id).")
+    ],
+    text_column: TextColumnOpt = None,
+    text_pair_column: TextPairColumnOpt = None,
+    label_column: Annotated[
+        str, typer.Option("--label-column", help="Gold labels: the model's label names or ids.")
+    ] = "label",
+    max_length: Annotated[
+        int | None,
+        typer.Option(
+            "--max-length",
+            help="Classifiers: truncate to this many tokens. LMs: the scoring window. (Default: the model's limit.)",
+            show_default=False,
+            min=2,
+        ),
+    ] = None,
+    stride: StrideOpt = None,
+    bos: BosOpt = True,
+    fmt: FormatOpt = "text",
+    json_flag: JsonOpt = False,
+    batch_size: BatchOpt = 32,
+    revision: RevisionOpt = None,
+    offline: OfflineOpt = False,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "auto",
+    allow_pickle: PickleOpt = False,
+    trust_remote_code: RemoteCodeOpt = False,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Judge a model on held-out data: classifiers by accuracy and F1, language models by perplexity.
+
+    Classifiers: accuracy, macro-F1, per-class precision/recall/F1/support, confusion matrix.
+    Causal LMs: corpus perplexity; masked LMs: pseudo-perplexity (both pooled by token count).
+
+    text: Rich tables on a terminal; a plain report otherwise (see the README).
+    jsonl: one object: {"task", "model", "data", "examples", "accuracy", "macro_f1", "labels",
+    "per_class", "confusion_matrix"} or {"task", "objective", ..., "tokens", "perplexity"}.
+    tsv: metric<TAB>label<TAB>predicted<TAB>value, one number per row.
+
+    Example: llmtool evaluate dev.csv --model ./sst2-model --text-column sentence --json
+    """
+    output = _output_format(fmt, json_flag)
+    from llmtool.evaluate import FORMATTER, EvaluateOptions, evaluate, render_rich
+    from llmtool.streams import stdout_isatty, write_records
+
+    options = EvaluateOptions(
+        text_column=text_column,
+        pair_column=text_pair_column,
+        label_column=label_column,
+        batch_size=batch_size,
+        max_length=max_length,
+        stride=stride,
+        bos=bos,
+    )
+    console = Console(quiet, verbose)
+    mopts, _where = _model_options(
+        model=model,
+        revision=revision,
+        offline=offline,
+        device=device,
+        dtype=dtype,
+        allow_pickle=allow_pickle,
+        trust_remote_code=trust_remote_code,
+        verbose=verbose,
+    )
+    result = evaluate(data, options=options, model_options=mopts, console=console)
+    if output == "text" and stdout_isatty():
+        render_rich(result, sys.stdout)
+    else:
+        write_records([result], output, FORMATTER)
+
+
+@app.command("next-sentence")
+@_handle_errors
+def next_sentence_command(
+    first: Annotated[
+        str | None,
+        typer.Argument(help="Sentence A; '-' or none: read A<TAB>B lines from stdin.", show_default=False),
+    ] = None,
+    second: Annotated[str | None, typer.Argument(help="Sentence B.", show_default=False)] = None,
+    input_path: Annotated[
+        str | None,
+        typer.Option(
+            "--input",
+            "-i",
+            help="Read pairs from FILE: .csv/.tsv (two columns, with a header) or text (A<TAB>B lines). '-' is stdin.",
+            metavar="FILE",
+            show_default=False,
+        ),
+    ] = None,
+    first_column: Annotated[
+        str | None,
+        typer.Option("--first-column", help="CSV column of sentence A (default: the first).", show_default=False),
+    ] = None,
+    second_column: Annotated[
+        str | None,
+        typer.Option("--second-column", help="CSV column of sentence B (default: the second).", show_default=False),
+    ] = None,
+    model: Annotated[
+        str,
+        typer.Option("--model", "-m", help="A BERT with its next-sentence head (BertForPreTraining or ...ForNSP)."),
+    ] = "bert-base-uncased",
+    max_length: MaxLengthOpt = None,
+    fmt: FormatOpt = "text",
+    json_flag: JsonOpt = False,
+    batch_size: BatchOpt = 32,
+    revision: RevisionOpt = None,
+    offline: OfflineOpt = False,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "auto",
+    allow_pickle: PickleOpt = False,
+    trust_remote_code: RemoteCodeOpt = False,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Probability that sentence B follows sentence A, from BERT's next-sentence-prediction head.
+
+    text: PROBABILITY<TAB>A<TAB>B per pair (4 decimals).
+    jsonl: {"index", "first", "second", "is_next"}.
+
+    Example: llmtool next-sentence --model ./bert-nsp "I was hungry." "I ate a sandwich."
+    """
+    output = _output_format(fmt, json_flag)
+    from llmtool.next_sentence import FORMATTER, NextSentence, NextSentenceOptions, load_nsp, read_pairs
+
+    options = NextSentenceOptions(batch_size=batch_size, max_length=max_length)
+    options.check()
+    pairs = read_pairs(first, second, input_path, first_column=first_column, second_column=second_column)
+    console = Console(quiet, verbose)
+    mopts, _where = _model_options(
+        model=model,
+        revision=revision,
+        offline=offline,
+        device=device,
+        dtype=dtype,
+        allow_pickle=allow_pickle,
+        trust_remote_code=trust_remote_code,
+        verbose=verbose,
+    )
+    tokenizer, nsp = load_nsp(mopts)
+    _write(NextSentence(tokenizer, nsp, options)(pairs), output, FORMATTER, console)
+
+
 @app.command("finetune")
 @_handle_errors
 def finetune_command(

@@ -22,6 +22,10 @@ DEVICES_HELP = "auto|cpu|cuda[:N]|mps"
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
+class MissingHeadError(ModelError):
+    """The checkpoint lacks weights of the head a task needs (see ``load_model(require_head=...)``)."""
+
+
 @dataclass
 class ModelOptions:
     """Where a model comes from and how it is placed. Mirrors the shared CLI flags."""
@@ -204,23 +208,53 @@ def load_tokenizer(opts: ModelOptions, source: str | None = None, **kwargs: Any)
         raise _model_error(exc, where, "tokenizer") from exc
 
 
-def load_model(auto_class: Any, opts: ModelOptions, source: str | None = None, **kwargs: Any) -> Any:
-    """Load weights with ``auto_class`` (an ``AutoModelFor*``), move them, and set eval mode."""
+def load_config(opts: ModelOptions, source: str | None = None) -> Any:
+    """The model's config alone (no weights): enough to tell what kind of model it is, cheaply."""
+    prepare_environment(opts.offline, opts.verbose)
+    from transformers import AutoConfig
+
+    where = source or locate(opts)
+    try:
+        return AutoConfig.from_pretrained(where, **_load_kwargs(opts))
+    except Exception as exc:
+        raise _model_error(exc, where, "config") from exc
+
+
+def load_model(
+    auto_class: Any,
+    opts: ModelOptions,
+    source: str | None = None,
+    *,
+    require_head: str | None = None,
+    **kwargs: Any,
+) -> Any:
+    """Load weights with ``auto_class`` (an ``AutoModelFor*``), move them, and set eval mode.
+
+    ``require_head`` names the head the task needs (e.g. "sequence-classification head"). When
+    given, weights missing from the checkpoint are a ModelError instead of Transformers' silent
+    random initialisation, which would give confident-looking nonsense (a masked LM loaded as a
+    classifier, a BERT without its next-sentence head).
+    """
     prepare_environment(opts.offline, opts.verbose)
     where = source or locate(opts)
     device = resolve_device(opts.device)
     dtype = resolve_dtype(opts.dtype, device)
     _refuse_pickle_only(where, opts)
     try:
-        model = auto_class.from_pretrained(
+        loaded = auto_class.from_pretrained(
             where,
             dtype=dtype,
             use_safetensors=None if opts.allow_pickle else True,
+            output_loading_info=require_head is not None,
             **_load_kwargs(opts),
             **kwargs,
         )
     except Exception as exc:
         raise _model_error(exc, where, "model") from exc
+    model = loaded
+    if require_head is not None:
+        model, info = loaded
+        _check_complete(model, info, where, require_head)
     model.to(device)
     model.eval()
     return model
@@ -233,6 +267,28 @@ def load(auto_class: Any, opts: ModelOptions, where: str | None = None, **model_
     where = where or locate(opts)
     tokenizer = load_tokenizer(opts, where)
     return tokenizer, load_model(auto_class, opts, where, **model_kwargs)
+
+
+def architecture(config: Any) -> str:
+    """What a checkpoint is, for messages: the class that saved it (config.json), else its model type."""
+    recorded = getattr(config, "architectures", None) or []
+    return str(recorded[0]) if recorded else f"{getattr(config, 'model_type', 'unknown')} model"
+
+
+def supports_task(config: Any, mapping: str) -> bool:
+    """Whether Transformers has a class for this model type in ``mapping`` (an ``MODEL_FOR_*_MAPPING_NAMES``)."""
+    from transformers.models.auto import modeling_auto
+
+    return getattr(config, "model_type", None) in getattr(modeling_auto, mapping)
+
+
+def _check_complete(model: Any, info: dict[str, Any], where: str, head: str) -> None:
+    missing = sorted(info.get("missing_keys") or [])
+    if not missing:
+        return
+    kind = architecture(model.config)
+    shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+    raise MissingHeadError(f"{where} ({kind}) has no trained {head}: the checkpoint lacks {shown}")
 
 
 def _refuse_pickle_only(where: str, opts: ModelOptions) -> None:

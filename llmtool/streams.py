@@ -25,7 +25,7 @@ STDIN = "<stdin>"
 ARGUMENT = "<argument>"
 TEXT_COLUMNS = ("text", "sentence")  # tried in this order when no --column is given
 
-OutputFormat = Literal["text", "jsonl", "tsv"]
+OutputFormat = Literal["text", "jsonl", "tsv", "csv"]  # csv: only for commands whose Formatter has it
 T = TypeVar("T")
 
 
@@ -402,6 +402,9 @@ class Formatter:
     text: Callable[[dict[str, Any]], str | None]
     tsv_header: Sequence[str]
     tsv_rows: Callable[[dict[str, Any]], Iterable[Sequence[object]]]
+    # CSV (RFC 4180 quoting), for commands that can echo tabular input back with columns added.
+    csv_header: Sequence[str] | None = None
+    csv_rows: Callable[[dict[str, Any]], Iterable[Sequence[object]]] | None = None
 
 
 def write_records(
@@ -419,9 +422,17 @@ def write_records(
     count = 0
     if fmt == "tsv":
         stream.write("\t".join(formatter.tsv_header) + "\n")
+    csv_writer = None
+    if fmt == "csv":
+        if formatter.csv_header is None or formatter.csv_rows is None:
+            raise UsageError("--format csv is not available for this command; use text, jsonl or tsv")
+        csv_writer = csv.writer(stream, lineterminator="\n")
+        csv_writer.writerow(formatter.csv_header)
     for result in results:
         if fmt == "jsonl":
             stream.write(json_line(result) + "\n")
+        elif csv_writer is not None and formatter.csv_rows is not None:
+            csv_writer.writerows(formatter.csv_rows(result))
         elif fmt == "tsv":
             for row in formatter.tsv_rows(result):
                 stream.write("\t".join(tsv_field(v) for v in row) + "\n")
