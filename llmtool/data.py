@@ -348,27 +348,19 @@ def check_valid_labels(valid: Dataset, known: Sequence[str], layout: Layout) -> 
                 )
 
 
-def label_ids(dataset: Dataset, label2id: dict[str, int]) -> list[int]:
-    ids: list[int] = []
-    for batch in dataset.select_columns(["label"]).iter(batch_size=10_000):
-        ids.extend(label2id[name] for name in batch["label"])
-    return ids
-
-
 # --------------------------------------------------------------------------- splitting
 
 
-def split_indices(
-    n_rows: int, fraction: float, seed: int, labels: Sequence[int] | None = None, *, source: str = ""
-) -> tuple[list[int], list[int]]:
-    """Row indices for training and validation. Seeded; stratified when labels are given.
+def split_quotas(sizes: dict[int, int], fraction: float, *, source: str = "") -> dict[int, int]:
+    """Validation rows per class (one class, 0, when not stratifying).
 
-    Stratified: each class gives about ``fraction`` of its rows (largest-remainder rounding so the
-    total is ``round(n_rows * fraction)``), at least one when it has two or more rows, and always
-    keeps at least one row for training. A class with a single row stays in training.
+    Each class gives about ``fraction`` of its rows (largest-remainder rounding, so that the total
+    is ``round(rows * fraction)``), at least one when it has two or more rows, and always keeps at
+    least one row for training; a class with a single row stays in training.
     """
     if not 0 < fraction < 1:
         raise UsageError(f"--valid-split must be between 0 and 1 (got {fraction})")
+    n_rows = sum(sizes.values())
     target = round(n_rows * fraction)
     if target < 1 or n_rows - target < 1:
         need = math.ceil(1 / min(fraction, 1 - fraction) - 1e-9)
@@ -377,23 +369,38 @@ def split_indices(
             f"--valid-split {fraction:g}: it needs at least {need} (or pass --valid FILE)",
             source=source or None,
         )
-    rng = random.Random(seed)
-    if labels is None:
-        order = list(range(n_rows))
-        rng.shuffle(order)
-        return sorted(order[target:]), sorted(order[:target])
-    by_class: dict[int, list[int]] = {}
-    for index, label in enumerate(labels):
-        by_class.setdefault(label, []).append(index)
-    quotas = _stratified_quotas({c: len(rows) for c, rows in by_class.items()}, target)
-    train: list[int] = []
-    valid: list[int] = []
-    for cls in sorted(by_class):
-        rows = by_class[cls]
-        rng.shuffle(rows)
-        valid.extend(rows[: quotas[cls]])
-        train.extend(rows[quotas[cls] :])
-    return sorted(train), sorted(valid)
+    return _stratified_quotas(sizes, target)
+
+
+class SplitSelector:
+    """Decides, row by row in file order, whether a row goes to validation; O(1) memory per class.
+
+    Knuth's selection sampling (Algorithm S) within each class: a row is taken with probability
+    (rows still wanted) / (rows still to come), which picks exactly the quota, uniformly at
+    random, in one streaming pass. Seeded, so the same file gives the same split.
+    """
+
+    def __init__(self, sizes: dict[int, int], quotas: dict[int, int], seed: int) -> None:
+        self.rows_left = dict(sizes)
+        self.wanted = dict(quotas)
+        self.rng = random.Random(seed)
+
+    def __call__(self, cls: int) -> bool:
+        take = self.rng.random() * self.rows_left[cls] < self.wanted[cls]
+        self.rows_left[cls] -= 1
+        self.wanted[cls] -= take
+        return take
+
+
+def split_indices(
+    n_rows: int, fraction: float, seed: int, labels: Sequence[int] | None = None, *, source: str = ""
+) -> tuple[list[int], list[int]]:
+    """Row indices for training and validation: the split :func:`prepare` makes, as index lists."""
+    keys = list(labels) if labels is not None else [0] * n_rows
+    sizes = dict(Counter(keys))
+    select = SplitSelector(sizes, split_quotas(sizes, fraction, source=source), seed)
+    flags = [select(k) for k in keys]
+    return [i for i, f in enumerate(flags) if not f], [i for i, f in enumerate(flags) if f]
 
 
 def _stratified_quotas(sizes: dict[int, int], target: int) -> dict[int, int]:
@@ -460,21 +467,46 @@ def _valid_layout(valid_path: str, train: Layout, task: Task, spec: ColumnSpec, 
 
 
 def _split(data: TrainingData, fraction: float, seed: int) -> None:
+    """Split validation rows off the training rows in one streaming pass (flat memory for any size)."""
     rows = data.train
-    labels = label_ids(rows, data.label2id) if data.labels is not None else None
-    train_idx, valid_idx = split_indices(len(rows), fraction, seed, labels, source=data.layout.path)
-    if data.labels is not None and labels is not None:
+    label2id = data.label2id
+    sizes = {label2id[name]: n for name, n in data.train_counts.items()} if label2id else {0: len(rows)}
+    quotas = split_quotas(sizes, fraction, source=data.layout.path)
+    select = SplitSelector(sizes, quotas, seed)
+
+    def flag(batch: dict[str, list[Any]]) -> dict[str, list[bool]]:
+        keys = [label2id[x] for x in batch["label"]] if label2id else [0] * len(batch["line"])
+        return {"_valid": [select(k) for k in keys]}
+
+    key = json.dumps([rows._fingerprint, fraction, seed, sorted(quotas.items()), "split", 1])
+    flagged = rows.map(  # in order, in this process: the selector's state runs through the file once
+        flag,
+        batched=True,
+        batch_size=10_000,
+        new_fingerprint=hashlib.sha256(key.encode()).hexdigest()[:32],
+        desc=None,
+    )
+    data.valid = flagged.filter(_is_valid, input_columns=["_valid"], batched=True, desc=None).remove_columns("_valid")
+    data.train = flagged.filter(_is_train, input_columns=["_valid"], batched=True, desc=None).remove_columns("_valid")
+    if data.labels is not None:
         names = data.labels
-        for name in names:
-            if data.train_counts[name] == 1:
-                data.warnings.append(f"class {name!r} has a single row: it is used for training, not validated")
-        vcounts = Counter(names[labels[i]] for i in valid_idx)
-        data.valid_counts = {name: vcounts[name] for name in names if vcounts[name]}
-        data.train_counts = {name: data.train_counts[name] - vcounts[name] for name in names}
-    data.valid = rows.select(valid_idx)
-    data.train = rows.select(train_idx)
+        data.warnings += [
+            f"class {name!r} has a single row: it is used for training, not validated"
+            for name in names
+            if data.train_counts[name] == 1
+        ]
+        data.valid_counts = {name: quotas[label2id[name]] for name in names if quotas[label2id[name]]}
+        data.train_counts = {name: data.train_counts[name] - quotas[label2id[name]] for name in names}
     how = "seeded, stratified" if data.labels is not None else "seeded"
     data.valid_source = f"{fraction:.0%} of {data.layout.path} ({how})"
+
+
+def _is_valid(flags: list[bool]) -> list[bool]:
+    return flags
+
+
+def _is_train(flags: list[bool]) -> list[bool]:
+    return [not f for f in flags]
 
 
 def _encode_labels(dataset: Dataset, label2id: dict[str, int]) -> Dataset:

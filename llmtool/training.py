@@ -196,17 +196,21 @@ class OutputFolder:
         holder = self._lock_holder()
         if holder is not None:
             raise UsageError(
-                f"--output {self.path} is in use by another llmtool run ({holder}); wait for it or stop it"
+                f"--output {self.path} is in use by another llmtool run ({holder}); wait for it or stop it "
+                f"(if that run is gone, remove {self.path / LOCK})"
             )
         if not entries or self.overwrite:
             return
         if self.resume:
-            if self.latest_checkpoint() is None and (self.path / "config.json").exists():
+            if self.latest_checkpoint() is not None or all(e.name in (CACHE, CHECKPOINTS) for e in entries):
+                return  # a checkpoint to resume, or only the leftovers of a run stopped early: start afresh
+            if (self.path / "config.json").exists():
                 raise UsageError(
                     f"--resume: {self.path} holds a finished model and no checkpoint to resume; "
                     "pass --overwrite to train again, or --keep-checkpoints next time"
                 )
-            return
+            # Never adopt a folder of other files: publishing the model replaces the whole folder.
+            raise UsageError(f"--resume: {self.path} has no checkpoint to resume and is not empty")
         raise UsageError(
             f"--output {self.path} is not empty; pass --overwrite to replace it, or --resume to continue its training"
         )
@@ -333,12 +337,12 @@ class TrainingRun:
         settings.check()
         self.settings = settings
         self.main = is_main_process()
-        self.console = console if self.main else Console(quiet=True, stream=console.stream)
+        # Only the main process speaks: the others would repeat every line (and warning) N times.
+        self.console = console if self.main else Console(quiet=True, stream=open(os.devnull, "w"))  # noqa: SIM115
         self.folder = OutputFolder(
             output_dir, overwrite=settings.overwrite, resume=settings.resume, keep_checkpoints=settings.keep_checkpoints
         )
         self.distributed = world_size() > 1
-        self.interrupted = False
 
     @property
     def output_dir(self) -> Path:

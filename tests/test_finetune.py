@@ -57,19 +57,31 @@ def test_classify_learns_and_keeps_the_users_label_names(tmp_path: Path, tiny_be
     assert settings["rows"] == {"train": 540, "valid": 60}
     assert settings["training"]["lr"] == 0.003 and settings["training"]["seed"] == 42
 
-    # Held-out rows, never seen in training, through plain Transformers: the user's names come back.
+    # Held-out rows, never seen in training: `llmtool classify` answers with the user's label names,
+    # plain Transformers agrees, and `llmtool evaluate` reports the accuracy computed here by hand.
+    rows = sentiment_rows(200, seed=99)
+    test_csv = tmp_path / "test.csv"
+    test_csv.write_text("text,label\n" + "".join(f"{t},{label}\n" for t, label in rows), encoding="utf-8")
+    classified = run_cli(["classify", "--model", str(out), "--input", str(test_csv), "--json"], env=ENV)
+    assert classified.returncode == 0, classified.stderr
+    predicted = [json.loads(line)["label"] for line in classified.stdout.splitlines()]
+    assert set(predicted) == {"negative", "positive"}
+    accuracy = sum(p == label for p, (_, label) in zip(predicted, rows, strict=True)) / len(rows)
+    assert accuracy >= 0.95
+
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     model = AutoModelForSequenceClassification.from_pretrained(out).eval()
     tokenizer = AutoTokenizer.from_pretrained(out)
-    rows = sentiment_rows(200, seed=99)
     with torch.no_grad():
         logits = model(**tokenizer([t for t, _ in rows], padding=True, return_tensors="pt")).logits
-    predicted = [model.config.id2label[int(i)] for i in logits.argmax(-1)]
-    accuracy = sum(p == label for p, (_, label) in zip(predicted, rows, strict=True)) / len(rows)
-    assert accuracy >= 0.95
+    assert [model.config.id2label[int(i)] for i in logits.argmax(-1)] == predicted
     assert model.config.label2id == {"negative": 0, "positive": 1}
+
+    evaluated = run_cli(["evaluate", str(test_csv), "--model", str(out), "--json"], env=ENV)
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert json.loads(evaluated.stdout)["accuracy"] == pytest.approx(accuracy)
 
 
 def _mean_loss(folder: Path, lines: list[str]) -> float:
