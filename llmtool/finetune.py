@@ -29,6 +29,7 @@ from llmtool.training import TrainingRun, TrainSettings, perplexity, world_size
 
 DEFAULT_MODELS: dict[str, str] = {"classify": "bert-base-uncased", "clm": "gpt2", "mlm": "bert-base-uncased"}
 BIG_DATA_ROWS = 50_000  # from this many rows, tokenization runs in several processes
+PACK_ROWS = 1000  # rows concatenated and cut into blocks together (the remainder of each group is dropped)
 MAX_BLOCK = 1024  # the default block size is the model's limit, up to this
 
 
@@ -221,26 +222,37 @@ def _tokenize_all(
 
 
 def _tokenize(dataset: Any, tokenizer: Any, s: FinetuneSettings, limit: int, opts: ModelOptions, split: str) -> Any:
-    """Token ids for each example (classify, line-by-line) or packed blocks of ``limit`` tokens."""
+    """Token ids for each example (classify, line-by-line) or packed blocks of ``limit`` tokens.
+
+    Tokenizing runs in several processes for big data; packing runs afterwards in one, in fixed
+    batches of rows, so that the blocks do not depend on how many processes tokenized.
+    """
     task: Task = s.task  # type: ignore[assignment]
     if task == "classify":
         fn: Any = _ClassifyEncoder(tokenizer, limit, "text_pair" in dataset.column_names)
-    elif s.line_by_line:
-        fn = _LineEncoder(tokenizer, limit, task)
     else:
-        fn = _BlockPacker(tokenizer, limit, task)
-    key = json.dumps([dataset._fingerprint, opts.model, opts.revision, task, limit, s.line_by_line, split, 1])
+        fn = _LineEncoder(tokenizer, limit if s.line_by_line else None, task)
+    key = [dataset._fingerprint, opts.model, opts.revision, task, limit, s.line_by_line, split, 2]
     out = dataset.map(
         fn,
         batched=True,
         remove_columns=dataset.column_names,
         num_proc=_num_proc(s, len(dataset)),
-        new_fingerprint=hashlib.sha256(key.encode()).hexdigest()[:32],
+        new_fingerprint=_fingerprint(key),
         desc=None,
     )
+    if task != "classify" and not s.line_by_line:
+        packer = _BlockPacker(limit)
+        fingerprint = _fingerprint([*key, "pack"])
+        out = out.map(packer, batched=True, batch_size=PACK_ROWS, remove_columns=out.column_names,
+                      new_fingerprint=fingerprint, desc=None)  # fmt: skip
     if task == "mlm" and split == "valid":
         out = _mask_once(out, tokenizer, s.mlm_probability, s.seed)
     return out
+
+
+def _fingerprint(key: list[Any]) -> str:
+    return hashlib.sha256(json.dumps(key).encode()).hexdigest()[:32]
 
 
 class _ClassifyEncoder:
@@ -265,27 +277,31 @@ def _ids(tokenizer: Any, texts: list[str], task: str) -> list[list[int]]:
 
 
 class _BlockPacker:
-    """run_clm/run_mlm's ``group_texts``: concatenate a batch of texts and cut it into equal blocks."""
+    """run_clm/run_mlm's ``group_texts``: concatenate a batch of texts' ids and cut them into equal blocks."""
 
-    def __init__(self, tokenizer: Any, limit: int, task: str) -> None:
-        self.tokenizer, self.limit, self.task = tokenizer, limit, task
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
 
     def __call__(self, batch: dict[str, list[Any]]) -> dict[str, Any]:
-        stream = [token for ids in _ids(self.tokenizer, batch["text"], self.task) for token in ids]
+        stream = [token for ids in batch["input_ids"] for token in ids]
         usable = len(stream) // self.limit * self.limit  # the remainder of the batch is dropped
         blocks = [stream[i : i + self.limit] for i in range(0, usable, self.limit)]
         return {"input_ids": blocks, "attention_mask": [[1] * len(b) for b in blocks]}
 
 
 class _LineEncoder:
-    def __init__(self, tokenizer: Any, limit: int, task: str) -> None:
+    """Token ids per text; truncated to ``limit`` (keeping mlm's closing [SEP]) when one is given."""
+
+    def __init__(self, tokenizer: Any, limit: int | None, task: str) -> None:
         self.tokenizer, self.limit, self.task = tokenizer, limit, task
 
     def __call__(self, batch: dict[str, list[Any]]) -> dict[str, Any]:
-        ids = [x[: self.limit] for x in _ids(self.tokenizer, batch["text"], self.task)]
-        if self.task == "mlm":  # keep the closing [SEP] when truncating
-            sep = self.tokenizer.sep_token_id
-            ids = [[*x[:-1], sep] if sep is not None and x and x[-1] != sep else x for x in ids]
+        ids = _ids(self.tokenizer, batch["text"], self.task)
+        if self.limit is not None:
+            ids = [x[: self.limit] for x in ids]
+            if self.task == "mlm":
+                sep = self.tokenizer.sep_token_id
+                ids = [[*x[:-1], sep] if sep is not None and x and x[-1] != sep else x for x in ids]
         return {"input_ids": ids, "attention_mask": [[1] * len(x) for x in ids]}
 
 
