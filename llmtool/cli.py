@@ -441,7 +441,7 @@ def classify_command(
     if output == "csv":
         formatter = csv_formatter(examples.header, examples.has_pair, top_k, skip_invalid)
     console = Console(quiet, verbose)
-    mopts = _model_options(
+    mopts, _where = _model_options(
         model=model,
         revision=revision,
         offline=offline,
@@ -531,7 +531,7 @@ def score_command(
 
     records = read_records(text, input_path, column)
     console = Console(quiet, verbose)
-    mopts = _model_options(
+    mopts, _where = _model_options(
         model=model,
         revision=revision,
         offline=offline,
@@ -615,7 +615,7 @@ def evaluate_command(
         bos=bos,
     )
     console = Console(quiet, verbose)
-    mopts = _model_options(
+    mopts, _where = _model_options(
         model=model,
         revision=revision,
         offline=offline,
@@ -689,7 +689,7 @@ def next_sentence_command(
     options.check()
     pairs = read_pairs(first, second, input_path, first_column=first_column, second_column=second_column)
     console = Console(quiet, verbose)
-    mopts = _model_options(
+    mopts, _where = _model_options(
         model=model,
         revision=revision,
         offline=offline,
@@ -701,6 +701,221 @@ def next_sentence_command(
     )
     tokenizer, nsp = load_nsp(mopts)
     _write(NextSentence(tokenizer, nsp, options)(pairs), output, FORMATTER, console)
+
+
+@app.command("finetune")
+@_handle_errors
+def finetune_command(
+    train: Annotated[
+        str,
+        typer.Argument(
+            help="Training data: .csv/.tsv with a header (classify, clm, mlm), or .txt/.jsonl text (clm, mlm).",
+            metavar="TRAIN",
+            show_default=False,
+        ),
+    ],
+    task: Annotated[str, typer.Option("--task", "-t", help="classify | clm | mlm.", metavar="TASK")] = "classify",
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            "-m",
+            help="Hub id or local folder (default: bert-base-uncased; gpt2 for clm).",
+            show_default=False,
+        ),
+    ] = None,
+    output: Annotated[
+        str | None,
+        typer.Option(
+            "--output", "-o", help="Folder for the fine-tuned model (required unless --dry-run).", show_default=False
+        ),
+    ] = None,
+    valid: Annotated[
+        str | None,
+        typer.Option(
+            "--valid", help="Validation file with the same columns (default: split off TRAIN).", show_default=False
+        ),
+    ] = None,
+    valid_split: Annotated[
+        float, typer.Option("--valid-split", help="Share of TRAIN held out (seeded; stratified for classify); 0: none.")
+    ] = 0.1,
+    text_column: Annotated[
+        str | None,
+        typer.Option(
+            "--text-column",
+            help="Text column (default: text, then sentence, then the only text column).",
+            show_default=False,
+        ),
+    ] = None,
+    text_pair_column: Annotated[
+        str | None,
+        typer.Option(
+            "--text-pair-column", help="Second text column, for sentence pairs (classify).", show_default=False
+        ),
+    ] = None,
+    label_column: Annotated[
+        str | None, typer.Option("--label-column", help="Label column (classify) (default: label).", show_default=False)
+    ] = None,
+    encoding: Annotated[str, typer.Option("--encoding", help="Text encoding of the data files.")] = "utf-8",
+    max_length: Annotated[
+        int | None,
+        typer.Option(
+            "--max-length", help="classify: tokens per example (default: the model's limit).", show_default=False
+        ),
+    ] = None,
+    block_size: Annotated[
+        int | None,
+        typer.Option(
+            "--block-size", help="clm/mlm: tokens per block (default: model limit, up to 1024).", show_default=False
+        ),
+    ] = None,
+    line_by_line: Annotated[
+        bool, typer.Option("--line-by-line", help="clm/mlm: one example per line instead of packed blocks.")
+    ] = False,
+    mlm_probability: Annotated[float, typer.Option("--mlm-probability", help="mlm: share of tokens masked.")] = 0.15,
+    epochs: Annotated[float, typer.Option("--epochs", help="Passes over the training data.")] = 3.0,
+    max_steps: Annotated[
+        int | None, typer.Option("--max-steps", help="Optimizer steps; overrides --epochs.", show_default=False)
+    ] = None,
+    lr: Annotated[float, typer.Option("--lr", help="Peak learning rate (AdamW, linear decay).")] = 5e-5,
+    batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="Examples per device per step.")] = 16,
+    grad_accum: Annotated[int, typer.Option("--grad-accum", help="Batches per optimizer step.")] = 1,
+    warmup_ratio: Annotated[float, typer.Option("--warmup-ratio", help="Share of steps warming the rate up.")] = 0.0,
+    weight_decay: Annotated[float, typer.Option("--weight-decay", help="AdamW weight decay.")] = 0.0,
+    seed: Annotated[int, typer.Option("--seed", help="Seed for new weights, split, order, dropout, masking.")] = 42,
+    bf16: Annotated[
+        bool, typer.Option("--bf16", help="bfloat16 mixed precision (default: on GPUs that have it).")
+    ] = False,
+    fp16: Annotated[bool, typer.Option("--fp16", help="float16 mixed precision (CUDA GPUs).")] = False,
+    fp32: Annotated[bool, typer.Option("--fp32", help="Full precision, even on a GPU.")] = False,
+    gradient_checkpointing: Annotated[
+        bool, typer.Option("--gradient-checkpointing", help="Less memory, slower: recompute activations.")
+    ] = False,
+    save_steps: Annotated[
+        int | None,
+        typer.Option(
+            "--save-steps", help="Evaluate and checkpoint every N steps (default: every epoch).", show_default=False
+        ),
+    ] = None,
+    patience: Annotated[
+        int | None,
+        typer.Option("--patience", help="Stop after N evaluations without improvement.", show_default=False),
+    ] = None,
+    logging_steps: Annotated[int, typer.Option("--logging-steps", help="Steps between loss readings.")] = 10,
+    eval_on_start: Annotated[
+        bool, typer.Option("--eval-on-start", help="Evaluate the model before training too (a baseline).")
+    ] = False,
+    best_metric: Annotated[
+        str | None,
+        typer.Option(
+            "--best-metric",
+            help="Validation metric that picks the best checkpoint: loss, accuracy, "
+            "macro_f1, perplexity (default: accuracy for classify, loss for clm/mlm).",
+            show_default=False,
+        ),
+    ] = None,
+    report_to: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--report-to",
+            help="Trainer integration (tensorboard, wandb, ...); repeatable (default: none).",
+            show_default=False,
+        ),
+    ] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a non-empty --output folder.")] = False,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from the latest checkpoint in --output.")] = False,
+    keep_checkpoints: Annotated[
+        bool, typer.Option("--keep-checkpoints", help="Keep --output/checkpoints after success.")
+    ] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Check the data and print what would happen; train nothing.")
+    ] = False,
+    json_flag: Annotated[
+        bool, typer.Option("--json", help="Print the final metrics (or the --dry-run report) as JSON.")
+    ] = False,
+    device: Annotated[str, typer.Option("--device", help="auto|cpu|cuda.")] = "auto",
+    revision: RevisionOpt = None,
+    offline: OfflineOpt = False,
+    allow_pickle: PickleOpt = False,
+    trust_remote_code: RemoteCodeOpt = False,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Fine-tune a model on a CSV: classify (text [+ pair] -> label), or clm/mlm (continued pre-training).
+
+    The data is checked before the model loads. The best checkpoint (validation accuracy for classify, loss for
+    clm/mlm) is written to --output in safetensors, with metrics.json and llmtool_settings.json beside it.
+
+    Runs unchanged under torchrun and accelerate launch. Ctrl-C saves a checkpoint; --resume continues from it.
+
+    Example: llmtool finetune reviews.csv --model distilbert-base-uncased --output reviews-model --epochs 2
+    """
+    if sum((bf16, fp16, fp32)) > 1:
+        raise UsageError("give at most one of --bf16, --fp16, --fp32")
+    if output is None and not dry_run:
+        raise UsageError("--output DIR is required (or --dry-run)")
+    from llmtool.finetune import FinetuneSettings, default_model
+
+    settings = FinetuneSettings(
+        task=task,
+        text_column=text_column,
+        text_pair_column=text_pair_column,
+        label_column=label_column,
+        valid=valid,
+        valid_split=valid_split,
+        encoding=encoding,
+        max_length=max_length,
+        block_size=block_size,
+        line_by_line=line_by_line,
+        mlm_probability=mlm_probability,
+        epochs=epochs,
+        max_steps=max_steps,
+        lr=lr,
+        batch_size=batch_size,
+        grad_accum=grad_accum,
+        warmup_ratio=warmup_ratio,
+        weight_decay=weight_decay,
+        seed=seed,
+        precision="bf16" if bf16 else "fp16" if fp16 else "fp32" if fp32 else "auto",
+        gradient_checkpointing=gradient_checkpointing,
+        save_steps=save_steps,
+        patience=patience,
+        best_metric=best_metric,
+        eval_on_start=eval_on_start,
+        logging_steps=logging_steps,
+        report_to=list(report_to) if report_to else ["none"],
+        device=device,
+        overwrite=overwrite,
+        resume=resume,
+        keep_checkpoints=keep_checkpoints,
+    )
+    settings.check()
+    console = Console(quiet, verbose)
+    from llmtool.models import ModelOptions, prepare_environment
+
+    # The model is located after the data is checked (inside finetune): bad data is reported first.
+    prepare_environment(offline, verbose)
+    mopts = ModelOptions(
+        model=model or default_model(task),
+        revision=revision,
+        offline=offline,
+        allow_pickle=allow_pickle,
+        trust_remote_code=trust_remote_code,
+        verbose=verbose,
+    )
+    from llmtool.finetune import dry_run as plan
+    from llmtool.finetune import finetune, format_report, format_result
+    from llmtool.streams import json_line
+    from llmtool.training import is_main_process
+
+    if dry_run:
+        report = plan(train, settings, mopts)
+        typer.echo(json_line(report) if json_flag else format_report(report))
+        return
+    assert output is not None
+    result = finetune(train, output, settings, mopts, console)
+    if is_main_process():
+        typer.echo(json_line(result) if json_flag else format_result(result))
 
 
 @app.command("version")

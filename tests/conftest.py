@@ -15,7 +15,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import tiny_models
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+# ../shared/data beside the repository; LLMTOOL_SHARED_DATA points elsewhere (e.g. from a git worktree).
+SHARED_DATA = Path(
+    os.environ.get("LLMTOOL_SHARED_DATA") or Path(__file__).resolve().parents[1].parent / "shared" / "data"
+)
 
 
 def llmtool_executable() -> str:
