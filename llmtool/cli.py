@@ -6,6 +6,7 @@ checks). Task modules are imported inside the command that needs them.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import signal
@@ -53,6 +54,9 @@ ColumnOpt = Annotated[
         "--column", help="Field of .jsonl or column of .csv input [default: text, then sentence].", show_default=False
     ),
 ]
+EncodingOpt = Annotated[
+    str, typer.Option("--encoding", help="Text encoding of the input (file or stdin), e.g. latin-1, utf-16.")
+]
 FormatOpt = Annotated[
     str,
     typer.Option("--format", "-f", help="Output: text (for people and filters), jsonl, tsv.", metavar="text|jsonl|tsv"),
@@ -89,6 +93,15 @@ def _output_format(fmt: str, json_flag: bool) -> OutputFormat:
     return fmt  # type: ignore[return-value]
 
 
+def _encoding(name: str) -> str:
+    import codecs
+
+    try:
+        return codecs.lookup(name).name
+    except LookupError:
+        raise UsageError(f"unknown --encoding {name!r}") from None
+
+
 def _handle_errors(func: F) -> F:
     """Run a command body; turn every failure into one line on stderr and a documented status."""
 
@@ -116,11 +129,14 @@ def _silence_stdout() -> None:
         pass
 
 
-def _model_options(**kwargs: Any) -> Any:
-    from llmtool.models import ModelOptions, prepare_environment
+def _model_options(**kwargs: Any) -> tuple[Any, str]:
+    """The model options and where the model is, found before the heavy imports so that a
+    missing model fails in a fraction of a second."""
+    from llmtool.models import ModelOptions, locate, prepare_environment
 
     prepare_environment(kwargs.get("offline", False), kwargs.get("verbose", False))
-    return ModelOptions(**kwargs)
+    options = ModelOptions(**kwargs)
+    return options, locate(options)
 
 
 # ---------------------------------------------------------------------------- commands
@@ -134,6 +150,7 @@ def fill_mask_command(
     ] = None,
     input_path: InputOpt = None,
     column: ColumnOpt = None,
+    encoding: EncodingOpt = "utf-8",
     model: Annotated[
         str, typer.Option("--model", "-m", help="Masked LM: Hub id or local folder.")
     ] = "bert-base-uncased",
@@ -169,9 +186,9 @@ def fill_mask_command(
         raise UsageError("--targets is empty")
     from llmtool.streams import read_records
 
-    records = read_records(text, input_path, column)
+    records = read_records(text, input_path, column, encoding=_encoding(encoding))
     console = Console(quiet, verbose)
-    mopts = _model_options(
+    mopts, where = _model_options(
         model=model,
         revision=revision,
         offline=offline,
@@ -188,7 +205,7 @@ def fill_mask_command(
     from llmtool.models import load, set_seed
 
     set_seed(seed)
-    tokenizer, mlm = load(AutoModelForMaskedLM, mopts)
+    tokenizer, mlm = load(AutoModelForMaskedLM, mopts, where)
     filler = MaskFiller(
         tokenizer,
         mlm,
@@ -205,6 +222,7 @@ def generate_command(
     ] = None,
     input_path: InputOpt = None,
     column: ColumnOpt = None,
+    encoding: EncodingOpt = "utf-8",
     model: Annotated[str, typer.Option("--model", "-m", help="Causal LM: Hub id or local folder.")] = "gpt2",
     max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", "-t", help="Tokens to generate.", min=1)] = 50,
     greedy: Annotated[
@@ -271,13 +289,13 @@ def generate_command(
     options.check()
     from llmtool.streams import read_records, stdout_isatty
 
-    records = read_records(text, input_path, column)
+    records = read_records(text, input_path, column, encoding=_encoding(encoding))
     if stream is None:
         stream = output == "text" and text not in (None, "-") and num_return_sequences == 1 and stdout_isatty()
     if stream and (output != "text" or num_return_sequences != 1):
         raise UsageError("--stream needs --format text and one sequence per prompt")
     console = Console(quiet, verbose)
-    mopts = _model_options(
+    mopts, where = _model_options(
         model=model,
         revision=revision,
         offline=offline,
@@ -294,7 +312,7 @@ def generate_command(
     from llmtool.models import load, set_seed
 
     set_seed(seed)
-    tokenizer, lm = load(AutoModelForCausalLM, mopts)
+    tokenizer, lm = load(AutoModelForCausalLM, mopts, where)
     generator = Generator(tokenizer, lm, options)
     if stream and options.include_prompt and not chat:
         # The prompt is printed before generation starts, as the user typed it.
@@ -321,7 +339,9 @@ def _write(results: Any, output: OutputFormat, formatter: Any, console: Console)
                 yield result
                 bar.advance()
 
-        write_records(counted(), output, formatter)
+        written = write_records(counted(), output, formatter)
+    if written == 0 and not console.quiet:
+        console.warn("no input records (the input was empty or only blank lines)")
 
 
 # ---------------------------------------------------------------------------- using trained models
@@ -370,6 +390,7 @@ def classify_command(
     input_path: InputOpt = None,
     text_column: TextColumnOpt = None,
     text_pair_column: TextPairColumnOpt = None,
+    encoding: EncodingOpt = "utf-8",
     top_k: Annotated[int, typer.Option("--top-k", "-k", help="Labels per input, most probable first.", min=1)] = 1,
     max_length: MaxLengthOpt = None,
     skip_invalid: SkipInvalidOpt = False,
@@ -416,12 +437,19 @@ def classify_command(
 
     options = ClassifyOptions(top_k=top_k, batch_size=batch_size, max_length=max_length, skip_invalid=skip_invalid)
     options.check()
-    examples = read_examples(text, text_pair, input_path, text_column=text_column, pair_column=text_pair_column)
+    examples = read_examples(
+        text,
+        text_pair,
+        input_path,
+        text_column=text_column,
+        pair_column=text_pair_column,
+        encoding=_encoding(encoding),
+    )
     formatter = FORMATTER
     if output == "csv":
         formatter = csv_formatter(examples.header, examples.has_pair, top_k, skip_invalid)
     console = Console(quiet, verbose)
-    mopts = _model_options(
+    mopts, where = _model_options(
         model=model,
         revision=revision,
         offline=offline,
@@ -431,7 +459,7 @@ def classify_command(
         trust_remote_code=trust_remote_code,
         verbose=verbose,
     )
-    tokenizer, clf = load_classifier(mopts)
+    tokenizer, clf = load_classifier(mopts, where)
     classifier = Classifier(tokenizer, clf, options)
     results = with_rows(classifier.results(examples.items)) if output == "csv" else classifier(examples.items)
     _write(results, output, formatter, console)
@@ -466,6 +494,7 @@ def score_command(
     ] = None,
     input_path: InputOpt = None,
     column: ColumnOpt = None,
+    encoding: EncodingOpt = "utf-8",
     model: Annotated[
         str, typer.Option("--model", "-m", help="Causal LM (log-likelihood) or masked LM (pseudo-likelihood).")
     ] = "gpt2",
@@ -509,9 +538,9 @@ def score_command(
     options.check()
     from llmtool.streams import read_records
 
-    records = read_records(text, input_path, column)
+    records = read_records(text, input_path, column, encoding=_encoding(encoding))
     console = Console(quiet, verbose)
-    mopts = _model_options(
+    mopts, where = _model_options(
         model=model,
         revision=revision,
         offline=offline,
@@ -523,7 +552,7 @@ def score_command(
     )
     from llmtool.score import FORMATTER, Scorer, load_language_model
 
-    tokenizer, lm, objective = load_language_model(mopts)
+    tokenizer, lm, objective = load_language_model(mopts, where)
     _write(Scorer(tokenizer, lm, objective, options)(records), output, FORMATTER, console)
 
 
@@ -546,6 +575,7 @@ def evaluate_command(
     label_column: Annotated[
         str, typer.Option("--label-column", help="Gold labels: the model's label names or ids.")
     ] = "label",
+    encoding: EncodingOpt = "utf-8",
     max_length: Annotated[
         int | None,
         typer.Option(
@@ -593,9 +623,10 @@ def evaluate_command(
         max_length=max_length,
         stride=stride,
         bos=bos,
+        encoding=_encoding(encoding),
     )
     console = Console(quiet, verbose)
-    mopts = _model_options(
+    mopts, where = _model_options(
         model=model,
         revision=revision,
         offline=offline,
@@ -605,7 +636,7 @@ def evaluate_command(
         trust_remote_code=trust_remote_code,
         verbose=verbose,
     )
-    result = evaluate(data, options=options, model_options=mopts, console=console)
+    result = evaluate(data, options=options, model_options=mopts, console=console, where=where)
     if output == "text" and stdout_isatty():
         render_rich(result, sys.stdout)
     else:
@@ -638,6 +669,7 @@ def next_sentence_command(
         str | None,
         typer.Option("--second-column", help="CSV column of sentence B (default: the second).", show_default=False),
     ] = None,
+    encoding: EncodingOpt = "utf-8",
     model: Annotated[
         str,
         typer.Option("--model", "-m", help="A BERT with its next-sentence head (BertForPreTraining or ...ForNSP)."),
@@ -667,9 +699,16 @@ def next_sentence_command(
 
     options = NextSentenceOptions(batch_size=batch_size, max_length=max_length)
     options.check()
-    pairs = read_pairs(first, second, input_path, first_column=first_column, second_column=second_column)
+    pairs = read_pairs(
+        first,
+        second,
+        input_path,
+        first_column=first_column,
+        second_column=second_column,
+        encoding=_encoding(encoding),
+    )
     console = Console(quiet, verbose)
-    mopts = _model_options(
+    mopts, where = _model_options(
         model=model,
         revision=revision,
         offline=offline,
@@ -679,7 +718,7 @@ def next_sentence_command(
         trust_remote_code=trust_remote_code,
         verbose=verbose,
     )
-    tokenizer, nsp = load_nsp(mopts)
+    tokenizer, nsp = load_nsp(mopts, where)
     _write(NextSentence(tokenizer, nsp, options)(pairs), output, FORMATTER, console)
 
 
@@ -706,16 +745,30 @@ def main(argv: list[str] | None = None) -> int:
         result = app(args=argv, prog_name="llmtool", standalone_mode=False)
     except BrokenPipeError:
         _silence_stdout()
-        return ExitCode.BROKEN_PIPE
+        return _finish(ExitCode.BROKEN_PIPE)
     except (typer.Abort, KeyboardInterrupt):
         sys.stderr.write("llmtool: interrupted\n")
-        return ExitCode.INTERRUPTED
+        return _finish(ExitCode.INTERRUPTED)
     except Exception as exc:  # usage errors raised by the parser
         message = getattr(exc, "format_message", None)
         if message is None or not hasattr(exc, "exit_code"):
-            return report(exc)
+            return _finish(report(exc))
         ctx = getattr(exc, "ctx", None)
         hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
         sys.stderr.write(f"llmtool: error: {' '.join(message().split())}{hint}\n")
-        return int(exc.exit_code)
-    return int(result) if isinstance(result, int) else ExitCode.OK
+        return _finish(int(exc.exit_code))
+    return _finish(int(result) if isinstance(result, int) else ExitCode.OK)
+
+
+def _finish(code: int) -> int:
+    """Flush, and leave at once if a reader thread is still blocked on stdin.
+
+    Interpreter shutdown would otherwise wait for that thread's lock on stdin and abort with
+    "could not acquire lock" (e.g. after Ctrl-C while a pipe is still open).
+    """
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            stream.flush()
+    if any(t.name == "llmtool-reader" and t.is_alive() for t in threading.enumerate()):
+        os._exit(code)
+    return code

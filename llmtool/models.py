@@ -20,6 +20,14 @@ if TYPE_CHECKING:
 
 DEVICES_HELP = "auto|cpu|cuda[:N]|mps"
 DTYPES = ("auto", "float32", "bfloat16", "float16")
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "vocab.txt",
+    "vocab.json",
+    "tokenizer.model",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+)
 
 
 class MissingHeadError(ModelError):
@@ -47,6 +55,7 @@ def prepare_environment(offline: bool = False, verbose: bool = False) -> None:
     if not verbose:
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        os.environ.setdefault("HF_HUB_VERBOSITY", "error")
         os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         import warnings
@@ -59,13 +68,16 @@ def prepare_environment(offline: bool = False, verbose: bool = False) -> None:
 def _set_library_verbosity(verbose: bool) -> None:
     import transformers
     from huggingface_hub.utils import disable_progress_bars, enable_progress_bars
+    from huggingface_hub.utils import logging as hub_logging
 
     if verbose:
         transformers.logging.set_verbosity_warning()
+        hub_logging.set_verbosity_warning()
         enable_progress_bars()
     else:
         transformers.logging.set_verbosity_error()
         transformers.logging.disable_progress_bar()
+        hub_logging.set_verbosity_error()
         disable_progress_bars()
 
 
@@ -78,8 +90,7 @@ def looks_like_path(name: str) -> bool:
     return (
         name.startswith((".", "/", "~"))
         or name.count("/") > 1
-        or (os.sep != "/"
-        and os.sep in name)
+        or (os.sep != "/" and os.sep in name)
         or Path(name).expanduser().exists()
     )
 
@@ -101,17 +112,43 @@ def locate(opts: ModelOptions) -> str:
         except (ValueError, UnicodeDecodeError) as exc:
             raise ModelError(f"{config}: not valid JSON ({one_line(str(exc))})") from None
         return str(folder)
-    if offline_mode(opts):
-        from huggingface_hub import try_to_load_from_cache
-        from huggingface_hub.constants import HF_HUB_CACHE
+    from huggingface_hub import try_to_load_from_cache
+    from huggingface_hub.constants import ENDPOINT, HF_HUB_CACHE
 
-        cached = try_to_load_from_cache(name, "config.json", revision=opts.revision)
-        if not isinstance(cached, str):
-            raise ModelError(
-                f"model {name!r} is not in the local cache ({HF_HUB_CACHE}) and offline mode is on; "
-                f"fetch it once with network (`hf download {name}`), or pass a local folder to --model"
-            )
+    cached = isinstance(try_to_load_from_cache(name, "config.json", revision=opts.revision), str)
+    if cached:
+        # Load from the cache without a network round trip: a CLI in a pipe or CI should not
+        # depend on the Hub being up for a model it already has. `hf download` refreshes it.
+        opts.offline = True
+    elif offline_mode(opts):
+        raise ModelError(
+            f"model {name!r} is not in the local cache ({HF_HUB_CACHE}) and offline mode is on; "
+            f"fetch it once with network (`hf download {name}`), or pass a local folder to --model"
+        )
+    elif not _reachable(ENDPOINT):
+        # Fail in seconds; the Hub client would otherwise retry with back-off for about a minute.
+        raise ModelError(
+            f"model {name!r} is not in the local cache and {ENDPOINT} cannot be reached; "
+            "check the network (or proxy settings), or pass a local folder to --model"
+        )
     return name
+
+
+def _reachable(endpoint: str, timeout: float = 5.0) -> bool:
+    """Whether a TCP connection to the Hub opens; proxies configured by environment count as reachable."""
+    import socket
+    from urllib.parse import urlparse
+
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return True
+    url = urlparse(endpoint)
+    host = url.hostname or "huggingface.co"
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
 
 
 def resolve_device(spec: str) -> torch.device:
@@ -173,6 +210,10 @@ def load_tokenizer(opts: ModelOptions, source: str | None = None, **kwargs: Any)
     from transformers import AutoTokenizer
 
     where = source or locate(opts)
+    folder = Path(where)
+    if folder.is_dir() and not any((folder / name).exists() for name in TOKENIZER_FILES):
+        # Transformers 5 would build an empty tokenizer from the config and predict nonsense.
+        raise ModelError(f"{folder}: no tokenizer files (expected one of {', '.join(TOKENIZER_FILES)})")
     try:
         return AutoTokenizer.from_pretrained(where, **_load_kwargs(opts), **kwargs)
     except Exception as exc:
@@ -231,10 +272,11 @@ def load_model(
     return model
 
 
-def load(auto_class: Any, opts: ModelOptions, **model_kwargs: Any) -> tuple[Any, Any]:
-    """Tokenizer and model, both from the same located source (checked once)."""
+def load(auto_class: Any, opts: ModelOptions, where: str | None = None, **model_kwargs: Any) -> tuple[Any, Any]:
+    """Tokenizer and model, both from the same located source (checked once: pass ``where``
+    from an earlier :func:`locate` to skip the check)."""
     prepare_environment(opts.offline, opts.verbose)
-    where = locate(opts)
+    where = where or locate(opts)
     tokenizer = load_tokenizer(opts, where)
     return tokenizer, load_model(auto_class, opts, where, **model_kwargs)
 

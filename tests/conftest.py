@@ -60,6 +60,20 @@ def run_cli(
     )
 
 
+def invoke(args: Sequence[str]) -> subprocess.CompletedProcess[str]:
+    """Run the CLI's ``main()`` in this process, for wide input corpora where a subprocess per
+    case would spend its time importing torch. Only for file input: stdin is not redirected."""
+    import contextlib
+    import io
+
+    from llmtool.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(list(args))
+    return subprocess.CompletedProcess(list(args), code, out.getvalue(), err.getvalue())
+
+
 @pytest.fixture(scope="session")
 def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("models")
