@@ -390,6 +390,7 @@ def classify_command(
     input_path: InputOpt = None,
     text_column: TextColumnOpt = None,
     text_pair_column: TextPairColumnOpt = None,
+    encoding: EncodingOpt = "utf-8",
     top_k: Annotated[int, typer.Option("--top-k", "-k", help="Labels per input, most probable first.", min=1)] = 1,
     max_length: MaxLengthOpt = None,
     skip_invalid: SkipInvalidOpt = False,
@@ -436,12 +437,19 @@ def classify_command(
 
     options = ClassifyOptions(top_k=top_k, batch_size=batch_size, max_length=max_length, skip_invalid=skip_invalid)
     options.check()
-    examples = read_examples(text, text_pair, input_path, text_column=text_column, pair_column=text_pair_column)
+    examples = read_examples(
+        text,
+        text_pair,
+        input_path,
+        text_column=text_column,
+        pair_column=text_pair_column,
+        encoding=_encoding(encoding),
+    )
     formatter = FORMATTER
     if output == "csv":
         formatter = csv_formatter(examples.header, examples.has_pair, top_k, skip_invalid)
     console = Console(quiet, verbose)
-    mopts, _where = _model_options(
+    mopts, where = _model_options(
         model=model,
         revision=revision,
         offline=offline,
@@ -451,7 +459,7 @@ def classify_command(
         trust_remote_code=trust_remote_code,
         verbose=verbose,
     )
-    tokenizer, clf = load_classifier(mopts)
+    tokenizer, clf = load_classifier(mopts, where)
     classifier = Classifier(tokenizer, clf, options)
     results = with_rows(classifier.results(examples.items)) if output == "csv" else classifier(examples.items)
     _write(results, output, formatter, console)
@@ -486,6 +494,7 @@ def score_command(
     ] = None,
     input_path: InputOpt = None,
     column: ColumnOpt = None,
+    encoding: EncodingOpt = "utf-8",
     model: Annotated[
         str, typer.Option("--model", "-m", help="Causal LM (log-likelihood) or masked LM (pseudo-likelihood).")
     ] = "gpt2",
@@ -529,9 +538,9 @@ def score_command(
     options.check()
     from llmtool.streams import read_records
 
-    records = read_records(text, input_path, column)
+    records = read_records(text, input_path, column, encoding=_encoding(encoding))
     console = Console(quiet, verbose)
-    mopts, _where = _model_options(
+    mopts, where = _model_options(
         model=model,
         revision=revision,
         offline=offline,
@@ -543,7 +552,7 @@ def score_command(
     )
     from llmtool.score import FORMATTER, Scorer, load_language_model
 
-    tokenizer, lm, objective = load_language_model(mopts)
+    tokenizer, lm, objective = load_language_model(mopts, where)
     _write(Scorer(tokenizer, lm, objective, options)(records), output, FORMATTER, console)
 
 
@@ -566,6 +575,7 @@ def evaluate_command(
     label_column: Annotated[
         str, typer.Option("--label-column", help="Gold labels: the model's label names or ids.")
     ] = "label",
+    encoding: EncodingOpt = "utf-8",
     max_length: Annotated[
         int | None,
         typer.Option(
@@ -613,9 +623,10 @@ def evaluate_command(
         max_length=max_length,
         stride=stride,
         bos=bos,
+        encoding=_encoding(encoding),
     )
     console = Console(quiet, verbose)
-    mopts, _where = _model_options(
+    mopts, where = _model_options(
         model=model,
         revision=revision,
         offline=offline,
@@ -625,7 +636,7 @@ def evaluate_command(
         trust_remote_code=trust_remote_code,
         verbose=verbose,
     )
-    result = evaluate(data, options=options, model_options=mopts, console=console)
+    result = evaluate(data, options=options, model_options=mopts, console=console, where=where)
     if output == "text" and stdout_isatty():
         render_rich(result, sys.stdout)
     else:
@@ -658,6 +669,7 @@ def next_sentence_command(
         str | None,
         typer.Option("--second-column", help="CSV column of sentence B (default: the second).", show_default=False),
     ] = None,
+    encoding: EncodingOpt = "utf-8",
     model: Annotated[
         str,
         typer.Option("--model", "-m", help="A BERT with its next-sentence head (BertForPreTraining or ...ForNSP)."),
@@ -687,9 +699,16 @@ def next_sentence_command(
 
     options = NextSentenceOptions(batch_size=batch_size, max_length=max_length)
     options.check()
-    pairs = read_pairs(first, second, input_path, first_column=first_column, second_column=second_column)
+    pairs = read_pairs(
+        first,
+        second,
+        input_path,
+        first_column=first_column,
+        second_column=second_column,
+        encoding=_encoding(encoding),
+    )
     console = Console(quiet, verbose)
-    mopts, _where = _model_options(
+    mopts, where = _model_options(
         model=model,
         revision=revision,
         offline=offline,
@@ -699,7 +718,7 @@ def next_sentence_command(
         trust_remote_code=trust_remote_code,
         verbose=verbose,
     )
-    tokenizer, nsp = load_nsp(mopts)
+    tokenizer, nsp = load_nsp(mopts, where)
     _write(NextSentence(tokenizer, nsp, options)(pairs), output, FORMATTER, console)
 
 
