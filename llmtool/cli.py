@@ -961,9 +961,8 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         _silence_stdout()
         return _finish(ExitCode.BROKEN_PIPE)
-    except (typer.Abort, KeyboardInterrupt):
-        sys.stderr.write("llmtool: interrupted\n")
-        return _finish(ExitCode.INTERRUPTED)
+    except (typer.Abort, KeyboardInterrupt, Terminated) as exc:  # a signal while parsing the command line
+        return _finish(report(exc if not isinstance(exc, typer.Abort) else KeyboardInterrupt()))
     except Exception as exc:  # usage errors raised by the parser
         message = getattr(exc, "format_message", None)
         if message is None or not hasattr(exc, "exit_code"):
