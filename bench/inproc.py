@@ -37,7 +37,8 @@ def main(argv: list[str] | None = None) -> None:
 
     # The baseline, as a user writes it.
     tokenizer = AutoTokenizer.from_pretrained(args.model)
-    baseline = AutoModelForCausalLM.from_pretrained(args.model).to(device)
+    baseline: Any = AutoModelForCausalLM.from_pretrained(args.model)
+    baseline.to(device)
     baseline.eval()
 
     def run_baseline() -> tuple[float, int]:
@@ -97,19 +98,18 @@ def weight_bytes_per_token(model: Any) -> int:
     """Bytes of weights one decode step must read: every parameter once (tied ones once), except
     the position table, of which one row is read."""
     total = sum(p.numel() * p.element_size() for p in model.parameters())
-    for module in model.modules():
-        name = type(module).__name__
-        if name == "Embedding" and module is getattr(getattr(model, "transformer", None), "wpe", None):
-            w = module.weight
-            total -= (w.shape[0] - 1) * w.shape[1] * w.element_size()
+    positions: Any = getattr(getattr(model, "transformer", None), "wpe", None)  # GPT-2's position table
+    if positions is not None:
+        w = positions.weight
+        total -= (w.shape[0] - 1) * w.shape[1] * w.element_size()
     return int(total)
 
 
 def kv_cache_bytes_per_token(model: Any, prompt_tokens: int, new_tokens: int) -> int:
     """Average bytes of keys and values read per decode step (they grow by one position a step)."""
-    config = model.config
-    layers = getattr(config, "num_hidden_layers", None) or getattr(config, "n_layer", 0)
-    hidden = getattr(config, "hidden_size", None) or getattr(config, "n_embd", 0)
+    config: Any = model.config
+    layers = int(getattr(config, "num_hidden_layers", None) or getattr(config, "n_layer", 0))
+    hidden = int(getattr(config, "hidden_size", None) or getattr(config, "n_embd", 0))
     element = next(model.parameters()).element_size()
     mean_positions = prompt_tokens + new_tokens / 2
     return int(layers * 2 * hidden * element * mean_positions)

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench.rows import RowResult
+from bench.context import RowResult
 
 CHANGES = Path(__file__).resolve().parent / "changes.md"  # hand-written: fixes made, before/after
 

@@ -1,234 +1,24 @@
 """The benchmark rows of issue 5: each runs llmtool and its baseline side by side.
 
-A row function takes the run's :class:`Context` and returns a :class:`RowResult`: the measured
-variants, derived figures (lines/s, tokens/s), and checks of the goals. A goal missed is a
-finding, never an error: the harness exits 0 whatever the numbers.
+A row function takes the run's :class:`~bench.context.Context` and returns a
+:class:`~bench.context.RowResult`: the measured variants, derived figures (lines/s, tokens/s),
+and checks of the goals. A goal missed is a finding, never an error: the harness exits 0
+whatever the numbers.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from bench import assets
-from bench.harness import Measured, Sample, Stats, Variant, alternate, run_process
-
-BASELINES = Path(__file__).resolve().parent / "baselines"
-
-
-# ---------------------------------------------------------------------------- sizes of the work
-
-
-@dataclass(frozen=True)
-class Scale:
-    """How much work each row does; ``FULL`` is what issue 5 asks for, ``QUICK`` a smoke run."""
-
-    reps: int  # measured repetitions per variant
-    startup_reps: int  # row 1's repetitions (each run is cheap, the medians need more of them)
-    warmup: int  # warm-up runs per variant (on a small input)
-    warm_lines: int  # lines (or prompts) in a warm-up run
-    fill_lines: int  # row 3: piped lines for llmtool and the batched pipeline
-    one_at_a_time_lines: int  # row 3: lines for the one-at-a-time pipeline (its rate is flat in N)
-    sweep_lines: int  # row 3: lines per run of the batch-size sweep
-    sweep_sizes: tuple[int, ...]  # row 3: pipeline batch sizes tried
-    gen1_tokens: int  # row 4: new tokens, batch 1
-    gen1_reps: int  # row 4: in-process repetitions
-    gen_prompts: int  # row 5: piped prompts
-    gen_tokens: int  # row 5: new tokens per prompt
-    first_tokens: int  # row 2: new tokens of the first generation
-    finetune_rows: int  # row 6: CSV rows
-    stream_lines: tuple[int, int]  # row 7: small and large input
-    scale_lines: tuple[int, int]  # row 8: fill-mask lines, 1x and 10x
-    scale_prompts: tuple[int, int]  # row 8: prompts, 1x and 10x
-    scale_tokens: int  # row 8: new tokens per prompt
-
-
-FULL = Scale(
-    reps=3,
-    startup_reps=10,
-    warmup=1,
-    warm_lines=16,
-    fill_lines=2000,
-    one_at_a_time_lines=500,
-    sweep_lines=256,
-    sweep_sizes=(1, 4, 8, 16, 32, 64),
-    gen1_tokens=128,
-    gen1_reps=5,
-    gen_prompts=32,
-    gen_tokens=64,
-    first_tokens=20,
-    finetune_rows=2000,
-    stream_lines=(1000, 100_000),
-    scale_lines=(100, 1000),
-    scale_prompts=(4, 40),
-    scale_tokens=32,
-)
-
-QUICK = Scale(
-    reps=1,
-    startup_reps=3,
-    warmup=1,
-    warm_lines=4,
-    fill_lines=64,
-    one_at_a_time_lines=32,
-    sweep_lines=32,
-    sweep_sizes=(16,),
-    gen1_tokens=16,
-    gen1_reps=2,
-    gen_prompts=8,
-    gen_tokens=8,
-    first_tokens=20,
-    finetune_rows=200,
-    stream_lines=(100, 5000),
-    scale_lines=(10, 100),
-    scale_prompts=(2, 8),
-    scale_tokens=8,
-)
-
-
-# ---------------------------------------------------------------------------- results
-
-
-@dataclass
-class Check:
-    """One goal of a row: a measured figure against its target."""
-
-    what: str
-    value: float | None
-    goal: str  # e.g. ">= 1.3" or "< 0.3 s"
-    met: bool | None  # None when it could not be measured
-
-    @classmethod
-    def at_least(cls, what: str, value: float | None, target: float, unit: str = "x") -> Check:
-        return cls(what, value, f">= {target:g}{unit}", None if value is None else value >= target)
-
-    @classmethod
-    def at_most(cls, what: str, value: float | None, target: float, unit: str = "x") -> Check:
-        return cls(what, value, f"<= {target:g}{unit}", None if value is None else value <= target)
-
-
-@dataclass
-class RowResult:
-    id: str
-    title: str
-    goal: str
-    variants: list[dict[str, Any]] = field(default_factory=list)
-    checks: list[Check] = field(default_factory=list)
-    table: list[dict[str, Any]] = field(default_factory=list)  # extra rows: a sweep, a scaling table
-    notes: list[str] = field(default_factory=list)
-    skipped: str | None = None
-    seconds: float = 0.0  # how long the row took to run
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-# ---------------------------------------------------------------------------- context
-
-
-@dataclass
-class Context:
-    """Everything the rows share: the scale, the models, where to put things, how to run things."""
-
-    scale: Scale
-    assets: assets.Assets
-    work: Path  # bench/out/<run>: inputs and outputs of this run
-    device: str  # cpu or cuda
-    size: str | None = None  # force this model size on every row (a smoke run uses "tiny")
-    log: Callable[[str], None] = print
-    pipeline_batch: int | None = None  # the best batch size found by row 3, reused by row 8
-
-    @property
-    def python(self) -> str:
-        return sys.executable
-
-    @property
-    def llmtool(self) -> str:
-        """The console script installed beside this interpreter: the one a user runs."""
-        beside = Path(sys.executable).parent / "llmtool"
-        return str(beside) if beside.exists() else shutil.which("llmtool") or "llmtool"
-
-    def env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("LLMTOOL_")}
-        env["HF_HUB_OFFLINE"] = "1"  # everything is local; no side may touch the network
-        # Bytecode caching as on a usual install (some sandboxes turn it off), in a folder of our
-        # own: otherwise both sides recompile parts of transformers on every start.
-        env.pop("PYTHONDONTWRITEBYTECODE", None)
-        env["PYTHONPYCACHEPREFIX"] = str(self.work.parent / "pycache")
-        env.pop("PYTHONUNBUFFERED", None)  # both sides get the ordinary block-buffered pipes
-        # bench/ is not an installed package: the in-process worker finds it through the path.
-        env["PYTHONPATH"] = os.pathsep.join([str(assets.BENCH_DIR.parent), env.get("PYTHONPATH", "")]).rstrip(
-            os.pathsep
-        )
-        return env
-
-    def bert(self, size: str = "base") -> Path:
-        return self.assets.bert[self.size or size]
-
-    def gpt2(self, size: str = "base") -> Path:
-        return self.assets.gpt2[self.size or size]
-
-    def run(self, argv: Sequence[str], stdin: bytes | None = None, keep_stdout: bool = False) -> Sample:
-        return run_process(argv, stdin, env=self.env(), keep_stdout=keep_stdout)
-
-    def device_args(self) -> list[str]:
-        return ["--device", self.device]
-
-    def baseline(self, script: str, *args: str) -> list[str]:
-        return [self.python, str(BASELINES / script), *args]
-
-    def lines(self, name: str, lines: list[str]) -> bytes:
-        """The bytes piped in; also saved under the run folder, to reproduce by hand."""
-        path = assets.write_lines(self.work / "inputs" / name, lines)
-        return path.read_bytes()
-
-    def show(self, path: Path) -> str:
-        """A path as shown in the results: relative to the repository when inside it."""
-        try:
-            return str(path.relative_to(assets.BENCH_DIR.parent))
-        except ValueError:
-            return str(path)
-
-
-def _median(m: Measured, attr: str = "wall_s") -> float:
-    return m.stat(attr).median
-
-
-def _ratio(a: float | None, b: float | None) -> float | None:
-    return None if a is None or b is None or b == 0 else a / b
-
-
-def _variants_json(measured: Sequence[Measured], per: dict[str, tuple[int, str]] | None = None) -> list[dict[str, Any]]:
-    """Each variant's statistics, with a rate (``units/s``) when ``per`` says how many units it did."""
-    out = []
-    for m in measured:
-        row = m.to_json()
-        if per and m.name in per:
-            n, unit = per[m.name]
-            row["units"] = n
-            row["unit"] = unit
-            row["rate_per_s"] = n / _median(m)
-        out.append(row)
-    return out
-
-
-def _failures(measured: Sequence[Measured], result: RowResult) -> bool:
-    """Note failed runs; True when any variant failed (its figures are then meaningless)."""
-    bad = False
-    for m in measured:
-        failed = m.failed()
-        if failed is not None:
-            bad = True
-            tail = " ".join(failed.stderr_tail.split()[-40:])
-            result.notes.append(f"{m.name} exited {failed.returncode}: ...{tail}")
-    return bad
-
+from bench.context import Check, Context, RowResult, failures, median, ratio, variants_json
+from bench.harness import Measured, Sample, Stats, Variant, alternate
 
 # ---------------------------------------------------------------------------- row 1
 
@@ -245,12 +35,12 @@ def row_startup(ctx: Context) -> RowResult:
         Variant("transformers --help", "transformers --help", lambda: ctx.run([*_transformers_cli(), "--help"])),
     ]
     measured = alternate(variants, ctx.scale.startup_reps, ctx.scale.warmup, ctx.log)
-    _failures(measured, result)
-    result.variants = _variants_json(measured)
-    python, llmtool, transformers = (_median(m) for m in measured)
+    failures(measured, result)
+    result.variants = variants_json(measured)
+    python, llmtool, transformers = (median(m) for m in measured)
     result.checks = [
         Check.at_most("llmtool --help wall time", llmtool, 0.3, " s"),
-        Check.at_least("transformers --help / llmtool --help", _ratio(transformers, llmtool), 10),
+        Check.at_least("transformers --help / llmtool --help", ratio(transformers, llmtool), 10),
     ]
     result.notes.append(f"Python's own start-up is {python:.3f} s of that.")
     return result
@@ -305,12 +95,12 @@ def row_first_result(ctx: Context) -> RowResult:
         ),
     ]
     measured = alternate(variants, ctx.scale.reps, ctx.scale.warmup, ctx.log)
-    _failures(measured, result)
-    result.variants = _variants_json(measured)
-    fill, fill_base, gen, gen_base = (_median(m) for m in measured)
+    failures(measured, result)
+    result.variants = variants_json(measured)
+    fill, fill_base, gen, gen_base = (median(m) for m in measured)
     result.checks = [
-        Check.at_most("fill-mask: llmtool / pipeline script", _ratio(fill, fill_base), 0.7),
-        Check.at_most("generate: llmtool / pipeline script", _ratio(gen, gen_base), 0.7),
+        Check.at_most("fill-mask: llmtool / pipeline script", ratio(fill, fill_base), 0.7),
+        Check.at_most("generate: llmtool / pipeline script", ratio(gen, gen_base), 0.7),
     ]
     return result
 
@@ -374,10 +164,10 @@ def row_fill_mask(ctx: Context) -> RowResult:
         ),
     ]
     measured = alternate(variants, s.reps, s.warmup, ctx.log)
-    failed = _failures(measured, result)
+    failed = failures(measured, result)
     counts = [s.fill_lines, s.fill_lines, s.one_at_a_time_lines]
-    result.variants = _variants_json(measured, {m.name: (n, "lines") for m, n in zip(measured, counts, strict=True)})
-    rates = [n / _median(m) for m, n in zip(measured, counts, strict=True)]
+    result.variants = variants_json(measured, {m.name: (n, "lines") for m, n in zip(measured, counts, strict=True)})
+    rates = [n / median(m) for m, n in zip(measured, counts, strict=True)]
     result.checks = [
         Check.at_least(f"llmtool lines/s / pipeline(batch_size={best})", None if failed else rates[0] / rates[1], 1.3),
         Check.at_least("llmtool lines/s / one-at-a-time pipeline", None if failed else rates[0] / rates[2], 5),
@@ -505,10 +295,10 @@ def row_generate_many(ctx: Context) -> RowResult:
         ),
     ]
     measured = alternate(variants, s.reps, s.warmup, ctx.log)
-    failed = _failures(measured, result)
-    result.variants = _variants_json(measured, {m.name: (s.gen_prompts * s.gen_tokens, "tokens") for m in measured})
-    ratio = None if failed else _median(measured[1]) / _median(measured[0])
-    result.checks = [Check.at_least("loop wall time / llmtool wall time", ratio, 4)]
+    failed = failures(measured, result)
+    result.variants = variants_json(measured, {m.name: (s.gen_prompts * s.gen_tokens, "tokens") for m in measured})
+    speedup = None if failed else median(measured[1]) / median(measured[0])
+    result.checks = [Check.at_least("loop wall time / llmtool wall time", speedup, 4)]
     agree = _agreement(measured[0].samples[-1].stdout, measured[1].samples[-1].stdout)
     if agree is not None:
         result.notes.append(f"Outputs identical for {agree:.0%} of the prompts (greedy; batching pads on the left).")
@@ -535,15 +325,15 @@ def row_finetune(ctx: Context) -> RowResult:
     csv_path = _finetune_csv(ctx, s.finetune_rows)
     common = ["--epochs", "1", "--batch-size", "16", "--max-length", "64", "--seed", "0", "--lr", "5e-5"]
 
+    dev = ["--device", ctx.device] if ctx.device != "cpu" else []
+    llmtool_argv = [ctx.llmtool, "finetune", str(csv_path), "--task", "classify", "-m", str(bert), *common, *dev]
+    trainer_argv = [*ctx.baseline("finetune_trainer.py", str(csv_path), str(bert)), *common, *dev]
+
     def ours(out: str, *extra: str) -> Callable[[], Sample]:
-        argv = [ctx.llmtool, "finetune", str(csv_path), "--task", "classify", "-m", str(bert), "--output"]
-        folder = ctx.work / out
-        return lambda: _fresh(folder) or ctx.run([*argv, str(folder), "--overwrite", *common, *extra, *_ft_dev(ctx)])
+        return _in_fresh_folder(ctx, ctx.work / out, [*llmtool_argv, "--overwrite", *extra])
 
     def theirs(out: str, *extra: str) -> Callable[[], Sample]:
-        argv = ctx.baseline("finetune_trainer.py", str(csv_path), str(bert), "--output")
-        folder = ctx.work / out
-        return lambda: _fresh(folder) or ctx.run([*argv, str(folder), *common, *extra, *_ft_dev(ctx)])
+        return _in_fresh_folder(ctx, ctx.work / out, [*trainer_argv, *extra])
 
     first_step = alternate(
         [
@@ -579,32 +369,34 @@ def row_finetune(ctx: Context) -> RowResult:
         0,
         ctx.log,
     )
-    failed = _failures([*first_step, *full], result)
+    failed = failures([*first_step, *full], result)
     train_rows = int(s.finetune_rows * 0.9)  # both hold out 10% for validation
-    result.variants = _variants_json(full, {m.name: (train_rows, "samples") for m in full}) + _variants_json(first_step)
+    result.variants = variants_json(full, {m.name: (train_rows, "samples") for m in full}) + variants_json(first_step)
     if not failed:
-        speed = _median(full[1]) / _median(full[0])
-        memory = _median(full[0], "peak_rss_mb") / _median(full[1], "peak_rss_mb")
-        steady = _ratio(_median(full[1]) - _median(first_step[1]), _median(full[0]) - _median(first_step[0]))
+        speed = median(full[1]) / median(full[0])
+        memory = median(full[0], "peak_rss_mb") / median(full[1], "peak_rss_mb")
+        steady = ratio(median(full[1]) - median(first_step[1]), median(full[0]) - median(first_step[0]))
         result.checks = [
             Check.at_least("llmtool samples/s / Trainer samples/s (end to end)", speed, 0.97),
             Check.at_least("the same, setup subtracted (full run - 1-step run)", steady, 0.97),
             Check.at_most("llmtool peak RSS / Trainer peak RSS", memory, 1.1),
             Check.at_most(
                 "time to first step: llmtool / Trainer (wall of a --max-steps 1 run)",
-                _ratio(_median(first_step[0]), _median(first_step[1])),
+                ratio(median(first_step[0]), median(first_step[1])),
                 1.0,
             ),
         ]
     return result
 
 
-def _fresh(folder: Path) -> None:
-    shutil.rmtree(folder, ignore_errors=True)
+def _in_fresh_folder(ctx: Context, folder: Path, argv: list[str]) -> Callable[[], Sample]:
+    """A run that writes its model to ``folder``, emptied first (each repetition trains afresh)."""
 
+    def run() -> Sample:
+        shutil.rmtree(folder, ignore_errors=True)
+        return ctx.run([*argv, "--output", str(folder)])
 
-def _ft_dev(ctx: Context) -> list[str]:
-    return ["--device", ctx.device] if ctx.device != "cpu" else []
+    return run
 
 
 def _finetune_csv(ctx: Context, rows: int) -> Path:
@@ -658,12 +450,12 @@ def row_streaming(ctx: Context) -> RowResult:
         ),
     ]
     measured = alternate(variants, min(s.reps, 2), 0, ctx.log)
-    failed = _failures(measured, result)
-    result.variants = _variants_json(
+    failed = failures(measured, result)
+    result.variants = variants_json(
         measured, {m.name: (n, "lines") for m, n in zip(measured, (small, large), strict=True)}
     )
-    ratio = None if failed else _median(measured[1], "peak_rss_mb") / _median(measured[0], "peak_rss_mb")
-    result.checks = [Check.at_most(f"peak RSS, {large:,} lines / {small:,} lines", ratio, 1.1)]
+    growth = None if failed else median(measured[1], "peak_rss_mb") / median(measured[0], "peak_rss_mb")
+    result.checks = [Check.at_most(f"peak RSS, {large:,} lines / {small:,} lines", growth, 1.1)]
     for m in measured:
         lines_out = m.samples[-1].stdout_lines
         result.notes.append(f"{m.name}: {lines_out:,} lines out.")
@@ -678,7 +470,6 @@ def row_streaming(ctx: Context) -> RowResult:
 
 def row_scaling(ctx: Context) -> RowResult:
     s = ctx.scale
-    sizes = [ctx.size] if ctx.size else list(assets.SIZES)
     result = RowResult(
         "8",
         "Scaling",
@@ -689,55 +480,33 @@ def row_scaling(ctx: Context) -> RowResult:
     fill_lines = assets.mask_lines(ctx.assets.sentences, s.scale_lines[1], seed=2)
     prompts = assets.prompt_lines(ctx.assets.prompts, s.scale_prompts[1], seed=2)
     tokens = str(s.scale_tokens)
-    for size in sizes:
+    for size in [ctx.size] if ctx.size else list(assets.SIZES):
         bert, gpt2 = ctx.assets.bert[size], ctx.assets.gpt2[size]
-        params_bert, params_gpt2 = _params(bert), _params(gpt2)
-        for n in s.scale_lines:
+        for i, n in enumerate(s.scale_lines):
             data = ctx.lines(f"scale-fill-{n}.txt", fill_lines[:n])
-            pair = [
-                Variant(
-                    "llmtool", "", lambda d=data, b=bert: ctx.run([ctx.llmtool, "fill-mask", "-m", str(b), *dev], d)
-                ),
-                Variant(
-                    "baseline",
-                    "",
-                    lambda d=data, b=bert: ctx.run(
-                        ctx.baseline("fill_mask_pipeline.py", str(b), "--batch-size", str(batch), *dev), d
-                    ),
-                ),
-            ]
-            warm = 1 if n == s.scale_lines[0] else 0
-            result.table.append(
-                _scale_row("fill-mask", size, params_bert, n, "lines", alternate(pair, 1, warm, ctx.log))
-            )
-        for n in s.scale_prompts:
+            ours = [ctx.llmtool, "fill-mask", "-m", str(bert), *dev]
+            theirs = ctx.baseline("fill_mask_pipeline.py", str(bert), "--batch-size", str(batch), *dev)
+            pair = alternate(_pair(ctx, ours, theirs, data), 1, 1 if i == 0 else 0, ctx.log)
+            result.table.append(_scale_row("fill-mask", size, _params(bert), n, "lines", pair))
+        for i, n in enumerate(s.scale_prompts):
             data = ctx.lines(f"scale-gen-{n}.txt", prompts[:n])
-            pair = [
-                Variant(
-                    "llmtool",
-                    "",
-                    lambda d=data, g=gpt2: ctx.run(
-                        [ctx.llmtool, "generate", "--greedy", "-t", tokens, "-m", str(g), *dev], d
-                    ),
-                ),
-                Variant(
-                    "baseline",
-                    "",
-                    lambda d=data, g=gpt2: ctx.run(
-                        ctx.baseline("generate_loop.py", str(g), "--max-new-tokens", tokens, *dev), d
-                    ),
-                ),
-            ]
-            warm = 1 if n == s.scale_prompts[0] else 0
-            result.table.append(
-                _scale_row("generate", size, params_gpt2, n, "prompts", alternate(pair, 1, warm, ctx.log))
-            )
+            ours = [ctx.llmtool, "generate", "--greedy", "-t", tokens, "-m", str(gpt2), *dev]
+            theirs = ctx.baseline("generate_loop.py", str(gpt2), "--max-new-tokens", tokens, *dev)
+            pair = alternate(_pair(ctx, ours, theirs, data), 1, 1 if i == 0 else 0, ctx.log)
+            result.table.append(_scale_row("generate", size, _params(gpt2), n, "prompts", pair))
     _growth(result)
     result.notes.append(
         f"One run per cell after a warm-up per model; wall time end to end. Baselines: fill-mask pipeline with "
         f"batch_size={batch}; generate: the one-at-a-time model.generate loop, {tokens} new tokens per prompt."
     )
     return result
+
+
+def _pair(ctx: Context, ours: list[str], theirs: list[str], data: bytes) -> list[Variant]:
+    return [
+        Variant("llmtool", " ".join(ours), lambda: ctx.run(ours, data)),
+        Variant("baseline", " ".join(theirs), lambda: ctx.run(theirs, data)),
+    ]
 
 
 def _params(folder: Path) -> int:

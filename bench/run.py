@@ -17,8 +17,9 @@ import traceback
 from pathlib import Path
 
 from bench import assets, report
+from bench.context import FULL, QUICK, Context, RowResult
 from bench.harness import log_stderr
-from bench.rows import FULL, QUICK, ROWS, Context, RowResult
+from bench.rows import ROWS
 
 # Which model sizes each row needs (row 8 needs all of them).
 ROW_SIZES = {"1": (), "2": ("base",), "3": ("base",), "4": ("base",), "5": ("base",), "6": ("small",), "7": ("tiny",)}

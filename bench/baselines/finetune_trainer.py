@@ -2,8 +2,9 @@
 
     python finetune_trainer.py train.csv MODEL --output DIR --epochs 1 --batch-size 16
 
-Holds out 10% for validation (seeded), evaluates accuracy each epoch, saves the model; the same
-work as ``llmtool finetune --task classify``.
+Holds out 10% for validation (seeded, stratified), evaluates accuracy and checkpoints each
+epoch, keeps the best checkpoint and saves it: the same work as ``llmtool finetune --task
+classify`` with its defaults.
 """
 
 import argparse
@@ -54,8 +55,11 @@ training_args = TrainingArguments(
     learning_rate=args.lr,
     seed=args.seed,
     eval_strategy="epoch",
-    save_strategy="no",
-    logging_steps=50,
+    save_strategy="epoch",
+    load_best_model_at_end=True,
+    metric_for_best_model="accuracy",
+    save_total_limit=2,
+    logging_steps=10,
     report_to="none",
     use_cpu=args.device == "cpu",
 )
