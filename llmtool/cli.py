@@ -966,10 +966,13 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write("llmtool: interrupted\n")
         return _finish(ExitCode.INTERRUPTED)
     except Exception as exc:  # usage errors raised by the parser
+        ctx = getattr(exc, "ctx", None)
+        if type(exc).__name__ == "NoArgsIsHelpError" and ctx is not None:  # bare `llmtool`: the help, on stdout
+            sys.stdout.write(ctx.get_help() + "\n")
+            return _finish(ExitCode.USAGE)
         message = getattr(exc, "format_message", None)
         if message is None or not hasattr(exc, "exit_code"):
             return _finish(report(exc))
-        ctx = getattr(exc, "ctx", None)
         hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
         sys.stderr.write(f"llmtool: error: {' '.join(message().split())}{hint}\n")
         return _finish(int(exc.exit_code))
