@@ -108,8 +108,7 @@ def weight_bytes_per_token(model: Any) -> int:
 def kv_cache_bytes_per_token(model: Any, prompt_tokens: int, new_tokens: int) -> int:
     """Average bytes of keys and values read per decode step (they grow by one position a step)."""
     config: Any = model.config
-    layers = int(getattr(config, "num_hidden_layers", None) or getattr(config, "n_layer", 0))
-    hidden = int(getattr(config, "hidden_size", None) or getattr(config, "n_embd", 0))
+    layers, hidden = int(config.num_hidden_layers), int(config.hidden_size)  # GPT-2 maps these to n_layer, n_embd
     element = next(model.parameters()).element_size()
     mean_positions = prompt_tokens + new_tokens / 2
     return int(layers * 2 * hidden * element * mean_positions)
