@@ -252,7 +252,7 @@ def generate_command(
     ] = None,
     fmt: FormatOpt = "text",
     json_flag: JsonOpt = False,
-    batch_size: BatchOpt = 8,
+    batch_size: BatchOpt = 32,
     revision: RevisionOpt = None,
     offline: OfflineOpt = False,
     device: DeviceOpt = "auto",
