@@ -118,6 +118,7 @@ class RowResult:
     notes: list[str] = field(default_factory=list)
     skipped: str | None = None
     seconds: float = 0.0  # how long the row took to run
+    load_average: list[float] = field(default_factory=list)  # 1/5/15-minute load when the row started
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

@@ -137,7 +137,8 @@ def markdown(info: dict[str, Any], rows: list[RowResult]) -> str:
             out += ["", *_dict_table(r.table)]
         if r.notes:
             out += ["", *[f"- {n}" for n in r.notes]]
-        out += ["", f"_Row time: {r.seconds:.0f} s._"]
+        load = f"; load average at its start {_load(r.load_average)}" if r.load_average else ""
+        out += ["", f"_Row time: {r.seconds:.0f} s{load}._"]
     if CHANGES.is_file():
         out += ["", CHANGES.read_text(encoding="utf-8").rstrip()]
     return "\n".join(out) + "\n"

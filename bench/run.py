@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import time
 import traceback
 from pathlib import Path
@@ -33,6 +34,13 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, help="warm-up runs per variant (default: 1)")
     parser.add_argument("--size", choices=assets.SIZES, help="use this model size in every row (tests: tiny)")
     parser.add_argument("--device", default="auto", help="auto (cuda when present, else cpu), cpu or cuda")
+    parser.add_argument(
+        "--wait-idle",
+        type=float,
+        default=0,
+        metavar="SECONDS",
+        help="before each row, wait up to SECONDS for the 1-minute load average to fall below half the CPU count",
+    )
     parser.add_argument("--out-dir", type=Path, default=assets.OUT_DIR, help="models and inputs (default: bench/out)")
     parser.add_argument(
         "--results-dir", type=Path, help="where results.md/json go (default: bench/, or bench/out/ with --quick)"
@@ -68,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
 
     results: list[RowResult] = []
     for row_id in selected:
-        log_stderr(f"bench: row {row_id}")
+        load = _wait_idle(args.wait_idle)
+        log_stderr(f"bench: row {row_id} (load average {load[0]:.2f})")
         start = time.perf_counter()
         try:
             result = ROWS[row_id](ctx)
@@ -76,11 +85,21 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
             result = RowResult(row_id, ROWS[row_id].__name__, "", skipped=f"the harness failed: {exc!r}")
         result.seconds = time.perf_counter() - start
+        result.load_average = load
         results.append(result)
         md, js = report.write(results_dir, info, results, "quick" if args.quick else "full")
     if results:
         log_stderr(f"bench: wrote {md} and {js}")
     return 0
+
+
+def _wait_idle(limit: float) -> list[float]:
+    """Wait (at most ``limit`` seconds) for other work on the machine to calm down; the load then."""
+    deadline = time.monotonic() + limit
+    quiet = (os.cpu_count() or 1) / 2
+    while os.getloadavg()[0] >= quiet and time.monotonic() < deadline:
+        time.sleep(min(15.0, max(0.0, deadline - time.monotonic())))
+    return [round(x, 2) for x in os.getloadavg()]
 
 
 def _sizes(rows: list[str]) -> set[str]:
