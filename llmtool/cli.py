@@ -32,6 +32,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
@@ -251,7 +252,7 @@ def generate_command(
     ] = None,
     fmt: FormatOpt = "text",
     json_flag: JsonOpt = False,
-    batch_size: BatchOpt = 8,
+    batch_size: BatchOpt = 32,
     revision: RevisionOpt = None,
     offline: OfflineOpt = False,
     device: DeviceOpt = "auto",
@@ -964,10 +965,13 @@ def main(argv: list[str] | None = None) -> int:
     except (typer.Abort, KeyboardInterrupt, Terminated) as exc:  # a signal while parsing the command line
         return _finish(report(exc if not isinstance(exc, typer.Abort) else KeyboardInterrupt()))
     except Exception as exc:  # usage errors raised by the parser
+        ctx = getattr(exc, "ctx", None)
+        if type(exc).__name__ == "NoArgsIsHelpError" and ctx is not None:  # bare `llmtool`: the help, on stdout
+            sys.stdout.write(ctx.get_help() + "\n")
+            return _finish(ExitCode.USAGE)
         message = getattr(exc, "format_message", None)
         if message is None or not hasattr(exc, "exit_code"):
             return _finish(report(exc))
-        ctx = getattr(exc, "ctx", None)
         hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
         sys.stderr.write(f"llmtool: error: {' '.join(message().split())}{hint}\n")
         return _finish(int(exc.exit_code))
