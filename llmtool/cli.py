@@ -938,6 +938,68 @@ def finetune_command(
         typer.echo(json_line(result) if json_flag else format_result(result))
 
 
+corpus_app = typer.Typer(
+    help="Write a training corpus that llmtool can make by itself (offline, no downloads).",
+    no_args_is_help=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.add_typer(corpus_app, name="corpus")
+
+
+@corpus_app.command("facts")
+@_handle_errors
+def corpus_facts_command(
+    output: Annotated[
+        str | None,
+        typer.Option("--output", "-o", help="Write the corpus to FILE (default: stdout).", show_default=False),
+    ] = None,
+    probes: Annotated[
+        str | None,
+        typer.Option(
+            "--probes",
+            help="Also write every question (masked text, prompt, answer, held out?) to FILE: .jsonl, .csv, .tsv.",
+            metavar="FILE",
+            show_default=False,
+        ),
+    ] = None,
+    pairs: Annotated[
+        str | None,
+        typer.Option(
+            "--pairs",
+            help="Also write held-out next-sentence pairs (a, b, label) to FILE: .jsonl, .csv, .tsv.",
+            metavar="FILE",
+            show_default=False,
+        ),
+    ] = None,
+    documents_per_country: Annotated[
+        int, typer.Option("--documents-per-country", help="Short documents (3-5 sentences) about each country.")
+    ] = 12,
+    countries: Annotated[
+        int | None,
+        typer.Option("--countries", help="Use only the first N of the 50 countries.", show_default=False),
+    ] = None,
+    holdout: Annotated[
+        bool,
+        typer.Option("--holdout/--no-holdout", help="Keep one capital sentence per country out of the corpus."),
+    ] = True,
+    seed: Annotated[int, typer.Option("--seed", help="Seeds the order of sentences and documents.")] = 0,
+    quiet: QuietOpt = False,
+) -> None:
+    """Countries and their capitals in varied sentences: a corpus to pre-train on, with held-out probes.
+
+    One sentence per line, a blank line between documents. For each country one way of stating its
+    capital never occurs in the corpus; --probes lists those held-out sentences (and the others) as
+    fill-mask and generate questions, so that learning can be measured on unseen sentences.
+
+    Example: llmtool corpus facts --output facts.txt --probes probes.tsv --pairs pairs.tsv
+    """
+    from llmtool.corpus import FactsOptions, summary, write_facts
+
+    options = FactsOptions(seed=seed, documents_per_country=documents_per_country, countries=countries, holdout=holdout)
+    counts = write_facts(options, output, probes, pairs)
+    Console(quiet).info(summary(counts))
+
+
 @app.command("version")
 def version_command() -> None:
     """Print llmtool's version."""
