@@ -324,6 +324,86 @@ def _write(results: Any, output: OutputFormat, formatter: Any, console: Console)
         write_records(counted(), output, formatter)
 
 
+corpus_app = typer.Typer(
+    help="Write small synthetic corpora for pre-training and testing, offline.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+app.add_typer(corpus_app, name="corpus")
+
+
+@corpus_app.command("facts")
+@_handle_errors
+def corpus_facts_command(
+    output: Annotated[
+        str | None,
+        typer.Option("--output", "-o", help="Write the corpus here (default: stdout).", metavar="FILE"),
+    ] = None,
+    probes: Annotated[
+        str | None,
+        typer.Option(
+            "--probes",
+            help="Also write every test question (masked text, prompt, answer, split) to FILE (.jsonl, .csv, .tsv).",
+            metavar="FILE",
+            show_default=False,
+        ),
+    ] = None,
+    pairs: Annotated[
+        str | None,
+        typer.Option(
+            "--pairs",
+            help="Also write held-out next-sentence pairs (a, b, label) to FILE (.jsonl, .csv, .tsv).",
+            metavar="FILE",
+            show_default=False,
+        ),
+    ] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Shuffles sentences and documents.")] = 0,
+    documents_per_country: Annotated[
+        int, typer.Option("--documents-per-country", help="Documents about each country (3-5 sentences each).", min=1)
+    ] = 12,
+    countries: Annotated[
+        int | None,
+        typer.Option("--countries", help="Use only the first N of the 50 countries.", min=2, show_default=False),
+    ] = None,
+    holdout: Annotated[
+        bool,
+        typer.Option("--holdout/--no-holdout", help="Keep one capital sentence per country out, for testing."),
+    ] = True,
+    quiet: QuietOpt = False,
+) -> None:
+    """Write a synthetic corpus of true facts: 50 countries, their capitals and continents.
+
+    One sentence per line, a blank line between documents (each about one country).
+
+    For each country one capital sentence is held out of the corpus. --probes lists every
+    question with its split, so learning is measured on sentences the model never saw.
+
+    Example: llmtool corpus facts -o facts.txt --probes probes.jsonl --pairs pairs.tsv
+    """
+    from llmtool import corpus
+
+    options = corpus.FactsOptions(
+        seed=seed, documents_per_country=documents_per_country, countries=countries, holdout=holdout
+    )
+    options.check()
+    corpus.check_table_path(probes, "--probes")
+    corpus.check_table_path(pairs, "--pairs")
+    docs = corpus.documents(options)
+    probe_rows = corpus.probes(options)
+    pair_rows = corpus.nsp_pairs(options) if pairs is not None else []
+    if output is None or output == "-":
+        corpus.write_documents(docs, sys.stdout)
+        sys.stdout.flush()
+    else:
+        with open(output, "w", encoding="utf-8", newline="\n") as out:
+            corpus.write_documents(docs, out)
+    if probes is not None:
+        corpus.write_table(probe_rows, probes, ("masked", "prompt", "answer", "split", "relation", "country"))
+    if pairs is not None:
+        corpus.write_table(pair_rows, pairs, ("a", "b", "label"))
+    Console(quiet).info(corpus.summary(docs, probe_rows) + (f"; {len(pair_rows)} sentence pairs" if pairs else ""))
+
+
 @app.command("version")
 def version_command() -> None:
     """Print llmtool's version."""
