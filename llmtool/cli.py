@@ -6,6 +6,7 @@ checks). Task modules are imported inside the command that needs them.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import signal
@@ -53,6 +54,9 @@ ColumnOpt = Annotated[
         "--column", help="Field of .jsonl or column of .csv input [default: text, then sentence].", show_default=False
     ),
 ]
+EncodingOpt = Annotated[
+    str, typer.Option("--encoding", help="Text encoding of the input (file or stdin), e.g. latin-1, utf-16.")
+]
 FormatOpt = Annotated[
     str,
     typer.Option("--format", "-f", help="Output: text (for people and filters), jsonl, tsv.", metavar="text|jsonl|tsv"),
@@ -89,6 +93,15 @@ def _output_format(fmt: str, json_flag: bool) -> OutputFormat:
     return fmt  # type: ignore[return-value]
 
 
+def _encoding(name: str) -> str:
+    import codecs
+
+    try:
+        return codecs.lookup(name).name
+    except LookupError:
+        raise UsageError(f"unknown --encoding {name!r}") from None
+
+
 def _handle_errors(func: F) -> F:
     """Run a command body; turn every failure into one line on stderr and a documented status."""
 
@@ -116,11 +129,14 @@ def _silence_stdout() -> None:
         pass
 
 
-def _model_options(**kwargs: Any) -> Any:
-    from llmtool.models import ModelOptions, prepare_environment
+def _model_options(**kwargs: Any) -> tuple[Any, str]:
+    """The model options and where the model is, found before the heavy imports so that a
+    missing model fails in a fraction of a second."""
+    from llmtool.models import ModelOptions, locate, prepare_environment
 
     prepare_environment(kwargs.get("offline", False), kwargs.get("verbose", False))
-    return ModelOptions(**kwargs)
+    options = ModelOptions(**kwargs)
+    return options, locate(options)
 
 
 # ---------------------------------------------------------------------------- commands
@@ -134,6 +150,7 @@ def fill_mask_command(
     ] = None,
     input_path: InputOpt = None,
     column: ColumnOpt = None,
+    encoding: EncodingOpt = "utf-8",
     model: Annotated[
         str, typer.Option("--model", "-m", help="Masked LM: Hub id or local folder.")
     ] = "bert-base-uncased",
@@ -169,9 +186,9 @@ def fill_mask_command(
         raise UsageError("--targets is empty")
     from llmtool.streams import read_records
 
-    records = read_records(text, input_path, column)
+    records = read_records(text, input_path, column, encoding=_encoding(encoding))
     console = Console(quiet, verbose)
-    mopts = _model_options(
+    mopts, where = _model_options(
         model=model,
         revision=revision,
         offline=offline,
@@ -188,7 +205,7 @@ def fill_mask_command(
     from llmtool.models import load, set_seed
 
     set_seed(seed)
-    tokenizer, mlm = load(AutoModelForMaskedLM, mopts)
+    tokenizer, mlm = load(AutoModelForMaskedLM, mopts, where)
     filler = MaskFiller(
         tokenizer,
         mlm,
@@ -205,6 +222,7 @@ def generate_command(
     ] = None,
     input_path: InputOpt = None,
     column: ColumnOpt = None,
+    encoding: EncodingOpt = "utf-8",
     model: Annotated[str, typer.Option("--model", "-m", help="Causal LM: Hub id or local folder.")] = "gpt2",
     max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", "-t", help="Tokens to generate.", min=1)] = 50,
     greedy: Annotated[
@@ -271,13 +289,13 @@ def generate_command(
     options.check()
     from llmtool.streams import read_records, stdout_isatty
 
-    records = read_records(text, input_path, column)
+    records = read_records(text, input_path, column, encoding=_encoding(encoding))
     if stream is None:
         stream = output == "text" and text not in (None, "-") and num_return_sequences == 1 and stdout_isatty()
     if stream and (output != "text" or num_return_sequences != 1):
         raise UsageError("--stream needs --format text and one sequence per prompt")
     console = Console(quiet, verbose)
-    mopts = _model_options(
+    mopts, where = _model_options(
         model=model,
         revision=revision,
         offline=offline,
@@ -294,7 +312,7 @@ def generate_command(
     from llmtool.models import load, set_seed
 
     set_seed(seed)
-    tokenizer, lm = load(AutoModelForCausalLM, mopts)
+    tokenizer, lm = load(AutoModelForCausalLM, mopts, where)
     generator = Generator(tokenizer, lm, options)
     if stream and options.include_prompt and not chat:
         # The prompt is printed before generation starts, as the user typed it.
@@ -321,7 +339,583 @@ def _write(results: Any, output: OutputFormat, formatter: Any, console: Console)
                 yield result
                 bar.advance()
 
-        write_records(counted(), output, formatter)
+        written = write_records(counted(), output, formatter)
+    if written == 0 and not console.quiet:
+        console.warn("no input records (the input was empty or only blank lines)")
+
+
+# ---------------------------------------------------------------------------- using trained models
+# classify, evaluate, score, next-sentence: options they share beyond the ones at the top.
+
+TextColumnOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--text-column",
+        "--column",
+        help="Text column of .csv/.tsv input, or field of .jsonl (default: text, then sentence, then the only "
+        "column other than the label).",
+        show_default=False,
+    ),
+]
+TextPairColumnOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--text-pair-column", help="Second text column, for sentence-pair models (.csv/.tsv input).", show_default=False
+    ),
+]
+MaxLengthOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--max-length",
+        help="Truncate inputs to this many tokens (default: the model's limit).",
+        show_default=False,
+        min=2,
+    ),
+]
+ClassifierOpt = Annotated[
+    str, typer.Option("--model", "-m", help="Sequence classifier: a folder from `llmtool finetune`, or a Hub id.")
+]
+
+
+@app.command("classify")
+@_handle_errors
+def classify_command(
+    model: ClassifierOpt,
+    text: Annotated[
+        str | None, typer.Argument(help="Text to classify; '-' or none: one text per stdin line.", show_default=False)
+    ] = None,
+    text_pair: Annotated[
+        str | None, typer.Argument(help="Second text, for sentence-pair models.", show_default=False)
+    ] = None,
+    input_path: InputOpt = None,
+    text_column: TextColumnOpt = None,
+    text_pair_column: TextPairColumnOpt = None,
+    top_k: Annotated[int, typer.Option("--top-k", "-k", help="Labels per input, most probable first.", min=1)] = 1,
+    max_length: MaxLengthOpt = None,
+    skip_invalid: SkipInvalidOpt = False,
+    fmt: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            "-f",
+            help="Output: text, jsonl, tsv, or csv (the input rows with prediction columns appended).",
+            metavar="text|jsonl|tsv|csv",
+        ),
+    ] = "text",
+    json_flag: JsonOpt = False,
+    batch_size: BatchOpt = 32,
+    revision: RevisionOpt = None,
+    offline: OfflineOpt = False,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "auto",
+    allow_pickle: PickleOpt = False,
+    trust_remote_code: RemoteCodeOpt = False,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Label each text (or text pair) with a fine-tuned sequence classifier.
+
+    Labels are the model's own names (id2label in its config).
+
+    text: LABEL<TAB>PROBABILITY per input, one pair per --top-k.
+    jsonl: {"index", "input", "label", "score", "predictions": [{"label", "id", "score"}]}.
+    csv: each input row (or text) with predicted_label, predicted_score appended.
+
+    Example: llmtool classify --model ./sst2-model --input reviews.csv --text-column review --format csv
+    """
+    output: OutputFormat = "csv" if fmt == "csv" and not json_flag else _output_format(fmt, json_flag)
+    from llmtool.classify import (
+        FORMATTER,
+        Classifier,
+        ClassifyOptions,
+        csv_formatter,
+        load_classifier,
+        read_examples,
+        with_rows,
+    )
+
+    options = ClassifyOptions(top_k=top_k, batch_size=batch_size, max_length=max_length, skip_invalid=skip_invalid)
+    options.check()
+    examples = read_examples(text, text_pair, input_path, text_column=text_column, pair_column=text_pair_column)
+    formatter = FORMATTER
+    if output == "csv":
+        formatter = csv_formatter(examples.header, examples.has_pair, top_k, skip_invalid)
+    console = Console(quiet, verbose)
+    mopts, _where = _model_options(
+        model=model,
+        revision=revision,
+        offline=offline,
+        device=device,
+        dtype=dtype,
+        allow_pickle=allow_pickle,
+        trust_remote_code=trust_remote_code,
+        verbose=verbose,
+    )
+    tokenizer, clf = load_classifier(mopts)
+    classifier = Classifier(tokenizer, clf, options)
+    results = with_rows(classifier.results(examples.items)) if output == "csv" else classifier(examples.items)
+    _write(results, output, formatter, console)
+
+
+StrideOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--stride",
+        help="Texts longer than the window: tokens between window starts (default: half the window). Each token "
+        "is scored once, with at least window minus stride tokens of left context.",
+        show_default=False,
+        min=1,
+    ),
+]
+WindowOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--max-length", help="Window size in tokens (default: the model's context).", show_default=False, min=2
+    ),
+]
+BosOpt = Annotated[
+    bool, typer.Option("--bos/--no-bos", help="Causal LMs: put BOS first, so the first token is scored too.")
+]
+
+
+@app.command("score")
+@_handle_errors
+def score_command(
+    text: Annotated[
+        str | None, typer.Argument(help="Text to score; '-' or none: one text per stdin line.", show_default=False)
+    ] = None,
+    input_path: InputOpt = None,
+    column: ColumnOpt = None,
+    model: Annotated[
+        str, typer.Option("--model", "-m", help="Causal LM (log-likelihood) or masked LM (pseudo-likelihood).")
+    ] = "gpt2",
+    total: Annotated[
+        bool, typer.Option("--total", help="End with a corpus total: log-likelihoods pooled by token count.")
+    ] = False,
+    stride: StrideOpt = None,
+    max_length: WindowOpt = None,
+    bos: BosOpt = True,
+    skip_invalid: SkipInvalidOpt = False,
+    fmt: FormatOpt = "text",
+    json_flag: JsonOpt = False,
+    batch_size: BatchOpt = 8,
+    revision: RevisionOpt = None,
+    offline: OfflineOpt = False,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "auto",
+    allow_pickle: PickleOpt = False,
+    trust_remote_code: RemoteCodeOpt = False,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Log-likelihood and perplexity of each line under a language model.
+
+    Causal LMs: log P(text), natural log, every token given the ones before it.
+    Masked LMs: pseudo-log-likelihood, each token masked in turn (pseudo-perplexity).
+    Long texts are scored in sliding windows (--max-length, --stride).
+
+    text: PERPLEXITY<TAB>LOG_LIKELIHOOD<TAB>TOKENS<TAB>TEXT per line; the --total line ends in "total".
+    jsonl: {"index", "input", "tokens", "log_likelihood", "perplexity"};
+    total: {"total": true, "lines", "tokens", "log_likelihood", "perplexity"}.
+
+    Example: llmtool score --model gpt2 --total < corpus.txt
+    """
+    output = _output_format(fmt, json_flag)
+    from llmtool.score import ScoreOptions
+
+    options = ScoreOptions(
+        batch_size=batch_size, max_length=max_length, stride=stride, bos=bos, total=total, skip_invalid=skip_invalid
+    )
+    options.check()
+    from llmtool.streams import read_records
+
+    records = read_records(text, input_path, column)
+    console = Console(quiet, verbose)
+    mopts, _where = _model_options(
+        model=model,
+        revision=revision,
+        offline=offline,
+        device=device,
+        dtype=dtype,
+        allow_pickle=allow_pickle,
+        trust_remote_code=trust_remote_code,
+        verbose=verbose,
+    )
+    from llmtool.score import FORMATTER, Scorer, load_language_model
+
+    tokenizer, lm, objective = load_language_model(mopts)
+    _write(Scorer(tokenizer, lm, objective, options)(records), output, FORMATTER, console)
+
+
+@app.command("evaluate")
+@_handle_errors
+def evaluate_command(
+    data: Annotated[
+        str,
+        typer.Argument(
+            help="Classifiers: a .csv/.tsv with text and label columns. LMs: a .txt (a line each), .jsonl or "
+            ".csv; '-' is stdin.",
+            show_default=False,
+        ),
+    ],
+    model: Annotated[
+        str, typer.Option("--model", "-m", help="A sequence classifier, or a causal or masked LM (folder or Hub id).")
+    ],
+    text_column: TextColumnOpt = None,
+    text_pair_column: TextPairColumnOpt = None,
+    label_column: Annotated[
+        str, typer.Option("--label-column", help="Gold labels: the model's label names or ids.")
+    ] = "label",
+    max_length: Annotated[
+        int | None,
+        typer.Option(
+            "--max-length",
+            help="Classifiers: truncate to this many tokens. LMs: the scoring window. (Default: the model's limit.)",
+            show_default=False,
+            min=2,
+        ),
+    ] = None,
+    stride: StrideOpt = None,
+    bos: BosOpt = True,
+    fmt: FormatOpt = "text",
+    json_flag: JsonOpt = False,
+    batch_size: BatchOpt = 32,
+    revision: RevisionOpt = None,
+    offline: OfflineOpt = False,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "auto",
+    allow_pickle: PickleOpt = False,
+    trust_remote_code: RemoteCodeOpt = False,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Judge a model on held-out data: classifiers by accuracy and F1, language models by perplexity.
+
+    Classifiers: accuracy, macro-F1, per-class precision/recall/F1/support, confusion matrix.
+    Causal LMs: corpus perplexity; masked LMs: pseudo-perplexity (both pooled by token count).
+
+    text: Rich tables on a terminal; a plain report otherwise (see the README).
+    jsonl: one object: {"task", "model", "data", "examples", "accuracy", "macro_f1", "labels",
+    "per_class", "confusion_matrix"} or {"task", "objective", ..., "tokens", "perplexity"}.
+    tsv: metric<TAB>label<TAB>predicted<TAB>value, one number per row.
+
+    Example: llmtool evaluate dev.csv --model ./sst2-model --text-column sentence --json
+    """
+    output = _output_format(fmt, json_flag)
+    from llmtool.evaluate import FORMATTER, EvaluateOptions, evaluate, render_rich
+    from llmtool.streams import stdout_isatty, write_records
+
+    options = EvaluateOptions(
+        text_column=text_column,
+        pair_column=text_pair_column,
+        label_column=label_column,
+        batch_size=batch_size,
+        max_length=max_length,
+        stride=stride,
+        bos=bos,
+    )
+    console = Console(quiet, verbose)
+    mopts, _where = _model_options(
+        model=model,
+        revision=revision,
+        offline=offline,
+        device=device,
+        dtype=dtype,
+        allow_pickle=allow_pickle,
+        trust_remote_code=trust_remote_code,
+        verbose=verbose,
+    )
+    result = evaluate(data, options=options, model_options=mopts, console=console)
+    if output == "text" and stdout_isatty():
+        render_rich(result, sys.stdout)
+    else:
+        write_records([result], output, FORMATTER)
+
+
+@app.command("next-sentence")
+@_handle_errors
+def next_sentence_command(
+    first: Annotated[
+        str | None,
+        typer.Argument(help="Sentence A; '-' or none: read A<TAB>B lines from stdin.", show_default=False),
+    ] = None,
+    second: Annotated[str | None, typer.Argument(help="Sentence B.", show_default=False)] = None,
+    input_path: Annotated[
+        str | None,
+        typer.Option(
+            "--input",
+            "-i",
+            help="Read pairs from FILE: .csv/.tsv (two columns, with a header) or text (A<TAB>B lines). '-' is stdin.",
+            metavar="FILE",
+            show_default=False,
+        ),
+    ] = None,
+    first_column: Annotated[
+        str | None,
+        typer.Option("--first-column", help="CSV column of sentence A (default: the first).", show_default=False),
+    ] = None,
+    second_column: Annotated[
+        str | None,
+        typer.Option("--second-column", help="CSV column of sentence B (default: the second).", show_default=False),
+    ] = None,
+    model: Annotated[
+        str,
+        typer.Option("--model", "-m", help="A BERT with its next-sentence head (BertForPreTraining or ...ForNSP)."),
+    ] = "bert-base-uncased",
+    max_length: MaxLengthOpt = None,
+    fmt: FormatOpt = "text",
+    json_flag: JsonOpt = False,
+    batch_size: BatchOpt = 32,
+    revision: RevisionOpt = None,
+    offline: OfflineOpt = False,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "auto",
+    allow_pickle: PickleOpt = False,
+    trust_remote_code: RemoteCodeOpt = False,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Probability that sentence B follows sentence A, from BERT's next-sentence-prediction head.
+
+    text: PROBABILITY<TAB>A<TAB>B per pair (4 decimals).
+    jsonl: {"index", "first", "second", "is_next"}.
+
+    Example: llmtool next-sentence --model ./bert-nsp "I was hungry." "I ate a sandwich."
+    """
+    output = _output_format(fmt, json_flag)
+    from llmtool.next_sentence import FORMATTER, NextSentence, NextSentenceOptions, load_nsp, read_pairs
+
+    options = NextSentenceOptions(batch_size=batch_size, max_length=max_length)
+    options.check()
+    pairs = read_pairs(first, second, input_path, first_column=first_column, second_column=second_column)
+    console = Console(quiet, verbose)
+    mopts, _where = _model_options(
+        model=model,
+        revision=revision,
+        offline=offline,
+        device=device,
+        dtype=dtype,
+        allow_pickle=allow_pickle,
+        trust_remote_code=trust_remote_code,
+        verbose=verbose,
+    )
+    tokenizer, nsp = load_nsp(mopts)
+    _write(NextSentence(tokenizer, nsp, options)(pairs), output, FORMATTER, console)
+
+
+@app.command("finetune")
+@_handle_errors
+def finetune_command(
+    train: Annotated[
+        str,
+        typer.Argument(
+            help="Training data: .csv/.tsv with a header (classify, clm, mlm), or .txt/.jsonl text (clm, mlm).",
+            metavar="TRAIN",
+            show_default=False,
+        ),
+    ],
+    task: Annotated[str, typer.Option("--task", "-t", help="classify | clm | mlm.", metavar="TASK")] = "classify",
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            "-m",
+            help="Hub id or local folder (default: bert-base-uncased; gpt2 for clm).",
+            show_default=False,
+        ),
+    ] = None,
+    output: Annotated[
+        str | None,
+        typer.Option(
+            "--output", "-o", help="Folder for the fine-tuned model (required unless --dry-run).", show_default=False
+        ),
+    ] = None,
+    valid: Annotated[
+        str | None,
+        typer.Option(
+            "--valid", help="Validation file with the same columns (default: split off TRAIN).", show_default=False
+        ),
+    ] = None,
+    valid_split: Annotated[
+        float, typer.Option("--valid-split", help="Share of TRAIN held out (seeded; stratified for classify); 0: none.")
+    ] = 0.1,
+    text_column: Annotated[
+        str | None,
+        typer.Option(
+            "--text-column",
+            help="Text column (default: text, then sentence, then the only text column).",
+            show_default=False,
+        ),
+    ] = None,
+    text_pair_column: Annotated[
+        str | None,
+        typer.Option(
+            "--text-pair-column", help="Second text column, for sentence pairs (classify).", show_default=False
+        ),
+    ] = None,
+    label_column: Annotated[
+        str | None, typer.Option("--label-column", help="Label column (classify) (default: label).", show_default=False)
+    ] = None,
+    encoding: Annotated[str, typer.Option("--encoding", help="Text encoding of the data files.")] = "utf-8",
+    max_length: Annotated[
+        int | None,
+        typer.Option(
+            "--max-length", help="classify: tokens per example (default: the model's limit).", show_default=False
+        ),
+    ] = None,
+    block_size: Annotated[
+        int | None,
+        typer.Option(
+            "--block-size", help="clm/mlm: tokens per block (default: model limit, up to 1024).", show_default=False
+        ),
+    ] = None,
+    line_by_line: Annotated[
+        bool, typer.Option("--line-by-line", help="clm/mlm: one example per line instead of packed blocks.")
+    ] = False,
+    mlm_probability: Annotated[float, typer.Option("--mlm-probability", help="mlm: share of tokens masked.")] = 0.15,
+    epochs: Annotated[float, typer.Option("--epochs", help="Passes over the training data.")] = 3.0,
+    max_steps: Annotated[
+        int | None, typer.Option("--max-steps", help="Optimizer steps; overrides --epochs.", show_default=False)
+    ] = None,
+    lr: Annotated[float, typer.Option("--lr", help="Peak learning rate (AdamW, linear decay).")] = 5e-5,
+    batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="Examples per device per step.")] = 16,
+    grad_accum: Annotated[int, typer.Option("--grad-accum", help="Batches per optimizer step.")] = 1,
+    warmup_ratio: Annotated[float, typer.Option("--warmup-ratio", help="Share of steps warming the rate up.")] = 0.0,
+    weight_decay: Annotated[float, typer.Option("--weight-decay", help="AdamW weight decay.")] = 0.0,
+    seed: Annotated[int, typer.Option("--seed", help="Seed for new weights, split, order, dropout, masking.")] = 42,
+    bf16: Annotated[
+        bool, typer.Option("--bf16", help="bfloat16 mixed precision (default: on GPUs that have it).")
+    ] = False,
+    fp16: Annotated[bool, typer.Option("--fp16", help="float16 mixed precision (CUDA GPUs).")] = False,
+    fp32: Annotated[bool, typer.Option("--fp32", help="Full precision, even on a GPU.")] = False,
+    gradient_checkpointing: Annotated[
+        bool, typer.Option("--gradient-checkpointing", help="Less memory, slower: recompute activations.")
+    ] = False,
+    save_steps: Annotated[
+        int | None,
+        typer.Option(
+            "--save-steps", help="Evaluate and checkpoint every N steps (default: every epoch).", show_default=False
+        ),
+    ] = None,
+    patience: Annotated[
+        int | None,
+        typer.Option("--patience", help="Stop after N evaluations without improvement.", show_default=False),
+    ] = None,
+    logging_steps: Annotated[int, typer.Option("--logging-steps", help="Steps between loss readings.")] = 10,
+    eval_on_start: Annotated[
+        bool, typer.Option("--eval-on-start", help="Evaluate the model before training too (a baseline).")
+    ] = False,
+    best_metric: Annotated[
+        str | None,
+        typer.Option(
+            "--best-metric",
+            help="Validation metric that picks the best checkpoint: loss, accuracy, "
+            "macro_f1, perplexity (default: accuracy for classify, loss for clm/mlm).",
+            show_default=False,
+        ),
+    ] = None,
+    report_to: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--report-to",
+            help="Trainer integration (tensorboard, wandb, ...); repeatable (default: none).",
+            show_default=False,
+        ),
+    ] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a non-empty --output folder.")] = False,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from the latest checkpoint in --output.")] = False,
+    keep_checkpoints: Annotated[
+        bool, typer.Option("--keep-checkpoints", help="Keep --output/checkpoints after success.")
+    ] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Check the data and print what would happen; train nothing.")
+    ] = False,
+    json_flag: Annotated[
+        bool, typer.Option("--json", help="Print the final metrics (or the --dry-run report) as JSON.")
+    ] = False,
+    device: Annotated[str, typer.Option("--device", help="auto|cpu|cuda.")] = "auto",
+    revision: RevisionOpt = None,
+    offline: OfflineOpt = False,
+    allow_pickle: PickleOpt = False,
+    trust_remote_code: RemoteCodeOpt = False,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Fine-tune a model on a CSV: classify (text [+ pair] -> label), or clm/mlm (continued pre-training).
+
+    The data is checked before the model loads. The best checkpoint (validation accuracy for classify, loss for
+    clm/mlm) is written to --output in safetensors, with metrics.json and llmtool_settings.json beside it.
+
+    Runs unchanged under torchrun and accelerate launch. Ctrl-C saves a checkpoint; --resume continues from it.
+
+    Example: llmtool finetune reviews.csv --model distilbert-base-uncased --output reviews-model --epochs 2
+    """
+    if sum((bf16, fp16, fp32)) > 1:
+        raise UsageError("give at most one of --bf16, --fp16, --fp32")
+    if output is None and not dry_run:
+        raise UsageError("--output DIR is required (or --dry-run)")
+    from llmtool.finetune import FinetuneSettings, default_model
+
+    settings = FinetuneSettings(
+        task=task,
+        text_column=text_column,
+        text_pair_column=text_pair_column,
+        label_column=label_column,
+        valid=valid,
+        valid_split=valid_split,
+        encoding=encoding,
+        max_length=max_length,
+        block_size=block_size,
+        line_by_line=line_by_line,
+        mlm_probability=mlm_probability,
+        epochs=epochs,
+        max_steps=max_steps,
+        lr=lr,
+        batch_size=batch_size,
+        grad_accum=grad_accum,
+        warmup_ratio=warmup_ratio,
+        weight_decay=weight_decay,
+        seed=seed,
+        precision="bf16" if bf16 else "fp16" if fp16 else "fp32" if fp32 else "auto",
+        gradient_checkpointing=gradient_checkpointing,
+        save_steps=save_steps,
+        patience=patience,
+        best_metric=best_metric,
+        eval_on_start=eval_on_start,
+        logging_steps=logging_steps,
+        report_to=list(report_to) if report_to else ["none"],
+        device=device,
+        overwrite=overwrite,
+        resume=resume,
+        keep_checkpoints=keep_checkpoints,
+    )
+    settings.check()
+    console = Console(quiet, verbose)
+    from llmtool.models import ModelOptions, prepare_environment
+
+    # The model is located after the data is checked (inside finetune): bad data is reported first.
+    prepare_environment(offline, verbose)
+    mopts = ModelOptions(
+        model=model or default_model(task),
+        revision=revision,
+        offline=offline,
+        allow_pickle=allow_pickle,
+        trust_remote_code=trust_remote_code,
+        verbose=verbose,
+    )
+    from llmtool.finetune import dry_run as plan
+    from llmtool.finetune import finetune, format_report, format_result
+    from llmtool.streams import json_line
+    from llmtool.training import is_main_process
+
+    if dry_run:
+        report = plan(train, settings, mopts)
+        typer.echo(json_line(report) if json_flag else format_report(report))
+        return
+    assert output is not None
+    result = finetune(train, output, settings, mopts, console)
+    if is_main_process():
+        typer.echo(json_line(result) if json_flag else format_result(result))
 
 
 corpus_app = typer.Typer(
@@ -427,16 +1021,30 @@ def main(argv: list[str] | None = None) -> int:
         result = app(args=argv, prog_name="llmtool", standalone_mode=False)
     except BrokenPipeError:
         _silence_stdout()
-        return ExitCode.BROKEN_PIPE
+        return _finish(ExitCode.BROKEN_PIPE)
     except (typer.Abort, KeyboardInterrupt):
         sys.stderr.write("llmtool: interrupted\n")
-        return ExitCode.INTERRUPTED
+        return _finish(ExitCode.INTERRUPTED)
     except Exception as exc:  # usage errors raised by the parser
         message = getattr(exc, "format_message", None)
         if message is None or not hasattr(exc, "exit_code"):
-            return report(exc)
+            return _finish(report(exc))
         ctx = getattr(exc, "ctx", None)
         hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
         sys.stderr.write(f"llmtool: error: {' '.join(message().split())}{hint}\n")
-        return int(exc.exit_code)
-    return int(result) if isinstance(result, int) else ExitCode.OK
+        return _finish(int(exc.exit_code))
+    return _finish(int(result) if isinstance(result, int) else ExitCode.OK)
+
+
+def _finish(code: int) -> int:
+    """Flush, and leave at once if a reader thread is still blocked on stdin.
+
+    Interpreter shutdown would otherwise wait for that thread's lock on stdin and abort with
+    "could not acquire lock" (e.g. after Ctrl-C while a pipe is still open).
+    """
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            stream.flush()
+    if any(t.name == "llmtool-reader" and t.is_alive() for t in threading.enumerate()):
+        os._exit(code)
+    return code

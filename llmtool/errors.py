@@ -99,6 +99,8 @@ def describe(exc: BaseException) -> tuple[str, int] | None:
         return str(exc), int(exc.exit_code)
     if "torch.OutOfMemoryError" in names or "torch.cuda.OutOfMemoryError" in names:
         return _OOM_HINT, ExitCode.FAILURE
+    if isinstance(exc, RuntimeError) and ("can't allocate memory" in str(exc) or "out of memory" in str(exc)):
+        return _OOM_HINT.replace("on the device", f"({_allocation(str(exc))})"), ExitCode.FAILURE
     if isinstance(exc, MemoryError):
         return "out of memory; " + _OOM_HINT.split("; ", 1)[1], ExitCode.FAILURE
     if isinstance(exc, OSError):
@@ -112,6 +114,14 @@ def describe(exc: BaseException) -> tuple[str, int] | None:
         if isinstance(exc, IsADirectoryError) and exc.filename:
             return f"{exc.filename}: is a directory", ExitCode.USAGE
     return None
+
+
+def _allocation(message: str) -> str:
+    """'tried to allocate 480000000 bytes' -> '480 MB could not be allocated'."""
+    import re
+
+    found = re.search(r"allocate (\d+) bytes", message)
+    return f"{int(found.group(1)) / 1e6:,.0f} MB could not be allocated" if found else "an allocation failed"
 
 
 def report(exc: BaseException) -> int:

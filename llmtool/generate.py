@@ -141,8 +141,10 @@ class Generator:
         if opts.repetition_penalty != 1.0:
             kwargs["repetition_penalty"] = opts.repetition_penalty
         if opts.stop:
-            kwargs["stop_strings"] = opts.stop
-            kwargs["tokenizer"] = self.tokenizer
+            from transformers import StoppingCriteriaList
+
+            stopper = _stop_on_strings(self.tokenizer, opts.stop, input_ids.shape[1])
+            kwargs["stopping_criteria"] = StoppingCriteriaList([stopper])
         if not opts.greedy:
             from transformers import LogitsProcessorList
 
@@ -219,6 +221,27 @@ def _row_sampler(seeds: list[int], opts: GenerateOptions, device: Any) -> Any:
             return picked  # type: ignore[return-value]
 
     return RowSampler()
+
+
+def _stop_on_strings(tokenizer: Any, stops: list[str], prompt_length: int) -> Any:
+    """Stop a row once its continuation (never the prompt) contains a stop string.
+
+    Transformers' own ``stop_strings`` also matches across the prompt/continuation boundary,
+    which would end generation without any stop string in the output.
+    """
+    import torch
+    from transformers import StoppingCriteria
+
+    # A stop string of c characters lies within the last c + 1 tokens when it ends in the last one.
+    window = max(len(s) for s in stops) + 1
+
+    class StopOnStrings(StoppingCriteria):
+        def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: Any) -> torch.BoolTensor:
+            tails = input_ids[:, prompt_length:][:, -window:].tolist()
+            done = [any(s in tokenizer.decode(t, skip_special_tokens=True) for s in stops) for t in tails]
+            return torch.tensor(done, dtype=torch.bool, device=input_ids.device)  # type: ignore[return-value]
+
+    return StopOnStrings()
 
 
 class _StopAwareStreamer:

@@ -20,6 +20,18 @@ if TYPE_CHECKING:
 
 DEVICES_HELP = "auto|cpu|cuda[:N]|mps"
 DTYPES = ("auto", "float32", "bfloat16", "float16")
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "vocab.txt",
+    "vocab.json",
+    "tokenizer.model",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+)
+
+
+class MissingHeadError(ModelError):
+    """The checkpoint lacks weights of the head a task needs (see ``load_model(require_head=...)``)."""
 
 
 @dataclass
@@ -43,6 +55,7 @@ def prepare_environment(offline: bool = False, verbose: bool = False) -> None:
     if not verbose:
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        os.environ.setdefault("HF_HUB_VERBOSITY", "error")
         os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         import warnings
@@ -55,13 +68,16 @@ def prepare_environment(offline: bool = False, verbose: bool = False) -> None:
 def _set_library_verbosity(verbose: bool) -> None:
     import transformers
     from huggingface_hub.utils import disable_progress_bars, enable_progress_bars
+    from huggingface_hub.utils import logging as hub_logging
 
     if verbose:
         transformers.logging.set_verbosity_warning()
+        hub_logging.set_verbosity_warning()
         enable_progress_bars()
     else:
         transformers.logging.set_verbosity_error()
         transformers.logging.disable_progress_bar()
+        hub_logging.set_verbosity_error()
         disable_progress_bars()
 
 
@@ -74,8 +90,7 @@ def looks_like_path(name: str) -> bool:
     return (
         name.startswith((".", "/", "~"))
         or name.count("/") > 1
-        or (os.sep != "/"
-        and os.sep in name)
+        or (os.sep != "/" and os.sep in name)
         or Path(name).expanduser().exists()
     )
 
@@ -97,17 +112,43 @@ def locate(opts: ModelOptions) -> str:
         except (ValueError, UnicodeDecodeError) as exc:
             raise ModelError(f"{config}: not valid JSON ({one_line(str(exc))})") from None
         return str(folder)
-    if offline_mode(opts):
-        from huggingface_hub import try_to_load_from_cache
-        from huggingface_hub.constants import HF_HUB_CACHE
+    from huggingface_hub import try_to_load_from_cache
+    from huggingface_hub.constants import ENDPOINT, HF_HUB_CACHE
 
-        cached = try_to_load_from_cache(name, "config.json", revision=opts.revision)
-        if not isinstance(cached, str):
-            raise ModelError(
-                f"model {name!r} is not in the local cache ({HF_HUB_CACHE}) and offline mode is on; "
-                f"fetch it once with network (`hf download {name}`), or pass a local folder to --model"
-            )
+    cached = isinstance(try_to_load_from_cache(name, "config.json", revision=opts.revision), str)
+    if cached:
+        # Load from the cache without a network round trip: a CLI in a pipe or CI should not
+        # depend on the Hub being up for a model it already has. `hf download` refreshes it.
+        opts.offline = True
+    elif offline_mode(opts):
+        raise ModelError(
+            f"model {name!r} is not in the local cache ({HF_HUB_CACHE}) and offline mode is on; "
+            f"fetch it once with network (`hf download {name}`), or pass a local folder to --model"
+        )
+    elif not _reachable(ENDPOINT):
+        # Fail in seconds; the Hub client would otherwise retry with back-off for about a minute.
+        raise ModelError(
+            f"model {name!r} is not in the local cache and {ENDPOINT} cannot be reached; "
+            "check the network (or proxy settings), or pass a local folder to --model"
+        )
     return name
+
+
+def _reachable(endpoint: str, timeout: float = 5.0) -> bool:
+    """Whether a TCP connection to the Hub opens; proxies configured by environment count as reachable."""
+    import socket
+    from urllib.parse import urlparse
+
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return True
+    url = urlparse(endpoint)
+    host = url.hostname or "huggingface.co"
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
 
 
 def resolve_device(spec: str) -> torch.device:
@@ -169,40 +210,97 @@ def load_tokenizer(opts: ModelOptions, source: str | None = None, **kwargs: Any)
     from transformers import AutoTokenizer
 
     where = source or locate(opts)
+    folder = Path(where)
+    if folder.is_dir() and not any((folder / name).exists() for name in TOKENIZER_FILES):
+        # Transformers 5 would build an empty tokenizer from the config and predict nonsense.
+        raise ModelError(f"{folder}: no tokenizer files (expected one of {', '.join(TOKENIZER_FILES)})")
     try:
         return AutoTokenizer.from_pretrained(where, **_load_kwargs(opts), **kwargs)
     except Exception as exc:
         raise _model_error(exc, where, "tokenizer") from exc
 
 
-def load_model(auto_class: Any, opts: ModelOptions, source: str | None = None, **kwargs: Any) -> Any:
-    """Load weights with ``auto_class`` (an ``AutoModelFor*``), move them, and set eval mode."""
+def load_config(opts: ModelOptions, source: str | None = None) -> Any:
+    """The model's config alone (no weights): enough to tell what kind of model it is, cheaply."""
+    prepare_environment(opts.offline, opts.verbose)
+    from transformers import AutoConfig
+
+    where = source or locate(opts)
+    try:
+        return AutoConfig.from_pretrained(where, **_load_kwargs(opts))
+    except Exception as exc:
+        raise _model_error(exc, where, "config") from exc
+
+
+def load_model(
+    auto_class: Any,
+    opts: ModelOptions,
+    source: str | None = None,
+    *,
+    require_head: str | None = None,
+    **kwargs: Any,
+) -> Any:
+    """Load weights with ``auto_class`` (an ``AutoModelFor*``), move them, and set eval mode.
+
+    ``require_head`` names the head the task needs (e.g. "sequence-classification head"). When
+    given, weights missing from the checkpoint are a ModelError instead of Transformers' silent
+    random initialisation, which would give confident-looking nonsense (a masked LM loaded as a
+    classifier, a BERT without its next-sentence head).
+    """
     prepare_environment(opts.offline, opts.verbose)
     where = source or locate(opts)
     device = resolve_device(opts.device)
     dtype = resolve_dtype(opts.dtype, device)
     _refuse_pickle_only(where, opts)
     try:
-        model = auto_class.from_pretrained(
+        loaded = auto_class.from_pretrained(
             where,
             dtype=dtype,
             use_safetensors=None if opts.allow_pickle else True,
+            output_loading_info=require_head is not None,
             **_load_kwargs(opts),
             **kwargs,
         )
     except Exception as exc:
         raise _model_error(exc, where, "model") from exc
+    model = loaded
+    if require_head is not None:
+        model, info = loaded
+        _check_complete(model, info, where, require_head)
     model.to(device)
     model.eval()
     return model
 
 
-def load(auto_class: Any, opts: ModelOptions, **model_kwargs: Any) -> tuple[Any, Any]:
-    """Tokenizer and model, both from the same located source (checked once)."""
+def load(auto_class: Any, opts: ModelOptions, where: str | None = None, **model_kwargs: Any) -> tuple[Any, Any]:
+    """Tokenizer and model, both from the same located source (checked once: pass ``where``
+    from an earlier :func:`locate` to skip the check)."""
     prepare_environment(opts.offline, opts.verbose)
-    where = locate(opts)
+    where = where or locate(opts)
     tokenizer = load_tokenizer(opts, where)
     return tokenizer, load_model(auto_class, opts, where, **model_kwargs)
+
+
+def architecture(config: Any) -> str:
+    """What a checkpoint is, for messages: the class that saved it (config.json), else its model type."""
+    recorded = getattr(config, "architectures", None) or []
+    return str(recorded[0]) if recorded else f"{getattr(config, 'model_type', 'unknown')} model"
+
+
+def supports_task(config: Any, mapping: str) -> bool:
+    """Whether Transformers has a class for this model type in ``mapping`` (an ``MODEL_FOR_*_MAPPING_NAMES``)."""
+    from transformers.models.auto import modeling_auto
+
+    return getattr(config, "model_type", None) in getattr(modeling_auto, mapping)
+
+
+def _check_complete(model: Any, info: dict[str, Any], where: str, head: str) -> None:
+    missing = sorted(info.get("missing_keys") or [])
+    if not missing:
+        return
+    kind = architecture(model.config)
+    shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+    raise MissingHeadError(f"{where} ({kind}) has no trained {head}: the checkpoint lacks {shown}")
 
 
 def _refuse_pickle_only(where: str, opts: ModelOptions) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import difflib
 import io
+import itertools
 import json
 import os
 import queue
@@ -25,7 +26,7 @@ STDIN = "<stdin>"
 ARGUMENT = "<argument>"
 TEXT_COLUMNS = ("text", "sentence")  # tried in this order when no --column is given
 
-OutputFormat = Literal["text", "jsonl", "tsv"]
+OutputFormat = Literal["text", "jsonl", "tsv", "csv"]  # csv: only for commands whose Formatter has it
 T = TypeVar("T")
 
 
@@ -63,7 +64,10 @@ def read_records(
             raise InputError("TEXT is empty", source=ARGUMENT)
         return iter([Record(0, 1, text, ARGUMENT)])
     if input_path is not None and input_path != "-":
-        return read_file(input_path, column, encoding=encoding)
+        # The first record is read now, before any model loads: a bad file fails in a moment.
+        return _primed(read_file(input_path, column, encoding=encoding))
+    if column is not None:
+        raise UsageError("--column applies to --input FILE (.csv, .tsv, .jsonl), not to stdin")
     binary = stdin if stdin is not None else sys.stdin.buffer if sys.stdin is not None else None
     if binary is None:
         raise UsageError("no input: give TEXT, --input FILE, or pipe lines on stdin")
@@ -71,6 +75,13 @@ def read_records(
     if tty:
         raise UsageError("no input: give TEXT, --input FILE, or pipe lines on stdin (stdin is a terminal)")
     return _records(decode_lines(binary, STDIN, encoding), STDIN)
+
+
+def _primed(records: Iterator[Record]) -> Iterator[Record]:
+    """The same records, with the first one already read (so its errors are raised here)."""
+    for first in records:
+        return itertools.chain([first], records)
+    return iter(())
 
 
 def read_file(path: str, column: str | None = None, *, encoding: str = "utf-8") -> Iterator[Record]:
@@ -286,7 +297,8 @@ def csv_rows(
             except StopIteration:
                 return
             except csv.Error as exc:
-                what = "unclosed quote" if "EOF" in str(exc) or "eof" in str(exc) else str(exc)
+                text = str(exc)
+                what = "unclosed quote" if "EOF" in text or "end of data" in text else text
                 raise InputError(f"bad CSV: {what}", source=path, line=start) from None
             if not row or (len(row) == 1 and not row[0].strip() and len(header) > 1):
                 start = line_of[0] + 1
@@ -401,6 +413,9 @@ class Formatter:
     text: Callable[[dict[str, Any]], str | None]
     tsv_header: Sequence[str]
     tsv_rows: Callable[[dict[str, Any]], Iterable[Sequence[object]]]
+    # CSV (RFC 4180 quoting), for commands that can echo tabular input back with columns added.
+    csv_header: Sequence[str] | None = None
+    csv_rows: Callable[[dict[str, Any]], Iterable[Sequence[object]]] | None = None
 
 
 def write_records(
@@ -418,9 +433,17 @@ def write_records(
     count = 0
     if fmt == "tsv":
         stream.write("\t".join(formatter.tsv_header) + "\n")
+    csv_writer = None
+    if fmt == "csv":
+        if formatter.csv_header is None or formatter.csv_rows is None:
+            raise UsageError("--format csv is not available for this command; use text, jsonl or tsv")
+        csv_writer = csv.writer(stream, lineterminator="\n")
+        csv_writer.writerow(formatter.csv_header)
     for result in results:
         if fmt == "jsonl":
             stream.write(json_line(result) + "\n")
+        elif csv_writer is not None and formatter.csv_rows is not None:
+            csv_writer.writerows(formatter.csv_rows(result))
         elif fmt == "tsv":
             for row in formatter.tsv_rows(result):
                 stream.write("\t".join(tsv_field(v) for v in row) + "\n")

@@ -15,7 +15,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import tiny_models
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+# ../shared/data beside the repository; LLMTOOL_SHARED_DATA points elsewhere (e.g. from a git worktree).
+SHARED_DATA = Path(
+    os.environ.get("LLMTOOL_SHARED_DATA") or Path(__file__).resolve().parents[1].parent / "shared" / "data"
+)
 
 
 def llmtool_executable() -> str:
@@ -58,6 +61,20 @@ def run_cli(
     return subprocess.CompletedProcess(
         proc.args, proc.returncode, proc.stdout.decode("utf-8", "replace"), proc.stderr.decode("utf-8", "replace")
     )
+
+
+def invoke(args: Sequence[str]) -> subprocess.CompletedProcess[str]:
+    """Run the CLI's ``main()`` in this process, for wide input corpora where a subprocess per
+    case would spend its time importing torch. Only for file input: stdin is not redirected."""
+    import contextlib
+    import io
+
+    from llmtool.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(list(args))
+    return subprocess.CompletedProcess(list(args), code, out.getvalue(), err.getvalue())
 
 
 @pytest.fixture(scope="session")

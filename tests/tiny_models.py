@@ -131,3 +131,95 @@ def build_gpt2(folder: Path, seed: int = 0, chat_template: bool = False) -> Path
     GPT2LMHeadModel(config).save_pretrained(str(folder))
     tokenizer.save_pretrained(str(folder))
     return folder
+
+
+SENTIMENT = {
+    "positive": ("good", "great", "love", "happy"),
+    "negative": ("bad", "terrible", "hate", "sad"),
+    "neutral": ("red", "blue", "green", "house"),
+}
+SENTIMENT_TEMPLATES = ("it was a {} movie", "i {} this film", "the story is {}", "{} day", "a {} king")
+
+
+def sentiment_examples(labels: tuple[str, ...] = ("negative", "positive")) -> list[tuple[str, str]]:
+    """(text, label) pairs from templates: the label is given away by one word."""
+    return [(t.format(w), label) for label in labels for w in SENTIMENT[label] for t in SENTIMENT_TEMPLATES]
+
+
+def build_bert_classifier(
+    folder: Path, labels: tuple[str, ...] = ("negative", "positive"), seed: int = 0, steps: int = 100
+) -> Path:
+    """A tiny BertForSequenceClassification with named labels (id2label), as `finetune` saves one.
+
+    It is trained for a few steps on :func:`sentiment_examples` (a second or two), so that its
+    predictions differ between inputs and mostly agree with the templates' labels; a random head
+    gives nearly the same probabilities for every input."""
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification, BertTokenizer
+
+    build_bert(folder, seed)
+    config = BertConfig.from_pretrained(str(folder))
+    config.id2label = dict(enumerate(labels))
+    config.label2id = {label: i for i, label in enumerate(labels)}
+    config.architectures = None
+    torch.manual_seed(seed)
+    model = BertForSequenceClassification(config)
+    tokenizer = BertTokenizer.from_pretrained(str(folder))
+    data = sentiment_examples(labels)
+    batch = tokenizer([t for t, _ in data], padding=True, return_tensors="pt")
+    target = torch.tensor([config.label2id[y] for _, y in data])
+    _train(model, {**batch, "labels": target}, steps)
+    (folder / "model.safetensors").unlink()
+    model.save_pretrained(str(folder))
+    return folder
+
+
+def _train(model, inputs, steps: int, loss=lambda out: out.loss, lr: float = 3e-3) -> None:  # type: ignore[no-untyped-def]
+    """A few full-batch AdamW steps: enough to make a tiny random model's outputs differ by input."""
+    import torch
+
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a model this small trains ~30x slower when threads contend for cores
+    try:
+        model.train()
+        for _ in range(steps):
+            loss(model(**inputs)).backward()
+            optimizer.step()
+            optimizer.zero_grad()
+        model.eval()
+    finally:
+        torch.set_num_threads(threads)
+
+
+def build_bert_pretraining(folder: Path, seed: int = 0, steps: int = 100) -> Path:
+    """A tiny BertForPreTraining (masked-LM and next-sentence heads), as `pretrain --nsp` saves one.
+
+    Its NSP head is trained for a few steps on a toy rule (B "follows" A when both carry the same
+    sentiment), so that its probabilities differ between pairs."""
+    import torch
+    from transformers import BertConfig, BertForPreTraining, BertTokenizer
+
+    build_bert(folder, seed)
+    config = BertConfig.from_pretrained(str(folder))
+    config.architectures = None
+    torch.manual_seed(seed)
+    model = BertForPreTraining(config)
+    tokenizer = BertTokenizer.from_pretrained(str(folder))
+    pairs = nsp_examples()
+    batch = tokenizer([a for a, _, _ in pairs], [b for _, b, _ in pairs], padding=True, return_tensors="pt")
+    nsp = torch.tensor([0 if follows else 1 for _, _, follows in pairs])  # label 0: B follows A
+
+    def nsp_loss(out):  # type: ignore[no-untyped-def]
+        return torch.nn.functional.cross_entropy(out.seq_relationship_logits, nsp)
+
+    _train(model, dict(batch), steps, nsp_loss)
+    (folder / "model.safetensors").unlink()
+    model.save_pretrained(str(folder))
+    return folder
+
+
+def nsp_examples() -> list[tuple[str, str, bool]]:
+    """(A, B, B follows A) pairs for the toy rule of :func:`build_bert_pretraining`."""
+    texts = sentiment_examples()
+    return [(a, b, la == lb) for i, (a, la) in enumerate(texts) for (b, lb) in texts[i % 7 :: 9]]

@@ -1,0 +1,289 @@
+"""``llmtool evaluate``: judge a model on labelled data (classifiers) or held-out text (LMs).
+
+Sequence classifiers: accuracy, macro-F1, per-class precision/recall/F1/support and the
+confusion matrix, against a CSV label column. Gold labels may be the model's label names or
+its label ids; anything else is reported (with its line) before the model loads.
+
+Causal and masked LMs: the corpus perplexity of a text file or CSV column, each line scored
+with :mod:`llmtool.score` and pooled by token count (pseudo-perplexity for masked LMs).
+
+Metrics are computed here in plain Python, with scikit-learn's conventions: precision of a class
+never predicted is 0, and macro-F1 averages over the classes that occur in the gold labels or
+the predictions (a class of the model that appears in neither does not drag the average down).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import IO, Any
+
+from llmtool.classify import Classifier, ClassifyOptions, is_table, load_classifier, read_examples
+from llmtool.errors import InputError, ModelError, UsageError
+from llmtool.models import ModelOptions, architecture, load_config
+from llmtool.score import ScoreOptions, Scorer, lm_objective, load_language_model
+from llmtool.streams import Console, Formatter, read_records
+
+
+@dataclass
+class EvaluateOptions:
+    text_column: str | None = None  # default: text, then sentence, then the only non-label column
+    pair_column: str | None = None  # second text, for sentence-pair classifiers
+    label_column: str = "label"  # gold labels: the model's label names or ids
+    batch_size: int = 32  # inputs per forward pass
+    max_length: int | None = None  # classifiers: truncation; LMs: the scoring window
+    stride: int | None = None  # LMs: sliding-window stride (see llmtool.score)
+    bos: bool = True  # causal LMs: score the first token of each line given BOS
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+def classification_metrics(confusion: Sequence[Sequence[int]], labels: Sequence[str]) -> dict[str, Any]:
+    """Accuracy, macro-F1 and per-class scores from a confusion matrix (rows: gold, columns: predicted)."""
+    k = len(labels)
+    total = sum(sum(row) for row in confusion)
+    correct = sum(confusion[i][i] for i in range(k))
+    per_class: dict[str, dict[str, float | int]] = {}
+    present_f1: list[float] = []
+    for i, name in enumerate(labels):
+        tp = confusion[i][i]
+        support = sum(confusion[i])
+        predicted = sum(confusion[r][i] for r in range(k))
+        precision = tp / predicted if predicted else 0.0
+        recall = tp / support if support else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        per_class[name] = {"precision": precision, "recall": recall, "f1": f1, "support": support}
+        if support or predicted:
+            present_f1.append(f1)
+    return {
+        "examples": total,
+        "accuracy": correct / total if total else 0.0,
+        "macro_f1": sum(present_f1) / len(present_f1) if present_f1 else 0.0,
+        "labels": list(labels),
+        "per_class": per_class,
+        "confusion_matrix": [list(row) for row in confusion],
+    }
+
+
+def label_id(value: str, label2id: dict[str, int], num_labels: int) -> int | None:
+    """The model's id for a gold label written as a name (preferred) or an id ("1", "1.0")."""
+    if value in label2id:
+        return label2id[value]
+    try:
+        number = float(value)
+    except ValueError:
+        return None
+    if number.is_integer() and 0 <= number < num_labels:
+        return int(number)
+    return None
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+def evaluate(
+    data: str,
+    *,
+    model: str | None = None,
+    options: EvaluateOptions | None = None,
+    model_options: ModelOptions | None = None,
+    console: Console | None = None,
+    **kwargs: Any,
+) -> dict[str, Any]:
+    """Evaluate a model on DATA; returns one plain dict (the record ``--json`` prints).
+
+    ``kwargs`` are :class:`EvaluateOptions` fields (``text_column="sentence"``).
+
+    >>> evaluate("dev.csv", model="./sst2-model")["accuracy"]  # doctest: +SKIP
+    """
+    opts = options or EvaluateOptions(**kwargs)
+    if model_options is None:
+        if model is None:
+            raise UsageError("evaluate needs a model")
+        model_options = ModelOptions(model=model)
+    console = console or Console(quiet=True)
+    if data != "-":  # the file exists and is readable: checked before the model's config is read
+        read_records(None, data, None if is_table(data) else opts.text_column)
+    config = load_config(model_options)
+    recorded = getattr(config, "architectures", None) or []
+    if any(name.endswith("ForSequenceClassification") for name in recorded):
+        return _evaluate_classifier(data, model_options, opts, console, config)
+    if lm_objective(config) is not None:
+        return _evaluate_lm(data, model_options, opts, console)
+    raise ModelError(
+        f"{model_options.model} ({architecture(config)}) is neither a sequence classifier nor a language model"
+    )
+
+
+def _evaluate_classifier(
+    data: str, mopts: ModelOptions, opts: EvaluateOptions, console: Console, config: Any
+) -> dict[str, Any]:
+    if not is_table(data):
+        raise UsageError(f"{data}: a classifier is evaluated on a .csv or .tsv file with a label column")
+    id2label = {int(k): str(v) for k, v in config.id2label.items()}
+    label2id = {str(k): int(v) for k, v in config.label2id.items()} or {v: k for k, v in id2label.items()}
+    labels = [id2label[i] for i in sorted(id2label)]
+    rows = _check_labels(data, opts, label2id, labels)  # the cheap pass, before any weights load
+    tokenizer, model = load_classifier(mopts)
+    classifier = Classifier(tokenizer, model, ClassifyOptions(batch_size=opts.batch_size, max_length=opts.max_length))
+    confusion = [[0] * len(labels) for _ in labels]
+    examples = read_examples(
+        None, None, data, text_column=opts.text_column, pair_column=opts.pair_column, label_column=opts.label_column
+    )
+    with console.progress("examples", total=rows) as bar:
+        for example, record in classifier.results(examples.items):
+            gold = label_id(example.label or "", label2id, len(labels))
+            assert gold is not None  # checked in the first pass
+            confusion[gold][record["predictions"][0]["id"]] += 1
+            bar.advance()
+    metrics = classification_metrics(confusion, labels)
+    return {"task": "classification", "model": mopts.model, "data": data, **metrics}
+
+
+def _check_labels(data: str, opts: EvaluateOptions, label2id: dict[str, int], labels: list[str]) -> int:
+    """Read DATA once: every text present and every label known to the model; return the row count."""
+    examples = read_examples(
+        None, None, data, text_column=opts.text_column, pair_column=opts.pair_column, label_column=opts.label_column
+    )
+    unknown: dict[str, int] = {}
+    rows = 0
+    for example in examples.items:
+        rows += 1
+        if example.error is not None:
+            raise InputError(example.error, source=example.source, line=example.line)
+        if not example.label:
+            raise InputError(f"empty label in column {opts.label_column!r}", source=data, line=example.line)
+        if label_id(example.label, label2id, len(labels)) is None:
+            unknown.setdefault(example.label, example.line)
+    if rows == 0:
+        raise InputError("no rows to evaluate", source=data)
+    if unknown:
+        shown = ", ".join(f"{name!r} (line {line})" for name, line in list(unknown.items())[:5])
+        more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+        known = ", ".join(f"{name!r} ({i})" for i, name in enumerate(labels))
+        raise InputError(
+            f"labels the model does not know: {shown}{more}; its labels (and ids) are {known}", source=data
+        )
+    return rows
+
+
+def _evaluate_lm(data: str, mopts: ModelOptions, opts: EvaluateOptions, console: Console) -> dict[str, Any]:
+    if opts.pair_column is not None:
+        raise UsageError("--text-pair-column applies to sentence-pair classifiers, not language models")
+    records = read_records(None, data, opts.text_column)
+    score_options = ScoreOptions(
+        batch_size=opts.batch_size, max_length=opts.max_length, stride=opts.stride, bos=opts.bos
+    )
+    score_options.check()
+    tokenizer, model, objective = load_language_model(mopts)
+    scorer = Scorer(tokenizer, model, objective, score_options)
+    with console.progress("lines") as bar:
+        for _ in scorer(records):
+            bar.advance()
+    total = scorer.total()
+    if total["tokens"] == 0:
+        raise InputError("no text to score", source=data)
+    return {
+        "task": "perplexity",
+        "objective": objective,
+        "model": mopts.model,
+        "data": data,
+        "lines": total["lines"],
+        "tokens": total["tokens"],
+        "log_likelihood": total["log_likelihood"],
+        "perplexity": total["perplexity"],
+    }
+
+
+# --------------------------------------------------------------------------- output
+
+
+def _table(rows: Sequence[Sequence[object]]) -> list[str]:
+    """Left-aligned columns, two spaces apart, no trailing spaces."""
+    cells = [[str(c) for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells if i < len(r)) for i in range(max(len(r) for r in cells))]
+    return ["  ".join(c.ljust(widths[i]) for i, c in enumerate(row)).rstrip() for row in cells]
+
+
+def _summary(result: dict[str, Any]) -> list[tuple[str, str]]:
+    if result["task"] == "classification":
+        return [
+            ("examples", str(result["examples"])),
+            ("accuracy", f"{result['accuracy']:.4f}"),
+            ("macro-F1", f"{result['macro_f1']:.4f}"),
+        ]
+    name = "perplexity" if result["objective"] == "clm" else "pseudo-perplexity"
+    return [
+        ("lines", str(result["lines"])),
+        ("tokens", str(result["tokens"])),
+        ("log-likelihood", f"{result['log_likelihood']:.4f}"),
+        (name, f"{result['perplexity']:.4f}"),
+    ]
+
+
+def _per_class_rows(result: dict[str, Any]) -> list[list[str]]:
+    return [
+        [name, f"{m['precision']:.4f}", f"{m['recall']:.4f}", f"{m['f1']:.4f}", str(m["support"])]
+        for name, m in result["per_class"].items()
+    ]
+
+
+def render_text(result: dict[str, Any]) -> str:
+    """The plain report for pipes and files (documented in the README, tested exactly)."""
+    lines = [f"{key}: {value}" for key, value in _summary(result)]
+    if result["task"] == "classification":
+        labels = result["labels"]
+        lines += ["", *_table([["label", "precision", "recall", "f1", "support"], *_per_class_rows(result)])]
+        lines += ["", "confusion (rows: true label, columns: predicted)"]
+        lines += _table(
+            [["", *labels], *([name, *row] for name, row in zip(labels, result["confusion_matrix"], strict=True))]
+        )
+    return "\n".join(lines)
+
+
+def render_rich(result: dict[str, Any], out: IO[str]) -> None:
+    """The same report as Rich tables, for a terminal."""
+    from rich.console import Console as RichConsole
+    from rich.markup import escape
+    from rich.table import Table
+
+    console = RichConsole(file=out)
+    summary = Table(show_header=False, box=None)
+    for key, value in _summary(result):
+        summary.add_row(key, value)
+    console.print(summary)
+    if result["task"] != "classification":
+        return
+    per_class = Table(title="per class")
+    for name in ("label", "precision", "recall", "f1", "support"):
+        per_class.add_column(name, justify="left" if name == "label" else "right")
+    for row in _per_class_rows(result):
+        per_class.add_row(escape(row[0]), *row[1:])
+    console.print(per_class)
+    confusion = Table(title="confusion (rows: true, columns: predicted)")
+    confusion.add_column("true \\ predicted")
+    for name in result["labels"]:
+        confusion.add_column(name, justify="right")
+    for i, (name, row) in enumerate(zip(result["labels"], result["confusion_matrix"], strict=True)):
+        confusion.add_row(escape(name), *(f"[bold]{v}[/bold]" if i == j else str(v) for j, v in enumerate(row)))
+    console.print(confusion)
+
+
+def _tsv_rows(result: dict[str, Any]) -> Iterator[list[object]]:
+    """Long format, one number per row: ``metric, label, predicted, value``."""
+    if result["task"] != "classification":
+        for key in ("lines", "tokens", "log_likelihood", "perplexity"):
+            yield [key, "", "", result[key]]
+        return
+    for key in ("examples", "accuracy", "macro_f1"):
+        yield [key, "", "", result[key]]
+    for name, m in result["per_class"].items():
+        for key in ("precision", "recall", "f1", "support"):
+            yield [key, name, "", m[key]]
+    for name, row in zip(result["labels"], result["confusion_matrix"], strict=True):
+        for predicted, count in zip(result["labels"], row, strict=True):
+            yield ["confusion", name, predicted, count]
+
+
+FORMATTER = Formatter(text=render_text, tsv_header=("metric", "label", "predicted", "value"), tsv_rows=_tsv_rows)

@@ -1,0 +1,253 @@
+"""``llmtool next-sentence``: BERT's next-sentence-prediction head, P(B follows A) for each pair.
+
+The head was trained (in BERT's pre-training) on pairs where B was the real next sentence half
+the time and a random one otherwise; its first logit means "is next". A ``BertForPreTraining``
+checkpoint (what ``llmtool pretrain --objective mlm --nsp`` writes, and what bert-base-uncased
+ships) has the head; a model without it is refused rather than run with a random one.
+
+Pairs come from two arguments, ``A<TAB>B`` lines (stdin or a text file), or two columns of a
+.csv/.tsv file with a header. They are batched by similar token length; output keeps input order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from llmtool.errors import InputError, ModelError, UsageError
+from llmtool.models import (
+    MissingHeadError,
+    ModelOptions,
+    architecture,
+    load,
+    load_config,
+    max_input_length,
+    supports_task,
+)
+from llmtool.streams import (
+    ARGUMENT,
+    Formatter,
+    Record,
+    chunked,
+    csv_rows,
+    read_records,
+    resolve_column,
+)
+
+DEFAULT_MODEL = "bert-base-uncased"
+
+
+@dataclass
+class NextSentenceOptions:
+    batch_size: int = 32  # pairs per forward pass
+    max_length: int | None = None  # truncate each pair to this many tokens (None: the model's limit)
+    window: int = 8  # batches read ahead and sorted by length together
+
+    def check(self) -> None:
+        if self.batch_size < 1:
+            raise UsageError("--batch-size must be at least 1")
+        if self.max_length is not None and self.max_length < 4:
+            raise UsageError("--max-length must be at least 4")
+
+
+@dataclass(frozen=True, slots=True)
+class Pair:
+    index: int  # 0-based position in the input
+    line: int  # 1-based line (row) in the source
+    first: str
+    second: str
+    source: str = ARGUMENT
+
+
+# --------------------------------------------------------------------------- input
+
+
+def read_pairs(
+    first: str | None = None,
+    second: str | None = None,
+    input_path: str | None = None,
+    *,
+    first_column: str | None = None,
+    second_column: str | None = None,
+    encoding: str = "utf-8",
+) -> Iterator[Pair]:
+    """Pairs from FIRST SECOND, else ``--input`` (.csv/.tsv columns, or A<TAB>B lines), else stdin."""
+    if first is not None and first != "-":
+        if input_path is not None:
+            raise UsageError("give either two sentences or --input, not both")
+        if second is None:
+            raise UsageError("give two sentences, A and B (or A<TAB>B lines on stdin)")
+        for name, text in (("first", first), ("second", second)):
+            if not text.strip():
+                raise InputError(f"the {name} sentence is empty", source=ARGUMENT)
+        return iter([Pair(0, 1, first, second)])
+    if second is not None:
+        raise UsageError("'-' reads pairs from stdin; a second argument does not go with it")
+    if (first_column or second_column) and not _is_table(input_path):
+        raise UsageError("--first-column/--second-column need --input FILE.csv (or .tsv)")
+    if input_path is not None and _is_table(input_path):
+        return _table_pairs(input_path, first_column, second_column, encoding)
+    return _tab_pairs(read_records(first, input_path, encoding=encoding))
+
+
+def _is_table(path: str | None) -> bool:
+    return path is not None and Path(path).suffix.lower() in (".csv", ".tsv")
+
+
+def _tab_pairs(records: Iterable[Record]) -> Iterator[Pair]:
+    """``A<TAB>B`` lines (blank lines are skipped by the reader)."""
+    for record in records:
+        fields = record.text.split("\t")
+        if len(fields) != 2:
+            found = "no tab" if len(fields) == 1 else f"{len(fields)} tab-separated fields"
+            raise InputError(f"expected A<TAB>B, found {found}", source=record.source, line=record.line)
+        a, b = fields
+        if not a.strip() or not b.strip():
+            which = "first" if not a.strip() else "second"
+            raise InputError(f"empty {which} sentence", source=record.source, line=record.line)
+        yield Pair(record.index, record.line, a, b, record.source)
+
+
+def _table_pairs(path: str, first_column: str | None, second_column: str | None, encoding: str) -> Iterator[Pair]:
+    header, rows = csv_rows(path, encoding, delimiter="\t" if path.lower().endswith(".tsv") else ",")
+    if len(header) < 2 and (first_column is None or second_column is None):
+        raise InputError(f"need two text columns, found {len(header)}", source=path, line=1)
+    a = resolve_column(header, first_column, path) if first_column else 0
+    b = resolve_column(header, second_column, path) if second_column else (1 if a != 1 else 0)
+    if a == b:
+        raise UsageError(f"the first and second sentences are both column {header[a]!r}")
+
+    def pairs() -> Iterator[Pair]:
+        for index, (lineno, row) in enumerate(rows):
+            for col in (a, b):
+                if not row[col].strip():
+                    raise InputError(f"empty text in column {header[col]!r}", source=path, line=lineno)
+            yield Pair(index, lineno, row[a], row[b], path)
+
+    return pairs()
+
+
+def as_pairs(inputs: Iterable[tuple[str, str] | Pair]) -> Iterator[Pair]:
+    for index, item in enumerate(inputs):
+        if isinstance(item, Pair):
+            yield item
+        else:
+            yield Pair(index, index + 1, item[0], item[1])
+
+
+# --------------------------------------------------------------------------- model
+
+
+def load_nsp(opts: ModelOptions) -> tuple[Any, Any]:
+    """Tokenizer and next-sentence model; models without a trained NSP head are refused."""
+    from transformers import AutoModelForNextSentencePrediction
+
+    config = load_config(opts)
+    if not supports_task(config, "MODEL_FOR_NEXT_SENTENCE_PREDICTION_MAPPING_NAMES"):
+        raise ModelError(
+            f"{opts.model} ({architecture(config)}) has no next-sentence head; next-sentence needs a BERT-style "
+            "model pre-trained with NSP (BertForPreTraining, BertForNextSentencePrediction)"
+        )
+    try:
+        return load(AutoModelForNextSentencePrediction, opts, require_head="next-sentence head")
+    except MissingHeadError as exc:
+        raise ModelError(f"{exc}; pre-train one with `llmtool pretrain --objective mlm --nsp`") from None
+
+
+class NextSentence:
+    """A loaded NSP model that turns pairs into probability records."""
+
+    def __init__(self, tokenizer: Any, model: Any, options: NextSentenceOptions) -> None:
+        import torch
+
+        options.check()
+        self.torch = torch
+        self.tokenizer = tokenizer
+        self.model = model
+        self.options = options
+        self.device = next(model.parameters()).device
+        self.max_length = options.max_length or max_input_length(tokenizer, model)
+        self.pad_id: int = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+
+    def __call__(self, pairs: Iterable[Pair]) -> Iterator[dict[str, Any]]:
+        window = max(1, self.options.batch_size * self.options.window)
+        for chunk in chunked(pairs, window):
+            yield from self._chunk(chunk)
+
+    def _chunk(self, chunk: list[Pair]) -> Iterator[dict[str, Any]]:
+        # Both sentences are cut evenly from their ends when a pair exceeds the model's limit.
+        enc = self.tokenizer(
+            [p.first for p in chunk],
+            [p.second for p in chunk],
+            truncation="longest_first",
+            max_length=self.max_length,
+        )
+        keys = [k for k in ("input_ids", "token_type_ids") if k in enc]
+        encoded = [{k: enc[k][i] for k in keys} for i in range(len(chunk))]
+        order = sorted(range(len(chunk)), key=lambda i: len(encoded[i]["input_ids"]))
+        probs: dict[int, float] = {}
+        size = self.options.batch_size
+        for start in range(0, len(order), size):
+            batch = order[start : start + size]
+            for i, p in zip(batch, self._predict([encoded[i] for i in batch]), strict=True):
+                probs[i] = p
+        for i, pair in enumerate(chunk):
+            yield {"index": pair.index, "first": pair.first, "second": pair.second, "is_next": probs[i]}
+
+    def _predict(self, batch: Sequence[dict[str, list[int]]]) -> list[float]:
+        torch = self.torch
+        longest = max(len(e["input_ids"]) for e in batch)
+        inputs = {
+            k: torch.full((len(batch), longest), self.pad_id if k == "input_ids" else 0, dtype=torch.long)
+            for k in batch[0]
+        }
+        inputs["attention_mask"] = torch.zeros((len(batch), longest), dtype=torch.long)
+        for row, e in enumerate(batch):
+            n = len(e["input_ids"])
+            for key, values in e.items():
+                inputs[key][row, :n] = torch.tensor(values, dtype=torch.long)
+            inputs["attention_mask"][row, :n] = 1
+        with torch.inference_mode():
+            logits = self.model(**{k: v.to(self.device) for k, v in inputs.items()}).logits.float()
+            # label 0 is "B is the continuation of A" in BERT's NSP head
+            result: list[float] = logits.softmax(dim=-1)[:, 0].tolist()
+        return result
+
+
+# --------------------------------------------------------------------------- formats
+
+
+def _text(result: dict[str, Any]) -> str:
+    """``probability<TAB>A<TAB>B``, the probability with 4 decimals."""
+    return f"{result['is_next']:.4f}\t{result['first']}\t{result['second']}"
+
+
+def _tsv_rows(result: dict[str, Any]) -> Iterator[list[object]]:
+    yield [result["index"], f"{result['is_next']:.6g}", result["first"], result["second"]]
+
+
+FORMATTER = Formatter(text=_text, tsv_header=("index", "is_next", "first", "second"), tsv_rows=_tsv_rows)
+
+
+# --------------------------------------------------------------------------- Python API
+
+
+def next_sentence(
+    pairs: Iterable[tuple[str, str] | Pair],
+    *,
+    model: str = DEFAULT_MODEL,
+    options: NextSentenceOptions | None = None,
+    model_options: ModelOptions | None = None,
+    **kwargs: Any,
+) -> Iterator[dict[str, Any]]:
+    """P(B follows A) for each ``(A, B)``; yields one dict per pair, in order.
+
+    >>> for r in next_sentence([("I went to the shop.", "I bought milk.")]):
+    ...     print(r["is_next"])  # doctest: +SKIP
+    """
+    opts = options or NextSentenceOptions(**kwargs)
+    opts.check()
+    tokenizer, nsp = load_nsp(model_options or ModelOptions(model=model))
+    return NextSentence(tokenizer, nsp, opts)(as_pairs(pairs))
