@@ -83,6 +83,65 @@ SkipInvalidOpt = Annotated[
 ]
 
 
+# ---------------------------------------------------------------------------- training options
+# Shared by the training commands (finetune, pretrain); each command gives its own defaults.
+
+EpochsOpt = Annotated[float, typer.Option("--epochs", help="Passes over the training data.")]
+MaxStepsOpt = Annotated[
+    int | None, typer.Option("--max-steps", help="Optimizer steps; overrides --epochs.", show_default=False)
+]
+LrOpt = Annotated[float, typer.Option("--lr", help="Peak learning rate (AdamW, linear decay).")]
+TrainBatchOpt = Annotated[int, typer.Option("--batch-size", "-b", help="Examples per device per step.")]
+GradAccumOpt = Annotated[int, typer.Option("--grad-accum", help="Batches per optimizer step.")]
+WarmupOpt = Annotated[float, typer.Option("--warmup-ratio", help="Share of steps warming the rate up.")]
+WeightDecayOpt = Annotated[float, typer.Option("--weight-decay", help="AdamW weight decay.")]
+TrainSeedOpt = Annotated[int, typer.Option("--seed", help="Seed for new weights, split, order, dropout, masking.")]
+Bf16Opt = Annotated[bool, typer.Option("--bf16", help="bfloat16 mixed precision (default: on GPUs that have it).")]
+Fp16Opt = Annotated[bool, typer.Option("--fp16", help="float16 mixed precision (CUDA GPUs).")]
+Fp32Opt = Annotated[bool, typer.Option("--fp32", help="Full precision, even on a GPU.")]
+GradCkptOpt = Annotated[
+    bool, typer.Option("--gradient-checkpointing", help="Less memory, slower: recompute activations.")
+]
+SaveStepsOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--save-steps", help="Evaluate and checkpoint every N steps (default: every epoch).", show_default=False
+    ),
+]
+PatienceOpt = Annotated[
+    int | None, typer.Option("--patience", help="Stop after N evaluations without improvement.", show_default=False)
+]
+LoggingStepsOpt = Annotated[int, typer.Option("--logging-steps", help="Steps between loss readings.")]
+EvalOnStartOpt = Annotated[
+    bool, typer.Option("--eval-on-start", help="Evaluate the model before training too (a baseline).")
+]
+ReportToOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--report-to",
+        help="Trainer integration (tensorboard, wandb, ...); repeatable (default: none).",
+        show_default=False,
+    ),
+]
+OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace a non-empty --output folder.")]
+ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue from the latest checkpoint in --output.")]
+KeepCheckpointsOpt = Annotated[
+    bool, typer.Option("--keep-checkpoints", help="Keep --output/checkpoints after success.")
+]
+TrainDeviceOpt = Annotated[str, typer.Option("--device", help="auto|cpu|cuda.")]
+DataEncodingOpt = Annotated[str, typer.Option("--encoding", help="Text encoding of the data files.")]
+LineByLineOpt = Annotated[
+    bool, typer.Option("--line-by-line", help="clm/mlm: one example per line instead of packed blocks.")
+]
+MlmProbabilityOpt = Annotated[float, typer.Option("--mlm-probability", help="mlm: share of tokens masked.")]
+
+
+def _precision(bf16: bool, fp16: bool, fp32: bool) -> str:
+    if sum((bf16, fp16, fp32)) > 1:
+        raise UsageError("give at most one of --bf16, --fp16, --fp32")
+    return "bf16" if bf16 else "fp16" if fp16 else "fp32" if fp32 else "auto"
+
+
 def _output_format(fmt: str, json_flag: bool) -> OutputFormat:
     if json_flag:
         if fmt not in ("text", "jsonl"):
@@ -756,7 +815,7 @@ def finetune_command(
     label_column: Annotated[
         str | None, typer.Option("--label-column", help="Label column (classify) (default: label).", show_default=False)
     ] = None,
-    encoding: Annotated[str, typer.Option("--encoding", help="Text encoding of the data files.")] = "utf-8",
+    encoding: DataEncodingOpt = "utf-8",
     max_length: Annotated[
         int | None,
         typer.Option(
@@ -769,42 +828,24 @@ def finetune_command(
             "--block-size", help="clm/mlm: tokens per block (default: model limit, up to 1024).", show_default=False
         ),
     ] = None,
-    line_by_line: Annotated[
-        bool, typer.Option("--line-by-line", help="clm/mlm: one example per line instead of packed blocks.")
-    ] = False,
-    mlm_probability: Annotated[float, typer.Option("--mlm-probability", help="mlm: share of tokens masked.")] = 0.15,
-    epochs: Annotated[float, typer.Option("--epochs", help="Passes over the training data.")] = 3.0,
-    max_steps: Annotated[
-        int | None, typer.Option("--max-steps", help="Optimizer steps; overrides --epochs.", show_default=False)
-    ] = None,
-    lr: Annotated[float, typer.Option("--lr", help="Peak learning rate (AdamW, linear decay).")] = 5e-5,
-    batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="Examples per device per step.")] = 16,
-    grad_accum: Annotated[int, typer.Option("--grad-accum", help="Batches per optimizer step.")] = 1,
-    warmup_ratio: Annotated[float, typer.Option("--warmup-ratio", help="Share of steps warming the rate up.")] = 0.0,
-    weight_decay: Annotated[float, typer.Option("--weight-decay", help="AdamW weight decay.")] = 0.0,
-    seed: Annotated[int, typer.Option("--seed", help="Seed for new weights, split, order, dropout, masking.")] = 42,
-    bf16: Annotated[
-        bool, typer.Option("--bf16", help="bfloat16 mixed precision (default: on GPUs that have it).")
-    ] = False,
-    fp16: Annotated[bool, typer.Option("--fp16", help="float16 mixed precision (CUDA GPUs).")] = False,
-    fp32: Annotated[bool, typer.Option("--fp32", help="Full precision, even on a GPU.")] = False,
-    gradient_checkpointing: Annotated[
-        bool, typer.Option("--gradient-checkpointing", help="Less memory, slower: recompute activations.")
-    ] = False,
-    save_steps: Annotated[
-        int | None,
-        typer.Option(
-            "--save-steps", help="Evaluate and checkpoint every N steps (default: every epoch).", show_default=False
-        ),
-    ] = None,
-    patience: Annotated[
-        int | None,
-        typer.Option("--patience", help="Stop after N evaluations without improvement.", show_default=False),
-    ] = None,
-    logging_steps: Annotated[int, typer.Option("--logging-steps", help="Steps between loss readings.")] = 10,
-    eval_on_start: Annotated[
-        bool, typer.Option("--eval-on-start", help="Evaluate the model before training too (a baseline).")
-    ] = False,
+    line_by_line: LineByLineOpt = False,
+    mlm_probability: MlmProbabilityOpt = 0.15,
+    epochs: EpochsOpt = 3.0,
+    max_steps: MaxStepsOpt = None,
+    lr: LrOpt = 5e-5,
+    batch_size: TrainBatchOpt = 16,
+    grad_accum: GradAccumOpt = 1,
+    warmup_ratio: WarmupOpt = 0.0,
+    weight_decay: WeightDecayOpt = 0.0,
+    seed: TrainSeedOpt = 42,
+    bf16: Bf16Opt = False,
+    fp16: Fp16Opt = False,
+    fp32: Fp32Opt = False,
+    gradient_checkpointing: GradCkptOpt = False,
+    save_steps: SaveStepsOpt = None,
+    patience: PatienceOpt = None,
+    logging_steps: LoggingStepsOpt = 10,
+    eval_on_start: EvalOnStartOpt = False,
     best_metric: Annotated[
         str | None,
         typer.Option(
@@ -814,26 +855,17 @@ def finetune_command(
             show_default=False,
         ),
     ] = None,
-    report_to: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--report-to",
-            help="Trainer integration (tensorboard, wandb, ...); repeatable (default: none).",
-            show_default=False,
-        ),
-    ] = None,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a non-empty --output folder.")] = False,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue from the latest checkpoint in --output.")] = False,
-    keep_checkpoints: Annotated[
-        bool, typer.Option("--keep-checkpoints", help="Keep --output/checkpoints after success.")
-    ] = False,
+    report_to: ReportToOpt = None,
+    overwrite: OverwriteOpt = False,
+    resume: ResumeOpt = False,
+    keep_checkpoints: KeepCheckpointsOpt = False,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Check the data and print what would happen; train nothing.")
     ] = False,
     json_flag: Annotated[
         bool, typer.Option("--json", help="Print the final metrics (or the --dry-run report) as JSON.")
     ] = False,
-    device: Annotated[str, typer.Option("--device", help="auto|cpu|cuda.")] = "auto",
+    device: TrainDeviceOpt = "auto",
     revision: RevisionOpt = None,
     offline: OfflineOpt = False,
     allow_pickle: PickleOpt = False,
@@ -850,8 +882,7 @@ def finetune_command(
 
     Example: llmtool finetune reviews.csv --model distilbert-base-uncased --output reviews-model --epochs 2
     """
-    if sum((bf16, fp16, fp32)) > 1:
-        raise UsageError("give at most one of --bf16, --fp16, --fp32")
+    precision = _precision(bf16, fp16, fp32)
     if output is None and not dry_run:
         raise UsageError("--output DIR is required (or --dry-run)")
     from llmtool.finetune import FinetuneSettings, default_model
@@ -876,7 +907,7 @@ def finetune_command(
         warmup_ratio=warmup_ratio,
         weight_decay=weight_decay,
         seed=seed,
-        precision="bf16" if bf16 else "fp16" if fp16 else "fp32" if fp32 else "auto",
+        precision=precision,
         gradient_checkpointing=gradient_checkpointing,
         save_steps=save_steps,
         patience=patience,
