@@ -218,7 +218,7 @@ def write_documents(docs: Iterable[list[str]], out: IO[str]) -> int:
 
 
 def write_table(rows: list[dict[str, Any]], path: str, columns: tuple[str, ...]) -> None:
-    """Rows as .jsonl (every field), .csv (``columns``, with a header) or .tsv (``columns``, no header)."""
+    """Rows as .jsonl (every field), or .csv/.tsv (``columns``, under a header row)."""
     suffix = Path(path).suffix.lower()
     with open(path, "w", encoding="utf-8", newline="") as out:
         if suffix in (".jsonl", ".ndjson"):
@@ -231,6 +231,7 @@ def write_table(rows: list[dict[str, Any]], path: str, columns: tuple[str, ...])
             writer.writerow(columns)
             writer.writerows([row[c] for c in columns] for row in rows)
         elif suffix == ".tsv":
+            out.write("\t".join(columns) + "\n")
             for row in rows:
                 out.write("\t".join(tsv_field(row[c]) for c in columns) + "\n")
         else:
