@@ -949,6 +949,161 @@ def finetune_command(
         typer.echo(json_line(result) if json_flag else format_result(result))
 
 
+@app.command("pretrain")
+@_handle_errors
+def pretrain_command(
+    corpus: Annotated[
+        list[str],
+        typer.Argument(
+            help="Text: .txt (a sentence or line per line, blank lines between documents), or .csv/.tsv/.jsonl "
+            "(a text column; a document per row). Several files are read as one corpus.",
+            metavar="CORPUS...",
+            show_default=False,
+        ),
+    ],
+    objective: Annotated[
+        str, typer.Option("--objective", help="mlm: a BERT (masked LM); clm: a GPT-2 (next-token prediction).")
+    ] = "mlm",
+    output: Annotated[
+        str | None, typer.Option("--output", "-o", help="Folder for the new model (required).", show_default=False)
+    ] = None,
+    nsp: Annotated[
+        bool, typer.Option("--nsp", help="mlm: also train BERT's next-sentence head on sentence pairs.")
+    ] = False,
+    size: Annotated[
+        str, typer.Option("--size", help="Model size preset: tiny, mini, small, base (see the README's table).")
+    ] = "tiny",
+    config: Annotated[
+        str | None,
+        typer.Option(
+            "--config",
+            help="config.json: a whole model config, or just the keys that change the --size preset.",
+            metavar="FILE",
+            show_default=False,
+        ),
+    ] = None,
+    tokenizer: Annotated[
+        str | None,
+        typer.Option(
+            "--tokenizer", help="Reuse this tokenizer (folder or Hub id) instead of training one.", show_default=False
+        ),
+    ] = None,
+    vocab_size: Annotated[
+        int, typer.Option("--vocab-size", help="Largest vocabulary of the new tokenizer (WordPiece or byte BPE).")
+    ] = 8192,
+    min_frequency: Annotated[
+        int, typer.Option("--min-frequency", help="Occurrences a merge needs to enter the vocabulary.")
+    ] = 2,
+    block_size: Annotated[int, typer.Option("--block-size", help="Tokens per training example.")] = 128,
+    line_by_line: LineByLineOpt = False,
+    mlm_probability: MlmProbabilityOpt = 0.15,
+    text_column: Annotated[
+        str | None,
+        typer.Option(
+            "--text-column",
+            help="Text column of .csv/.tsv/.jsonl corpora (default: text, then sentence, then the only one).",
+            show_default=False,
+        ),
+    ] = None,
+    valid: Annotated[
+        str | None,
+        typer.Option("--valid", help="Validation corpus (default: --valid-split of the corpus).", show_default=False),
+    ] = None,
+    valid_split: Annotated[
+        float, typer.Option("--valid-split", help="Share of the documents held out for validation (seeded); 0: none.")
+    ] = 0.0,
+    encoding: DataEncodingOpt = "utf-8",
+    epochs: EpochsOpt = 10.0,
+    max_steps: MaxStepsOpt = None,
+    lr: LrOpt = 1e-3,
+    batch_size: TrainBatchOpt = 32,
+    grad_accum: GradAccumOpt = 1,
+    warmup_ratio: WarmupOpt = 0.05,
+    weight_decay: WeightDecayOpt = 0.01,
+    seed: TrainSeedOpt = 42,
+    bf16: Bf16Opt = False,
+    fp16: Fp16Opt = False,
+    fp32: Fp32Opt = False,
+    gradient_checkpointing: GradCkptOpt = False,
+    save_steps: SaveStepsOpt = None,
+    patience: PatienceOpt = None,
+    logging_steps: LoggingStepsOpt = 10,
+    eval_on_start: EvalOnStartOpt = False,
+    report_to: ReportToOpt = None,
+    overwrite: OverwriteOpt = False,
+    resume: ResumeOpt = False,
+    keep_checkpoints: KeepCheckpointsOpt = False,
+    json_flag: Annotated[bool, typer.Option("--json", help="Print the final metrics as JSON.")] = False,
+    device: TrainDeviceOpt = "auto",
+    offline: OfflineOpt = False,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Pre-train a new BERT (mlm, optionally with --nsp) or GPT-2 (clm) from scratch on a text corpus.
+
+    A tokenizer is trained on the corpus first (WordPiece for mlm, byte-level BPE for clm) unless
+    --tokenizer is given. The model goes to --output in safetensors, ready for fill-mask, generate,
+    next-sentence, finetune and AutoModel*.from_pretrained, with metrics.json and llmtool_settings.json.
+
+    Runs unchanged under torchrun and accelerate launch. Ctrl-C saves a checkpoint; --resume continues from it.
+
+    Example: llmtool corpus facts -o facts.txt && llmtool pretrain facts.txt --objective mlm --output facts-bert
+    """
+    precision = _precision(bf16, fp16, fp32)
+    if output is None:
+        raise UsageError("--output DIR is required")
+    from llmtool.pretrain import PretrainSettings
+
+    settings = PretrainSettings(
+        objective=objective,
+        nsp=nsp,
+        size=size,
+        config=config,
+        tokenizer=tokenizer,
+        vocab_size=vocab_size,
+        min_frequency=min_frequency,
+        block_size=block_size,
+        line_by_line=line_by_line,
+        mlm_probability=mlm_probability,
+        text_column=text_column,
+        valid=valid,
+        valid_split=valid_split,
+        encoding=_encoding(encoding),
+        epochs=epochs,
+        max_steps=max_steps,
+        lr=lr,
+        batch_size=batch_size,
+        grad_accum=grad_accum,
+        warmup_ratio=warmup_ratio,
+        weight_decay=weight_decay,
+        seed=seed,
+        precision=precision,
+        gradient_checkpointing=gradient_checkpointing,
+        save_steps=save_steps,
+        patience=patience,
+        logging_steps=logging_steps,
+        eval_on_start=eval_on_start,
+        report_to=list(report_to) if report_to else ["none"],
+        device=device,
+        overwrite=overwrite,
+        resume=resume,
+        keep_checkpoints=keep_checkpoints,
+    )
+    settings.check()
+    console = Console(quiet, verbose)
+    from llmtool.models import prepare_environment
+
+    prepare_environment(offline, verbose)
+    from llmtool.finetune import format_result
+    from llmtool.pretrain import pretrain
+    from llmtool.streams import json_line
+    from llmtool.training import is_main_process
+
+    result = pretrain(corpus, output, settings, console)
+    if is_main_process():
+        typer.echo(json_line(result) if json_flag else format_result(result))
+
+
 corpus_app = typer.Typer(
     help="Write small synthetic corpora for pre-training and testing, offline.",
     no_args_is_help=True,

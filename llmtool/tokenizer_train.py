@@ -100,7 +100,7 @@ def _train_byte_bpe(texts: Iterable[str], opts: TokenizerOptions) -> Any:
     )
     backend.train_from_iterator(_batches(texts), trainer)
     model = json.loads(backend.to_str())["model"]
-    merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in model["merges"]]
+    merges: Any = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in model["merges"]]
     return GPT2Tokenizer(vocab=model["vocab"], merges=merges, model_max_length=opts.model_max_length)
 
 
