@@ -174,9 +174,9 @@ def as_examples(inputs: str | Iterable[str] | Iterable[tuple[str, str]] | Iterab
 # --------------------------------------------------------------------------- model
 
 
-def check_classifier(opts: ModelOptions) -> Any:
+def check_classifier(opts: ModelOptions, where: str | None = None) -> Any:
     """The model's config, after checking (without loading weights) that it can be a classifier."""
-    config = load_config(opts)
+    config = load_config(opts, where)
     if not supports_task(config, "MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES"):
         raise ModelError(f"{opts.model} ({architecture(config)}) cannot be a sequence classifier")
     if getattr(config, "problem_type", None) == "regression" or config.num_labels < 2:
@@ -184,13 +184,15 @@ def check_classifier(opts: ModelOptions) -> Any:
     return config
 
 
-def load_classifier(opts: ModelOptions) -> tuple[Any, Any]:
-    """Tokenizer and classifier; a checkpoint without a trained classification head is refused."""
+def load_classifier(opts: ModelOptions, where: str | None = None) -> tuple[Any, Any]:
+    """Tokenizer and classifier; a checkpoint without a trained classification head is refused.
+
+    ``where`` is the model's location from an earlier :func:`llmtool.models.locate`, if any."""
     from transformers import AutoModelForSequenceClassification
 
-    check_classifier(opts)
+    check_classifier(opts, where)
     try:
-        return load(AutoModelForSequenceClassification, opts, require_head=HEAD)
+        return load(AutoModelForSequenceClassification, opts, where, require_head=HEAD)
     except MissingHeadError as exc:
         raise ModelError(f"{exc}; train one with `llmtool finetune --task classify`") from None
 

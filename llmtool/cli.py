@@ -32,6 +32,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
@@ -310,7 +311,7 @@ def generate_command(
     ] = None,
     fmt: FormatOpt = "text",
     json_flag: JsonOpt = False,
-    batch_size: BatchOpt = 8,
+    batch_size: BatchOpt = 32,
     revision: RevisionOpt = None,
     offline: OfflineOpt = False,
     device: DeviceOpt = "auto",
@@ -449,6 +450,7 @@ def classify_command(
     input_path: InputOpt = None,
     text_column: TextColumnOpt = None,
     text_pair_column: TextPairColumnOpt = None,
+    encoding: EncodingOpt = "utf-8",
     top_k: Annotated[int, typer.Option("--top-k", "-k", help="Labels per input, most probable first.", min=1)] = 1,
     max_length: MaxLengthOpt = None,
     skip_invalid: SkipInvalidOpt = False,
@@ -495,12 +497,19 @@ def classify_command(
 
     options = ClassifyOptions(top_k=top_k, batch_size=batch_size, max_length=max_length, skip_invalid=skip_invalid)
     options.check()
-    examples = read_examples(text, text_pair, input_path, text_column=text_column, pair_column=text_pair_column)
+    examples = read_examples(
+        text,
+        text_pair,
+        input_path,
+        text_column=text_column,
+        pair_column=text_pair_column,
+        encoding=_encoding(encoding),
+    )
     formatter = FORMATTER
     if output == "csv":
         formatter = csv_formatter(examples.header, examples.has_pair, top_k, skip_invalid)
     console = Console(quiet, verbose)
-    mopts, _where = _model_options(
+    mopts, where = _model_options(
         model=model,
         revision=revision,
         offline=offline,
@@ -510,7 +519,7 @@ def classify_command(
         trust_remote_code=trust_remote_code,
         verbose=verbose,
     )
-    tokenizer, clf = load_classifier(mopts)
+    tokenizer, clf = load_classifier(mopts, where)
     classifier = Classifier(tokenizer, clf, options)
     results = with_rows(classifier.results(examples.items)) if output == "csv" else classifier(examples.items)
     _write(results, output, formatter, console)
@@ -545,6 +554,7 @@ def score_command(
     ] = None,
     input_path: InputOpt = None,
     column: ColumnOpt = None,
+    encoding: EncodingOpt = "utf-8",
     model: Annotated[
         str, typer.Option("--model", "-m", help="Causal LM (log-likelihood) or masked LM (pseudo-likelihood).")
     ] = "gpt2",
@@ -588,9 +598,9 @@ def score_command(
     options.check()
     from llmtool.streams import read_records
 
-    records = read_records(text, input_path, column)
+    records = read_records(text, input_path, column, encoding=_encoding(encoding))
     console = Console(quiet, verbose)
-    mopts, _where = _model_options(
+    mopts, where = _model_options(
         model=model,
         revision=revision,
         offline=offline,
@@ -602,7 +612,7 @@ def score_command(
     )
     from llmtool.score import FORMATTER, Scorer, load_language_model
 
-    tokenizer, lm, objective = load_language_model(mopts)
+    tokenizer, lm, objective = load_language_model(mopts, where)
     _write(Scorer(tokenizer, lm, objective, options)(records), output, FORMATTER, console)
 
 
@@ -625,6 +635,7 @@ def evaluate_command(
     label_column: Annotated[
         str, typer.Option("--label-column", help="Gold labels: the model's label names or ids.")
     ] = "label",
+    encoding: EncodingOpt = "utf-8",
     max_length: Annotated[
         int | None,
         typer.Option(
@@ -672,9 +683,10 @@ def evaluate_command(
         max_length=max_length,
         stride=stride,
         bos=bos,
+        encoding=_encoding(encoding),
     )
     console = Console(quiet, verbose)
-    mopts, _where = _model_options(
+    mopts, where = _model_options(
         model=model,
         revision=revision,
         offline=offline,
@@ -684,7 +696,7 @@ def evaluate_command(
         trust_remote_code=trust_remote_code,
         verbose=verbose,
     )
-    result = evaluate(data, options=options, model_options=mopts, console=console)
+    result = evaluate(data, options=options, model_options=mopts, console=console, where=where)
     if output == "text" and stdout_isatty():
         render_rich(result, sys.stdout)
     else:
@@ -717,6 +729,7 @@ def next_sentence_command(
         str | None,
         typer.Option("--second-column", help="CSV column of sentence B (default: the second).", show_default=False),
     ] = None,
+    encoding: EncodingOpt = "utf-8",
     model: Annotated[
         str,
         typer.Option("--model", "-m", help="A BERT with its next-sentence head (BertForPreTraining or ...ForNSP)."),
@@ -746,9 +759,16 @@ def next_sentence_command(
 
     options = NextSentenceOptions(batch_size=batch_size, max_length=max_length)
     options.check()
-    pairs = read_pairs(first, second, input_path, first_column=first_column, second_column=second_column)
+    pairs = read_pairs(
+        first,
+        second,
+        input_path,
+        first_column=first_column,
+        second_column=second_column,
+        encoding=_encoding(encoding),
+    )
     console = Console(quiet, verbose)
-    mopts, _where = _model_options(
+    mopts, where = _model_options(
         model=model,
         revision=revision,
         offline=offline,
@@ -758,7 +778,7 @@ def next_sentence_command(
         trust_remote_code=trust_remote_code,
         verbose=verbose,
     )
-    tokenizer, nsp = load_nsp(mopts)
+    tokenizer, nsp = load_nsp(mopts, where)
     _write(NextSentence(tokenizer, nsp, options)(pairs), output, FORMATTER, console)
 
 
@@ -1105,9 +1125,9 @@ def pretrain_command(
 
 
 corpus_app = typer.Typer(
-    help="Write small synthetic corpora for pre-training and testing, offline.",
+    help="Write a training corpus that llmtool can make by itself (offline, no downloads).",
     no_args_is_help=True,
-    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 app.add_typer(corpus_app, name="corpus")
 
@@ -1117,13 +1137,13 @@ app.add_typer(corpus_app, name="corpus")
 def corpus_facts_command(
     output: Annotated[
         str | None,
-        typer.Option("--output", "-o", help="Write the corpus here (default: stdout).", metavar="FILE"),
+        typer.Option("--output", "-o", help="Write the corpus to FILE (default: stdout).", show_default=False),
     ] = None,
     probes: Annotated[
         str | None,
         typer.Option(
             "--probes",
-            help="Also write every test question (masked text, prompt, answer, split) to FILE (.jsonl, .csv, .tsv).",
+            help="Also write every question (masked text, prompt, answer, held out?) to FILE: .jsonl, .csv, .tsv.",
             metavar="FILE",
             show_default=False,
         ),
@@ -1132,56 +1152,38 @@ def corpus_facts_command(
         str | None,
         typer.Option(
             "--pairs",
-            help="Also write held-out next-sentence pairs (a, b, label) to FILE (.jsonl, .csv, .tsv).",
+            help="Also write held-out next-sentence pairs (a, b, label) to FILE: .jsonl, .csv, .tsv.",
             metavar="FILE",
             show_default=False,
         ),
     ] = None,
-    seed: Annotated[int, typer.Option("--seed", help="Shuffles sentences and documents.")] = 0,
     documents_per_country: Annotated[
-        int, typer.Option("--documents-per-country", help="Documents about each country (3-5 sentences each).", min=1)
+        int, typer.Option("--documents-per-country", help="Short documents (3-5 sentences) about each country.")
     ] = 12,
     countries: Annotated[
         int | None,
-        typer.Option("--countries", help="Use only the first N of the 50 countries.", min=2, show_default=False),
+        typer.Option("--countries", help="Use only the first N of the 50 countries.", show_default=False),
     ] = None,
     holdout: Annotated[
         bool,
-        typer.Option("--holdout/--no-holdout", help="Keep one capital sentence per country out, for testing."),
+        typer.Option("--holdout/--no-holdout", help="Keep one capital sentence per country out of the corpus."),
     ] = True,
+    seed: Annotated[int, typer.Option("--seed", help="Seeds the order of sentences and documents.")] = 0,
     quiet: QuietOpt = False,
 ) -> None:
-    """Write a synthetic corpus of true facts: 50 countries, their capitals and continents.
+    """Countries and their capitals in varied sentences: a corpus to pre-train on, with held-out probes.
 
-    One sentence per line, a blank line between documents (each about one country).
+    One sentence per line, a blank line between documents. For each country one way of stating its
+    capital never occurs in the corpus; --probes lists those held-out sentences (and the others) as
+    fill-mask and generate questions, so that learning can be measured on unseen sentences.
 
-    For each country one capital sentence is held out of the corpus. --probes lists every
-    question with its split, so learning is measured on sentences the model never saw.
-
-    Example: llmtool corpus facts -o facts.txt --probes probes.jsonl --pairs pairs.tsv
+    Example: llmtool corpus facts --output facts.txt --probes probes.tsv --pairs pairs.tsv
     """
-    from llmtool import corpus
+    from llmtool.corpus import FactsOptions, summary, write_facts
 
-    options = corpus.FactsOptions(
-        seed=seed, documents_per_country=documents_per_country, countries=countries, holdout=holdout
-    )
-    options.check()
-    corpus.check_table_path(probes, "--probes")
-    corpus.check_table_path(pairs, "--pairs")
-    docs = corpus.documents(options)
-    probe_rows = corpus.probes(options)
-    pair_rows = corpus.nsp_pairs(options) if pairs is not None else []
-    if output is None or output == "-":
-        corpus.write_documents(docs, sys.stdout)
-        sys.stdout.flush()
-    else:
-        with open(output, "w", encoding="utf-8", newline="\n") as out:
-            corpus.write_documents(docs, out)
-    if probes is not None:
-        corpus.write_table(probe_rows, probes, ("masked", "prompt", "answer", "split", "relation", "country"))
-    if pairs is not None:
-        corpus.write_table(pair_rows, pairs, ("a", "b", "label"))
-    Console(quiet).info(corpus.summary(docs, probe_rows) + (f"; {len(pair_rows)} sentence pairs" if pairs else ""))
+    options = FactsOptions(seed=seed, documents_per_country=documents_per_country, countries=countries, holdout=holdout)
+    counts = write_facts(options, output, probes, pairs)
+    Console(quiet).info(summary(counts))
 
 
 @app.command("version")
@@ -1208,14 +1210,16 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         _silence_stdout()
         return _finish(ExitCode.BROKEN_PIPE)
-    except (typer.Abort, KeyboardInterrupt):
-        sys.stderr.write("llmtool: interrupted\n")
-        return _finish(ExitCode.INTERRUPTED)
+    except (typer.Abort, KeyboardInterrupt, Terminated) as exc:  # a signal while parsing the command line
+        return _finish(report(exc if not isinstance(exc, typer.Abort) else KeyboardInterrupt()))
     except Exception as exc:  # usage errors raised by the parser
+        ctx = getattr(exc, "ctx", None)
+        if type(exc).__name__ == "NoArgsIsHelpError" and ctx is not None:  # bare `llmtool`: the help, on stdout
+            sys.stdout.write(ctx.get_help() + "\n")
+            return _finish(ExitCode.USAGE)
         message = getattr(exc, "format_message", None)
         if message is None or not hasattr(exc, "exit_code"):
             return _finish(report(exc))
-        ctx = getattr(exc, "ctx", None)
         hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
         sys.stderr.write(f"llmtool: error: {' '.join(message().split())}{hint}\n")
         return _finish(int(exc.exit_code))

@@ -2,23 +2,30 @@
 
 Fifty real countries with their capitals and continents, written in varied sentence templates
 and grouped into short documents about one country each (one sentence per line, a blank line
-between documents), so that next-sentence prediction has real next sentences.
+between documents: the layout ``llmtool pretrain`` reads, and the one next-sentence prediction
+needs).
 
-Learning is measured on sentences the model has never seen: for every country, one of the
+Learning is measured on sentences the model has never seen: for every country, one of the eight
 capital templates is held out of the corpus (country *i* holds out template *i* mod 8, so each
-template is still seen with the other countries). The probes file lists every (country,
-template) question with its answer and whether the sentence was held out, as a masked text for
-``fill-mask`` and as a prompt for ``generate``. The pairs file holds next-sentence pairs built
-from held-out sentences only: true continuations and sentences about another country.
+template is still seen with the other countries). The probes file (``--probes``) lists every
+(country, template) question with its answer and whether the sentence was held out, as a masked
+text for ``fill-mask`` and as a prompt for ``generate``: accuracy over all 50 held-out sentences
+is then one pass of each command. The pairs file (``--pairs``) holds next-sentence pairs whose
+second sentence is held out: the true continuation, and a sentence about another country.
 
 Nothing here imports torch: generating a corpus is instant and needs no model.
 """
 
 from __future__ import annotations
 
+import contextlib
+import csv
 import json
+import os
 import random
-from collections.abc import Iterable
+import sys
+import tempfile
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -204,6 +211,68 @@ def nsp_pairs(options: FactsOptions) -> list[dict[str, Any]]:
 
 # ---------------------------------------------------------------------- writing
 
+PROBE_COLUMNS = ("masked", "prompt", "answer", "split", "relation", "country", "capital", "template", "sentence")
+PAIR_COLUMNS = ("a", "b", "label", "country")
+TABLE_SUFFIXES = (".jsonl", ".ndjson", ".csv", ".tsv")
+
+
+def write_facts(
+    options: FactsOptions,
+    output: str | None = None,
+    probes_path: str | None = None,
+    pairs_path: str | None = None,
+) -> dict[str, Any]:
+    """Write the corpus (to ``output``, or stdout), and the probes and pairs files when asked.
+
+    Returns counts for a summary line. Every file is written to a temporary name beside it and
+    renamed into place, so a reader never sees half a corpus.
+    """
+    options.check()
+    for path, flag in ((probes_path, "--probes"), (pairs_path, "--pairs")):
+        check_table_path(path, flag)
+    docs = documents(options)
+    probe_rows = probes(options)
+    pair_rows = nsp_pairs(options) if pairs_path is not None else []
+    if output is None or output == "-":
+        write_documents(docs, sys.stdout)
+        sys.stdout.flush()
+    else:
+        with _atomic(output) as out:
+            write_documents(docs, out)
+    if probes_path is not None:
+        with _atomic(probes_path) as out:
+            write_table(probe_rows, probes_path, PROBE_COLUMNS, out)
+    if pairs_path is not None:
+        with _atomic(pairs_path) as out:
+            write_table(pair_rows, pairs_path, PAIR_COLUMNS, out)
+    return {
+        "documents": len(docs),
+        "sentences": sum(len(d) for d in docs),
+        "facts": len(facts(options)),
+        "heldout": sum(1 for p in probe_rows if p["split"] == "heldout"),
+        "probes": len(probe_rows) if probes_path is not None else 0,
+        "pairs": len(pair_rows),
+    }
+
+
+@contextlib.contextmanager
+def _atomic(path: str) -> Iterator[IO[str]]:
+    """A text file written under a temporary name in the same folder, renamed to ``path`` when complete."""
+    target = Path(path)
+    if target.is_dir():
+        raise UsageError(f"{path} is a folder; give a file name")
+    if not target.parent.is_dir():
+        raise UsageError(f"{path}: the folder {target.parent} does not exist")
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as out:
+            yield out
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
 
 def write_documents(docs: Iterable[list[str]], out: IO[str]) -> int:
     """One sentence per line, a blank line between documents; returns the number of sentences."""
@@ -217,33 +286,37 @@ def write_documents(docs: Iterable[list[str]], out: IO[str]) -> int:
     return count
 
 
-def write_table(rows: list[dict[str, Any]], path: str, columns: tuple[str, ...]) -> None:
-    """Rows as .jsonl (every field), or .csv/.tsv (``columns``, under a header row)."""
-    suffix = Path(path).suffix.lower()
-    with open(path, "w", encoding="utf-8", newline="") as out:
-        if suffix in (".jsonl", ".ndjson"):
-            for row in rows:
-                out.write(json.dumps(row, ensure_ascii=False) + "\n")
-        elif suffix == ".csv":
-            import csv
+def write_table(rows: list[dict[str, Any]], path: str, columns: tuple[str, ...], out: IO[str]) -> None:
+    """Rows as .jsonl (every field), or .csv/.tsv (``columns``, after a header row), chosen by ``path``'s suffix.
 
-            writer = csv.writer(out, lineterminator="\n")
-            writer.writerow(columns)
-            writer.writerows([row[c] for c in columns] for row in rows)
-        elif suffix == ".tsv":
-            out.write("\t".join(columns) + "\n")
-            for row in rows:
-                out.write("\t".join(tsv_field(row[c]) for c in columns) + "\n")
-        else:
-            raise UsageError(f"{path}: write .jsonl, .csv or .tsv")
+    The .tsv header is what ``llmtool next-sentence --input`` and the other table readers expect.
+    """
+    suffix = Path(path).suffix.lower()
+    if suffix in (".jsonl", ".ndjson"):
+        for row in rows:
+            out.write(json.dumps(row, ensure_ascii=False) + "\n")
+    elif suffix == ".csv":
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(columns)
+        writer.writerows([row[c] for c in columns] for row in rows)
+    elif suffix == ".tsv":
+        out.write("\t".join(columns) + "\n")
+        for row in rows:
+            out.write("\t".join(tsv_field(row[c]) for c in columns) + "\n")
+    else:
+        raise UsageError(f"{path}: write .jsonl, .csv or .tsv")
 
 
 def check_table_path(path: str | None, flag: str) -> None:
-    if path is not None and Path(path).suffix.lower() not in (".jsonl", ".ndjson", ".csv", ".tsv"):
+    if path is not None and Path(path).suffix.lower() not in TABLE_SUFFIXES:
         raise UsageError(f"{flag} {path}: the name must end in .jsonl, .csv or .tsv")
 
 
-def summary(docs: list[list[str]], probe_rows: list[dict[str, Any]]) -> str:
-    sentences = sum(len(d) for d in docs)
-    heldout = sum(1 for p in probe_rows if p["split"] == "heldout")
-    return f"{len(docs)} documents, {sentences} sentences; {len(probe_rows)} probes ({heldout} held out)"
+def summary(counts: dict[str, Any]) -> str:
+    """One line for stderr: what was written."""
+    line = (
+        f"{counts['documents']} documents, {counts['sentences']} sentences about {counts['facts']} countries "
+        f"({counts['heldout']} capital sentences held out)"
+    )
+    line += f"; {counts['probes']} probes" if counts["probes"] else ""
+    return line + (f"; {counts['pairs']} next-sentence pairs" if counts["pairs"] else "")

@@ -107,7 +107,9 @@ def describe(exc: BaseException) -> tuple[str, int] | None:
         if exc.errno == errno.ENOSPC:
             where = f" writing {exc.filename}" if exc.filename else ""
             return f"no space left on device{where}", ExitCode.FAILURE
-        if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        if exc.errno == errno.EROFS:
+            return f"read-only file system: {exc.filename or exc}", ExitCode.FAILURE
+        if exc.errno in (errno.EACCES, errno.EPERM):
             return f"permission denied: {exc.filename or exc}", ExitCode.FAILURE
         if isinstance(exc, FileNotFoundError) and exc.filename:
             return f"{exc.filename}: no such file or directory", ExitCode.USAGE

@@ -22,7 +22,7 @@ from llmtool.classify import Classifier, ClassifyOptions, is_table, load_classif
 from llmtool.errors import InputError, ModelError, UsageError
 from llmtool.models import ModelOptions, architecture, load_config
 from llmtool.score import ScoreOptions, Scorer, lm_objective, load_language_model
-from llmtool.streams import Console, Formatter, read_records
+from llmtool.streams import Console, Formatter, csv_rows, read_records
 
 
 @dataclass
@@ -34,6 +34,7 @@ class EvaluateOptions:
     max_length: int | None = None  # classifiers: truncation; LMs: the scoring window
     stride: int | None = None  # LMs: sliding-window stride (see llmtool.score)
     bos: bool = True  # causal LMs: score the first token of each line given BOS
+    encoding: str = "utf-8"  # text encoding of DATA
 
 
 # --------------------------------------------------------------------------- metrics
@@ -89,11 +90,13 @@ def evaluate(
     options: EvaluateOptions | None = None,
     model_options: ModelOptions | None = None,
     console: Console | None = None,
+    where: str | None = None,
     **kwargs: Any,
 ) -> dict[str, Any]:
     """Evaluate a model on DATA; returns one plain dict (the record ``--json`` prints).
 
-    ``kwargs`` are :class:`EvaluateOptions` fields (``text_column="sentence"``).
+    ``kwargs`` are :class:`EvaluateOptions` fields (``text_column="sentence"``). ``where`` is the
+    model's location from an earlier :func:`llmtool.models.locate`, if any.
 
     >>> evaluate("dev.csv", model="./sst2-model")["accuracy"]  # doctest: +SKIP
     """
@@ -103,21 +106,32 @@ def evaluate(
             raise UsageError("evaluate needs a model")
         model_options = ModelOptions(model=model)
     console = console or Console(quiet=True)
-    if data != "-":  # the file exists and is readable: checked before the model's config is read
-        read_records(None, data, None if is_table(data) else opts.text_column)
-    config = load_config(model_options)
+    _check_data(data, opts)
+    config = load_config(model_options, where)
     recorded = getattr(config, "architectures", None) or []
     if any(name.endswith("ForSequenceClassification") for name in recorded):
-        return _evaluate_classifier(data, model_options, opts, console, config)
+        return _evaluate_classifier(data, model_options, opts, console, config, where)
     if lm_objective(config) is not None:
-        return _evaluate_lm(data, model_options, opts, console)
+        return _evaluate_lm(data, model_options, opts, console, where)
     raise ModelError(
         f"{model_options.model} ({architecture(config)}) is neither a sequence classifier nor a language model"
     )
 
 
+def _check_data(data: str, opts: EvaluateOptions) -> None:
+    """DATA exists, is readable and (for a table) has a header: checked before the model's config is read.
+
+    Which columns a table needs depends on the kind of model, so they are checked later."""
+    if data == "-":
+        return
+    if is_table(data):
+        csv_rows(data, opts.encoding, delimiter="\t" if data.lower().endswith(".tsv") else ",")
+    else:
+        read_records(None, data, opts.text_column, encoding=opts.encoding)
+
+
 def _evaluate_classifier(
-    data: str, mopts: ModelOptions, opts: EvaluateOptions, console: Console, config: Any
+    data: str, mopts: ModelOptions, opts: EvaluateOptions, console: Console, config: Any, where: str | None
 ) -> dict[str, Any]:
     if not is_table(data):
         raise UsageError(f"{data}: a classifier is evaluated on a .csv or .tsv file with a label column")
@@ -125,11 +139,17 @@ def _evaluate_classifier(
     label2id = {str(k): int(v) for k, v in config.label2id.items()} or {v: k for k, v in id2label.items()}
     labels = [id2label[i] for i in sorted(id2label)]
     rows = _check_labels(data, opts, label2id, labels)  # the cheap pass, before any weights load
-    tokenizer, model = load_classifier(mopts)
+    tokenizer, model = load_classifier(mopts, where)
     classifier = Classifier(tokenizer, model, ClassifyOptions(batch_size=opts.batch_size, max_length=opts.max_length))
     confusion = [[0] * len(labels) for _ in labels]
     examples = read_examples(
-        None, None, data, text_column=opts.text_column, pair_column=opts.pair_column, label_column=opts.label_column
+        None,
+        None,
+        data,
+        text_column=opts.text_column,
+        pair_column=opts.pair_column,
+        label_column=opts.label_column,
+        encoding=opts.encoding,
     )
     with console.progress("examples", total=rows) as bar:
         for example, record in classifier.results(examples.items):
@@ -144,7 +164,13 @@ def _evaluate_classifier(
 def _check_labels(data: str, opts: EvaluateOptions, label2id: dict[str, int], labels: list[str]) -> int:
     """Read DATA once: every text present and every label known to the model; return the row count."""
     examples = read_examples(
-        None, None, data, text_column=opts.text_column, pair_column=opts.pair_column, label_column=opts.label_column
+        None,
+        None,
+        data,
+        text_column=opts.text_column,
+        pair_column=opts.pair_column,
+        label_column=opts.label_column,
+        encoding=opts.encoding,
     )
     unknown: dict[str, int] = {}
     rows = 0
@@ -168,15 +194,17 @@ def _check_labels(data: str, opts: EvaluateOptions, label2id: dict[str, int], la
     return rows
 
 
-def _evaluate_lm(data: str, mopts: ModelOptions, opts: EvaluateOptions, console: Console) -> dict[str, Any]:
+def _evaluate_lm(
+    data: str, mopts: ModelOptions, opts: EvaluateOptions, console: Console, where: str | None
+) -> dict[str, Any]:
     if opts.pair_column is not None:
         raise UsageError("--text-pair-column applies to sentence-pair classifiers, not language models")
-    records = read_records(None, data, opts.text_column)
+    records = read_records(None, data, opts.text_column, encoding=opts.encoding)
     score_options = ScoreOptions(
         batch_size=opts.batch_size, max_length=opts.max_length, stride=opts.stride, bos=opts.bos
     )
     score_options.check()
-    tokenizer, model, objective = load_language_model(mopts)
+    tokenizer, model, objective = load_language_model(mopts, where)
     scorer = Scorer(tokenizer, model, objective, score_options)
     with console.progress("lines") as bar:
         for _ in scorer(records):

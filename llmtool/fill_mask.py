@@ -7,6 +7,7 @@ only at mask positions rather than at every token, and results stream back in in
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -50,6 +51,8 @@ class MaskFiller:
         self.mask_pattern = re.compile("|".join(re.escape(m) for m in {USER_MASK, tokenizer.mask_token}))
         self.target_ids = self._target_ids(options.targets) if options.targets else None
         self.head = _mlm_head(model)
+        # Predictions repeat the same few thousand tokens: decode each id once.
+        self._token_text = functools.lru_cache(maxsize=65536)(lambda tid: tokenizer.decode([tid]))
 
     # ------------------------------------------------------------------ public
 
@@ -78,10 +81,17 @@ class MaskFiller:
             ids.append(pieces[0])
         return list(dict.fromkeys(ids))  # unique, in the order given
 
-    def _encode(self, record: Record) -> list[int] | str:
-        """Token ids for the record, or the reason it is invalid."""
-        text = self.mask_pattern.sub(self.tokenizer.mask_token, record.text)
-        ids: list[int] = self.tokenizer(text, add_special_tokens=True)["input_ids"]
+    def _encode_all(self, chunk: list[Record]) -> list[list[int] | str]:
+        """Token ids for each record, or the reason it is invalid.
+
+        One tokenizer call for the whole window: the fast tokenizer's per-call overhead is
+        larger than its per-line work on short lines.
+        """
+        texts = [self.mask_pattern.sub(self.tokenizer.mask_token, r.text) for r in chunk]
+        all_ids: list[list[int]] = self.tokenizer(texts, add_special_tokens=True)["input_ids"]
+        return [self._check(text, ids) for text, ids in zip(texts, all_ids, strict=True)]
+
+    def _check(self, text: str, ids: list[int]) -> list[int] | str:
         n_masks = ids.count(self.mask_id)
         if n_masks == 0:
             return f"no {USER_MASK} in this line"
@@ -92,7 +102,7 @@ class MaskFiller:
         return ids
 
     def _chunk(self, chunk: list[Record]) -> Iterator[dict[str, Any]]:
-        encoded = [self._encode(r) for r in chunk]
+        encoded = self._encode_all(chunk)
         valid = sorted((i for i, e in enumerate(encoded) if isinstance(e, list)), key=lambda i: len(encoded[i]))
         results: dict[int, list[list[tuple[int, float]]]] = {}
         size = self.options.batch_size
@@ -128,12 +138,15 @@ class MaskFiller:
                 logits = head(hidden[rows, cols])
             else:
                 logits = self.model(input_ids=input_ids, attention_mask=attention).logits[rows, cols]
-            probs = logits.float().softmax(dim=-1)
+            logits = logits.float()
+            # Probabilities of the top k only: exp(logit - logsumexp), without a vocabulary-sized softmax.
+            log_total = logits.logsumexp(dim=-1, keepdim=True)
             if self.target_ids is not None:
-                candidates = torch.tensor(self.target_ids, device=probs.device)
-                probs = probs[:, candidates]
-            k = min(self.options.top_k, probs.shape[-1])
-            values, indices = probs.topk(k, dim=-1)
+                candidates = torch.tensor(self.target_ids, device=logits.device)
+                logits = logits[:, candidates]
+            k = min(self.options.top_k, logits.shape[-1])
+            top, indices = logits.topk(k, dim=-1)
+            values = (top - log_total).exp()
             if self.target_ids is not None:
                 indices = candidates[indices]
         out: list[list[list[tuple[int, float]]]] = [[] for _ in batch]
@@ -142,9 +155,9 @@ class MaskFiller:
         return out
 
     def _record(self, record: Record, masks: list[list[tuple[int, float]]]) -> dict[str, Any]:
-        decode = self.tokenizer.decode
+        decode = self._token_text
         mask_records = [
-            {"predictions": [{"token": decode([tid]), "token_id": tid, "score": score} for tid, score in preds]}
+            {"predictions": [{"token": decode(tid), "token_id": tid, "score": score} for tid, score in preds]}
             for preds in masks
         ]
         tops = iter([m["predictions"][0]["token"].strip() for m in mask_records])

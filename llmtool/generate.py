@@ -32,7 +32,7 @@ class GenerateOptions:
     stop: list[str] = field(default_factory=list)  # cut each output before the first of these
     include_prompt: bool = True  # output prompt + continuation (False: the continuation only)
     seed: int | None = None  # None: a fresh random seed each run
-    batch_size: int = 8  # prompts per forward pass
+    batch_size: int = 32  # prompts per forward pass (decoding reads all weights per step, whatever the batch)
     chat: bool = False  # wrap each prompt as a user message with the tokenizer's chat template
 
     def check(self) -> None:

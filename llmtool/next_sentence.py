@@ -140,18 +140,18 @@ def as_pairs(inputs: Iterable[tuple[str, str] | Pair]) -> Iterator[Pair]:
 # --------------------------------------------------------------------------- model
 
 
-def load_nsp(opts: ModelOptions) -> tuple[Any, Any]:
+def load_nsp(opts: ModelOptions, where: str | None = None) -> tuple[Any, Any]:
     """Tokenizer and next-sentence model; models without a trained NSP head are refused."""
     from transformers import AutoModelForNextSentencePrediction
 
-    config = load_config(opts)
+    config = load_config(opts, where)
     if not supports_task(config, "MODEL_FOR_NEXT_SENTENCE_PREDICTION_MAPPING_NAMES"):
         raise ModelError(
             f"{opts.model} ({architecture(config)}) has no next-sentence head; next-sentence needs a BERT-style "
             "model pre-trained with NSP (BertForPreTraining, BertForNextSentencePrediction)"
         )
     try:
-        return load(AutoModelForNextSentencePrediction, opts, require_head="next-sentence head")
+        return load(AutoModelForNextSentencePrediction, opts, where, require_head="next-sentence head")
     except MissingHeadError as exc:
         raise ModelError(f"{exc}; pre-train one with `llmtool pretrain --objective mlm --nsp`") from None
 

@@ -85,23 +85,23 @@ def lm_objective(config: Any) -> Objective | None:
     return "mlm" if masked else None
 
 
-def check_language_model(opts: ModelOptions) -> tuple[Any, Objective]:
+def check_language_model(opts: ModelOptions, where: str | None = None) -> tuple[Any, Objective]:
     """The config and objective, checked before any weights load."""
-    config = load_config(opts)
+    config = load_config(opts, where)
     objective = lm_objective(config)
     if objective is None:
         raise ModelError(f"{opts.model} ({architecture(config)}) is not a causal or masked language model")
     return config, objective
 
 
-def load_language_model(opts: ModelOptions) -> tuple[Any, Any, Objective]:
+def load_language_model(opts: ModelOptions, where: str | None = None) -> tuple[Any, Any, Objective]:
     """Tokenizer, model and objective; a checkpoint without its language-model head is refused."""
     from transformers import AutoModelForCausalLM, AutoModelForMaskedLM
 
-    _, objective = check_language_model(opts)
+    _, objective = check_language_model(opts, where)
     auto = AutoModelForCausalLM if objective == "clm" else AutoModelForMaskedLM
     try:
-        tokenizer, model = load(auto, opts, require_head="language-model head")
+        tokenizer, model = load(auto, opts, where, require_head="language-model head")
     except MissingHeadError as exc:
         raise ModelError(f"{exc}; score needs a causal or masked LM with its head (not a bare encoder)") from None
     return tokenizer, model, objective

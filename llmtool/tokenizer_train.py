@@ -48,40 +48,99 @@ def _batches(texts: Iterable[str], size: int = 1000) -> Iterator[list[str]]:
         yield batch
 
 
+class _Counted:
+    """Passes texts through, counting the non-blank ones (the trainers say nothing about empty input)."""
+
+    def __init__(self, texts: Iterable[str]) -> None:
+        self.texts, self.count = texts, 0
+
+    def __iter__(self) -> Iterator[str]:
+        for text in self.texts:
+            if text.strip():
+                self.count += 1
+                yield text
+
+
 def train_tokenizer(texts: Iterable[str], objective: Objective, options: TokenizerOptions | None = None) -> Any:
-    """A new tokenizer learned from ``texts`` (an iterable of strings, read once)."""
+    """A new tokenizer learned from ``texts`` (an iterable of strings, read once).
+
+    Training is deterministic: the same texts and options give the same vocabulary, which
+    ``--resume`` and distributed runs rely on (though both also reuse the saved tokenizer).
+    """
     opts = options or TokenizerOptions()
     opts.check()
+    counted = _Counted(texts)
     if objective == "mlm":
-        tokenizer = _train_wordpiece(texts, opts)
+        tokenizer = _train_wordpiece(counted, opts)
     elif objective == "clm":
-        tokenizer = _train_byte_bpe(texts, opts)
+        tokenizer = _train_byte_bpe(counted, opts)
     else:
         raise UsageError(f"unknown objective {objective!r}; use mlm or clm")
-    if len(tokenizer) <= len(BERT_SPECIALS) + 1:
+    if counted.count == 0:
         raise InputError("the corpus has no text to learn a vocabulary from")
     return tokenizer
 
 
 def _train_wordpiece(texts: Iterable[str], opts: TokenizerOptions) -> Any:
+    """BERT's WordPiece vocabulary, learned the way ``tokenizers.trainers.WordPieceTrainer`` learns it.
+
+    That trainer is BPE over words whose non-initial characters carry the ``##`` prefix. It is not
+    deterministic: it numbers the ``##`` symbols in hash-map order and breaks ties between equally
+    frequent merges by those numbers, so two runs learn different vocabularies (and a resumed or
+    repeated run would not match). Here the continuation characters are instead written as
+    distinct private-use characters, which the deterministic plain BPE trainer numbers in sorted
+    order; the learned tokens are then mapped back (a token starting with one is a ``##`` piece).
+    """
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
     from transformers import BertTokenizer
 
-    backend = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    # The same normalizer and pre-tokenizer that BertTokenizer rebuilds when it loads the vocabulary.
-    backend.normalizer = normalizers.BertNormalizer(clean_text=True, lowercase=opts.lowercase, strip_accents=None)
-    backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    trainer = trainers.WordPieceTrainer(
+    # The normalizer and pre-tokenizer that BertTokenizer rebuilds when it loads the vocabulary.
+    normalizer = normalizers.BertNormalizer(clean_text=True, lowercase=opts.lowercase, strip_accents=None)
+    pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+
+    def marked(text: str) -> str:
+        words = pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(text))
+        return " ".join(word[0] + "".join(map(_continuation, word[1:])) for word, _ in words)
+
+    backend = Tokenizer(models.BPE(unk_token="[UNK]"))
+    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    trainer = trainers.BpeTrainer(
         vocab_size=opts.vocab_size,
         min_frequency=opts.min_frequency,
         special_tokens=list(BERT_SPECIALS),
-        continuing_subword_prefix="##",
         show_progress=False,
     )
-    backend.train_from_iterator(_batches(texts), trainer)
-    return BertTokenizer(
-        vocab=backend.get_vocab(), do_lower_case=opts.lowercase, model_max_length=opts.model_max_length
-    )
+    backend.train_from_iterator(_batches(marked(text) for text in texts), trainer)
+    learned = sorted(backend.get_vocab().items(), key=lambda item: item[1])
+    vocab: dict[str, int] = {}
+    for token, _ in learned:
+        vocab.setdefault(_unmark(token) if token not in BERT_SPECIALS else token, len(vocab))
+    return BertTokenizer(vocab=vocab, do_lower_case=opts.lowercase, model_max_length=opts.model_max_length)
+
+
+# Continuation characters move to the supplementary private-use planes (U+F0000 and up), where text
+# does not go: the Basic Multilingual Plane to plane 15, plane 1 (emoji and rarer scripts) to plane 16.
+# Later planes (CJK extensions) are not moved: BERT's pre-tokenizer makes each CJK character a word.
+_SHIFT = {0: 0xF0000, 1: 0x100000 - 0x10000}
+
+
+def _continuation(char: str) -> str:
+    code = ord(char)
+    shift = _SHIFT.get(code >> 16)
+    return chr(code + shift) if shift is not None else char
+
+
+def _unmark(token: str) -> str:
+    """A learned token in WordPiece spelling: continuation characters restored, ``##`` if it starts with one."""
+    plain = "".join(_plain(c) for c in token)
+    return f"##{plain}" if ord(token[0]) >= 0xF0000 else plain
+
+
+def _plain(char: str) -> str:
+    code = ord(char)
+    if code >= 0x100000:
+        return chr(code - _SHIFT[1])
+    return chr(code - _SHIFT[0]) if code >= 0xF0000 else char
 
 
 def _train_byte_bpe(texts: Iterable[str], opts: TokenizerOptions) -> Any:
@@ -100,8 +159,9 @@ def _train_byte_bpe(texts: Iterable[str], opts: TokenizerOptions) -> Any:
     )
     backend.train_from_iterator(_batches(texts), trainer)
     model = json.loads(backend.to_str())["model"]
-    merges: Any = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in model["merges"]]
-    return GPT2Tokenizer(vocab=model["vocab"], merges=merges, model_max_length=opts.model_max_length)
+    merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in model["merges"]]
+    # (a, b) pairs, as Transformers itself passes them when it loads a tokenizer.json (the hint says list[str])
+    return GPT2Tokenizer(vocab=model["vocab"], merges=merges, model_max_length=opts.model_max_length)  # type: ignore[arg-type]
 
 
 def check_pretrained_tokenizer(tokenizer: Any, objective: Objective, source: str) -> None:

@@ -457,10 +457,15 @@ class TrainingRun:
             compute_metrics=compute_metrics,
             callbacks=[*callbacks, reporter, stopper],  # type: ignore[list-item]
         )
+        if self.main:
+            trainer.add_callback(_FolderGuard(self.folder.path))  # type: ignore[arg-type]
         _drop_printer(trainer)
         started = time.monotonic()
-        with stopper.installed():
-            trainer.train(resume_from_checkpoint=resume_from)
+        try:
+            with stopper.installed():
+                trainer.train(resume_from_checkpoint=resume_from)
+        except (OSError, RuntimeError) as exc:
+            raise _write_failure(exc, self.folder.path) from exc
         if stopper.signum is not None:
             raise KeyboardInterrupt if stopper.signum == signal.SIGINT else Terminated()
         result = {
@@ -468,7 +473,10 @@ class TrainingRun:
             "model": str(self.folder.path),
             **_final_metrics(trainer, derived_metrics, metric, time.monotonic() - started),
         }
-        self._write_final(trainer, tokenizer, result, record or {})
+        try:
+            self._write_final(trainer, tokenizer, result, record or {})
+        except (OSError, RuntimeError) as exc:
+            raise _write_failure(exc, self.folder.path) from exc
         return result
 
     def _resume_point(self) -> str | None:
@@ -675,6 +683,35 @@ class _Reporter(_LazyCallback):
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+
+
+class _FolderGuard(_LazyCallback):
+    """Stop with a clear error when the output folder (or its lock) disappears during training.
+
+    Trainer would quietly re-create the checkpoint folder, and a second run could then take the
+    folder too: the lock file is what proves this run still owns it.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if not (self.folder / LOCK).exists():
+            raise LlmtoolError(f"{self.folder}: the output folder (or its lock file) was removed during training")
+
+
+def _write_failure(exc: BaseException, folder: Path) -> BaseException:
+    """Name the usual cause of a failed checkpoint write (torch reports a full disk obscurely)."""
+    if not (folder / LOCK).exists():
+        return LlmtoolError(f"{folder}: the output folder (or its lock file) was removed during training")
+    if isinstance(exc, OSError) and exc.errno is not None:
+        return exc  # errors.describe already names ENOSPC, EROFS, EACCES with the file
+    text = str(exc)
+    if "PytorchStreamWriter" not in text and "inline_container" not in text and "file write failed" not in text:
+        return exc
+    if shutil.disk_usage(folder).free < 64 * 1024 * 1024:
+        return LlmtoolError(f"no space left on device writing a checkpoint in {folder}")
+    return LlmtoolError(f"could not write a checkpoint in {folder}: {' '.join(text.split())}")
 
 
 class _GracefulStop(_LazyCallback):

@@ -152,3 +152,24 @@ def test_python_api_names_stay_functions_after_submodule_imports() -> None:
 
     assert callable(llmtool.score) and callable(llmtool.classify) and callable(llmtool.next_sentence)
     assert llmtool.score.__module__ == "llmtool.score"
+
+
+@pytest.mark.parametrize("command", ["classify", "evaluate", "score", "next-sentence"])
+def test_help_of_the_inference_commands_imports_no_heavy_library(command: str) -> None:
+    import subprocess
+    import sys
+
+    from conftest import cli_env, llmtool_executable
+
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", llmtool_executable(), command, "--help"],
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    imported = {line.split("|")[-1].strip().split(".")[0] for line in proc.stderr.splitlines() if "|" in line}
+    assert not imported & {"torch", "transformers", "datasets", "accelerate", "tokenizers"}
+    assert "Example:" in proc.stdout

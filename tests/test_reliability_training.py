@@ -1,0 +1,169 @@
+"""Faults during training: signals at random moments, a full or read-only disk, a vanished output
+folder, hostile labels. Whatever happens, no half-written model is left, and --resume finishes."""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from conftest import cli_env, llmtool_executable, run_cli
+from synthetic import write_sentiment_csv
+
+ENV = cli_env(OMP_NUM_THREADS="1")
+
+
+def finetune_args(train: Path, model: Path, out: Path, *extra: str) -> list[str]:
+    return [
+        "finetune",
+        str(train),
+        "--model",
+        str(model),
+        "--output",
+        str(out),
+        "--epochs",
+        "2",
+        "--lr",
+        "1e-3",
+        "--seed",
+        "1",
+        "--save-steps",
+        "5",
+        *extra,
+    ]
+
+
+def assert_no_half_written_model(out: Path) -> None:
+    """Either a complete model (weights, config, tokenizer, metrics) or no model files at all."""
+    assert not (out.parent / f".{out.name}.llmtool-final").exists(), "the temporary final folder was left behind"
+    if not out.exists():
+        return
+    names = {p.name for p in out.iterdir()}
+    if "model.safetensors" in names or "config.json" in names:
+        from safetensors.torch import load_file
+
+        assert {"model.safetensors", "config.json", "metrics.json", "tokenizer.json"} <= names, names
+        assert load_file(str(out / "model.safetensors"))
+        json.loads((out / "metrics.json").read_text())
+    else:
+        assert names <= {"checkpoints"}, names  # only what --resume needs
+
+
+def _mount_available() -> bool:
+    if shutil.which("unshare") is None:
+        return False
+    probe = subprocess.run(["unshare", "-m", "sh", "-c", "mount -t tmpfs tmpfs /mnt"], capture_output=True, check=False)
+    return probe.returncode == 0
+
+
+needs_mount = pytest.mark.skipif(not _mount_available(), reason="needs `unshare -m` and tmpfs mounts (root)")
+
+
+def in_small_mount(mount: Path, options: str, args: list[str]) -> subprocess.CompletedProcess[str]:
+    """Run llmtool in a private mount namespace where ``mount`` is a tiny (or read-only) tmpfs."""
+    mount.mkdir(parents=True, exist_ok=True)
+    script = f'mount -t tmpfs -o {options} tmpfs "{mount}" && exec "$0" "$@"'
+    return subprocess.run(
+        ["unshare", "-m", "sh", "-c", script, llmtool_executable(), *args],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=600,
+        check=False,
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_signals_at_random_moments(sig: int, tmp_path: Path, tiny_bert: Path) -> None:
+    train = write_sentiment_csv(tmp_path / "train.csv", 400, seed=5)
+    rng = random.Random(int(sig))  # repeatable "random" moments: loading, tokenizing, training, saving
+    for i, delay in enumerate(sorted(rng.uniform(1.0, 12.0) for _ in range(2))):
+        out = tmp_path / f"out{i}"
+        proc = subprocess.Popen(
+            [llmtool_executable(), *finetune_args(train, tiny_bert, out)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=ENV,
+            text=True,
+        )
+        time.sleep(delay)
+        proc.send_signal(sig)
+        _, stderr = proc.communicate(timeout=300)
+        assert proc.returncode in (0, 128 + sig), stderr
+        assert "Traceback" not in stderr
+        assert_no_half_written_model(out)
+        resumed = run_cli([*finetune_args(train, tiny_bert, out), "--resume"], env=ENV)
+        assert resumed.returncode == 0, resumed.stderr
+        assert_no_half_written_model(out)
+        assert (out / "model.safetensors").exists()
+
+
+@needs_mount
+def test_disk_full_while_saving(tmp_path: Path, tiny_bert: Path) -> None:
+    train = write_sentiment_csv(tmp_path / "train.csv", 200, seed=5)
+    mount = tmp_path / "small"
+    proc = in_small_mount(mount, "size=256k", finetune_args(train, tiny_bert, mount / "out"))
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("llmtool: error: no space left on device")
+    assert "Traceback" not in proc.stderr
+
+
+@needs_mount
+def test_read_only_output_folder(tmp_path: Path, tiny_bert: Path) -> None:
+    train = write_sentiment_csv(tmp_path / "train.csv", 200, seed=5)
+    mount = tmp_path / "ro"
+    proc = in_small_mount(mount, "ro", finetune_args(train, tiny_bert, mount / "out"))
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.startswith(f"llmtool: error: read-only file system: {mount / 'out'}")
+    assert proc.stderr.count("\n") == 1
+
+
+@pytest.mark.slow
+def test_output_folder_deleted_during_training(tmp_path: Path, tiny_bert: Path) -> None:
+    train = write_sentiment_csv(tmp_path / "train.csv", 800, seed=5)
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [llmtool_executable(), *finetune_args(train, tiny_bert, out, "--epochs", "3")],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=ENV,
+        text=True,
+    )
+    assert proc.stderr is not None
+    seen = []
+    for line in proc.stderr:
+        seen.append(line)
+        if "epoch 1.00" in line:
+            break
+    while out.exists():  # the run keeps writing while we delete
+        shutil.rmtree(out, ignore_errors=True)
+    _, rest = proc.communicate(timeout=300)
+    stderr = "".join(seen) + rest
+    assert proc.returncode == 1, stderr
+    assert "Traceback" not in stderr
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith("llmtool: error: ") and str(out) in last, last
+    assert not (out / "model.safetensors").exists()
+
+
+def test_labels_that_look_like_paths_never_become_paths(tmp_path: Path, tiny_bert: Path) -> None:
+    train = tmp_path / "train.csv"
+    labels = ["../../escape", "/etc/passwd"]
+    rows = [f"the movie is {'good' if i % 2 else 'bad'},{labels[i % 2]}" for i in range(40)]
+    train.write_text("text,label\n" + "\n".join(rows) + "\n")
+    out = tmp_path / "nested" / "out"
+    before = {p for p in tmp_path.rglob("*")}
+    proc = run_cli(finetune_args(train, tiny_bert, out, "--epochs", "1"), env=ENV)
+    assert proc.returncode == 0, proc.stderr
+    created = {p for p in tmp_path.rglob("*")} - before
+    assert all(p == out.parent or out in p.parents or p == out for p in created), sorted(created)
+    config = json.loads((out / "config.json").read_text())
+    assert sorted(config["id2label"].values()) == sorted(labels)
