@@ -120,6 +120,7 @@ def pretrain(
     console = console or Console()
     layouts = corpus_layouts(corpus, settings)  # cheap checks of every file before anything is written
     overrides = read_config(settings.config, settings.objective) if settings.config else {}
+    check_positions(settings, overrides)
     with TrainingRun(output_dir, settings, console) as run:
         train_docs, valid_docs = run.main_first(lambda: load_documents(layouts, settings, run.cache_dir))
         run.console.info(_corpus_summary(layouts, train_docs, valid_docs))
@@ -235,7 +236,8 @@ def load_documents(layouts: list[Layout], settings: PretrainSettings, cache_dir:
     n_valid = round(len(train) * settings.valid_split)
     if n_valid < 1 or len(train) - n_valid < 1:
         raise InputError(
-            f"{len(train)} documents are too few for --valid-split {settings.valid_split:g}; "
+            f"{_count(len(train), 'document')} {'is' if len(train) == 1 else 'are'} too few for "
+            f"--valid-split {settings.valid_split:g}; "
             "separate documents with blank lines, or pass --valid FILE",
             source=corpus[0].path if len(corpus) == 1 else None,
         )
@@ -246,9 +248,13 @@ def load_documents(layouts: list[Layout], settings: PretrainSettings, cache_dir:
 def _corpus_summary(layouts: list[Layout], train: Any, valid: Any | None) -> str:
     files = ", ".join(x.path for x in layouts)
     lines = sum(len(x) for x in train["lines"]) if len(train) <= 100_000 else None
-    counted = f" ({lines} lines)" if lines is not None else ""
+    counted = f" ({_count(lines, 'line')})" if lines is not None else ""
     held = f", {len(valid)} for validation" if valid is not None else ""
-    return f"{files}: {len(train)} training documents{counted}{held}"
+    return f"{files}: {_count(len(train), 'training document')}{counted}{held}"
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def _texts(documents: Any) -> Iterator[str]:
@@ -342,6 +348,16 @@ def preset(settings: PretrainSettings) -> dict[str, Any]:
     return {"n_layer": size.layers, "n_embd": size.hidden, "n_head": size.heads, "n_positions": POSITIONS["clm"]}
 
 
+def check_positions(settings: PretrainSettings, overrides: dict[str, Any]) -> None:
+    """--block-size must fit the model's position table (the preset's, or the --config's)."""
+    key = "max_position_embeddings" if settings.objective == "mlm" else "n_positions"
+    positions = overrides.get(key, POSITIONS[settings.objective])
+    if not isinstance(positions, int) or positions < 1:
+        raise UsageError(f"--config {settings.config}: {key} must be a positive integer")
+    if settings.block_size > positions:
+        raise UsageError(f"--block-size {settings.block_size} is longer than the model's {positions} positions")
+
+
 def build_config(settings: PretrainSettings, tokenizer: Any, overrides: dict[str, Any]) -> Any:
     """Preset, then --config keys, then what must agree with the tokenizer (vocabulary, special ids)."""
     from transformers import BertConfig, GPT2Config
@@ -358,8 +374,6 @@ def build_config(settings: PretrainSettings, tokenizer: Any, overrides: dict[str
         positions, hidden, heads = config.n_positions, config.n_embd, config.n_head
     if hidden % heads:
         raise UsageError(f"the hidden size ({hidden}) must be a multiple of the attention heads ({heads})")
-    if settings.block_size > positions:
-        raise UsageError(f"--block-size {settings.block_size} is longer than the model's {positions} positions")
     tokenizer.model_max_length = positions
     return config
 
@@ -390,6 +404,11 @@ def architecture_name(model: Any) -> str:
 
 
 def build_examples(train_docs: Any, valid_docs: Any | None, tokenizer: Any, s: PretrainSettings) -> tuple[Any, Any]:
+    if s.nsp and len(train_docs) < 2:
+        raise InputError(
+            "--nsp draws random second sentences from other documents, and the corpus is one document; "
+            "separate documents with blank lines (or one per CSV row)"
+        )
     train = _examples(train_docs, tokenizer, s, "train")
     valid = _examples(valid_docs, tokenizer, s, "valid") if valid_docs is not None else None
     if len(train) == 0:
@@ -624,6 +643,8 @@ def parameter_table(vocab_size: int = 8192) -> list[dict[str, Any]]:
         for size in SIZES:
             s = PretrainSettings(objective=objective, size=size)
             values = {**preset(s), "vocab_size": vocab_size}
+            if objective == "clm":  # GPT-2's end-of-text id is that of the 50257-token vocabulary
+                values.update(bos_token_id=vocab_size - 1, eos_token_id=vocab_size - 1)
             from transformers import BertConfig, BertForMaskedLM, GPT2Config, GPT2LMHeadModel
 
             model: Any = (

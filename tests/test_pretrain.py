@@ -300,7 +300,7 @@ def test_presets_have_the_documented_parameter_counts() -> None:
         ("One line.\n", ["corpus.txt", "--size", "huge"], "unknown --size 'huge'; use tiny, mini, small, base"),
         ("One line.\n", ["corpus.txt", "--config", "gpt2.json"], "is a 'gpt2' config; --objective mlm trains a 'bert'"),
         ("One line.\n", ["corpus.txt", "--block-size", "600"], "--block-size 600 is longer than the model's 512"),
-        ("One line.\nAnd another.\n", ["corpus.txt", "--valid-split", "0.5"], "1 documents are too few for"),
+        ("One line.\nAnd another.\n", ["corpus.txt", "--valid-split", "0.5"], "1 document is too few for"),
     ],
 )
 def test_bad_input_is_one_line_and_leaves_nothing(
