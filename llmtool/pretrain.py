@@ -598,7 +598,7 @@ def _collator(s: PretrainSettings, tokenizer: Any) -> Any:
     if s.objective == "mlm":
         from llmtool.finetune import _MlmCollator
 
-        return _MlmCollator(tokenizer, s.mlm_probability)
+        return _MlmCollator(tokenizer, s.mlm_probability, s.seed)
     return DataCollatorForTokenClassification(tokenizer)  # pads input_ids with the pad token, labels with -100
 
 

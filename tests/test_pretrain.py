@@ -207,7 +207,7 @@ def interrupt_after_first_epoch(args: list[str]) -> tuple[int, str]:
 def test_sigint_then_resume_matches_the_uninterrupted_run(tmp_path: Path, objective: str) -> None:
     corpus = tmp_path / "facts.txt"
     assert run_cli(["corpus", "facts", "--countries", "10", "-o", str(corpus), "-q"]).returncode == 0
-    flags = f"--objective {objective} --block-size 32 --valid-split 0.1 --epochs 3 --seed 3 --json"
+    flags = f"--objective {objective} --block-size 32 --batch-size 8 --valid-split 0.1 --epochs 3 --seed 3 --json"
     common = ["pretrain", str(corpus), *flags.split()]
 
     whole = run_cli([*common, "--output", str(tmp_path / "whole")], env=ENV, timeout=SLOW)
