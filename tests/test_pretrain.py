@@ -25,13 +25,11 @@ from llmtool.corpus import FACTS
 ENV = cli_env(OMP_NUM_THREADS="1")
 SLOW = 900  # seconds a training subprocess may take on a busy machine before the test fails
 
-# A BERT-Tiny with half the width and no dropout learns 50 facts in a few thousand short steps.
-SMALL_BERT = {
-    "hidden_size": 64,
-    "intermediate_size": 256,
-    "hidden_dropout_prob": 0.0,
-    "attention_probs_dropout_prob": 0.0,
-}
+# BERT-Tiny's shape with 4 attention heads instead of 2 and no dropout learns the 50 facts in about
+# 3000 steps, 2 heads in about 3500-4500 (BERT-Tiny's dropout slows memorising further). NSP is
+# learned sooner, and the half-width model is enough for it.
+FACTS_BERT = {"num_attention_heads": 4, "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
+SMALL_BERT = {**FACTS_BERT, "num_attention_heads": 2, "hidden_size": 64, "intermediate_size": 256}
 
 
 @pytest.fixture(scope="module")
@@ -48,6 +46,7 @@ def facts(tmp_path_factory: pytest.TempPathFactory) -> Path:
     ]
     result = run_cli(["corpus", "facts", *out, "-q"])
     assert result.returncode == 0, result.stderr
+    (folder / "facts-bert.json").write_text(json.dumps(FACTS_BERT))
     (folder / "small-bert.json").write_text(json.dumps(SMALL_BERT))
     return folder
 
@@ -78,7 +77,7 @@ def accuracy(hits: dict[str, list[bool]]) -> dict[str, float]:
 def test_mlm_learns_the_facts(facts: Path, tmp_path: Path) -> None:
     model = tmp_path / "bert"
     flags = "--objective mlm --line-by-line --mlm-probability 0.4 --max-steps 4000 --save-steps 1000 --seed 1"
-    pretrain(facts / "facts.txt", model, flags, "--config", str(facts / "small-bert.json"))
+    pretrain(facts / "facts.txt", model, flags, "--config", str(facts / "facts-bert.json"))
 
     france = run_cli(["fill-mask", "--model", str(model), "The capital of France is [MASK]."], env=ENV)
     assert france.returncode == 0, france.stderr
