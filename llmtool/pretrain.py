@@ -37,6 +37,7 @@ ARCHITECTURES = {"mlm": "bert", "clm": "gpt2"}
 TOKENIZER_DIR = "tokenizer"  # where the trained tokenizer is kept (in the run's cache) for the other processes
 MAX_DOCUMENT_LINES = 1000  # a longer document is cut into pieces of this many lines (memory stays bounded)
 SHORT_SEQ_PROB = 0.1  # BERT: share of next-sentence examples made shorter than the block, like fine-tuning inputs
+NSP_PAIRINGS = 5  # BERT's dupe_factor: each document is cut into pairs this many times, each time differently
 
 
 @dataclass(frozen=True)
@@ -135,7 +136,7 @@ def pretrain(
             f"{architecture_name(model)}: {params / 1e6:.2f}M parameters, vocabulary {len(tokenizer)}; "
             f"{len(train_ds)} training examples of up to {settings.block_size} tokens"
         )
-        record = _record(corpus, layouts, settings, config, tokenizer, params, train_docs, valid_docs, examples)
+        record = _record(corpus, layouts, settings, model, tokenizer, params, train_docs, valid_docs, examples)
         return run.train(
             model,
             tokenizer,
@@ -432,7 +433,7 @@ def _examples(docs: Any, tokenizer: Any, s: PretrainSettings, split: str) -> Any
         builder = _NspBuilder(segments, tokenizer, s.block_size, s.seed)
         out = segments.map(
             builder, batched=True, with_indices=True, remove_columns=segments.column_names,
-            new_fingerprint=_fingerprint([*key, "pairs", s.seed]), desc=None,
+            new_fingerprint=_fingerprint([*key, "pairs", s.seed, NSP_PAIRINGS]), desc=None,
         )  # fmt: skip
     else:
         texts = docs.map(
@@ -518,8 +519,10 @@ class _NspBuilder:
     continuation of A half the time (label 0) and text from a random other document otherwise (label 1).
 
     Segments are gathered up to the target length (the block, or with probability 0.1 a shorter one),
-    split at a random segment boundary into A and B; a random B puts the unused segments back. Each
-    batch of documents draws from its own seeded generator, so the pairs do not depend on processes.
+    split at a random segment boundary into A and B; a random B puts the unused segments back. This is
+    done NSP_PAIRINGS times per document with different draws (BERT's dupe_factor), so that the model
+    sees each sentence with several partners rather than memorising one pairing. Each document draws
+    from its own seeded generator, so the pairs do not depend on batches or processes.
     """
 
     def __init__(self, documents: Any, tokenizer: Any, block_size: int, seed: int) -> None:
@@ -531,11 +534,12 @@ class _NspBuilder:
     def __call__(self, batch: dict[str, list[Any]], indices: list[int]) -> dict[str, list[Any]]:
         out: dict[str, list[Any]] = {"input_ids": [], "token_type_ids": [], "next_sentence_label": []}
         for segments, index in zip(batch["segments"], indices, strict=True):
-            rng = random.Random(f"{self.seed}-{index}")
-            for a, b, is_random in self.pairs(segments, index, rng):
-                out["input_ids"].append([self.cls, *a, self.sep, *b, self.sep])
-                out["token_type_ids"].append([0] * (len(a) + 2) + [1] * (len(b) + 1))
-                out["next_sentence_label"].append(int(is_random))
+            for copy in range(NSP_PAIRINGS):
+                rng = random.Random(f"{self.seed}-{copy}-{index}")
+                for a, b, is_random in self.pairs(segments, index, rng):
+                    out["input_ids"].append([self.cls, *a, self.sep, *b, self.sep])
+                    out["token_type_ids"].append([0] * (len(a) + 2) + [1] * (len(b) + 1))
+                    out["next_sentence_label"].append(int(is_random))
         out["attention_mask"] = [[1] * len(ids) for ids in out["input_ids"]]
         return out
 
@@ -609,7 +613,7 @@ def _record(
     corpus: Sequence[str],
     layouts: list[Layout],
     s: PretrainSettings,
-    config: Any,
+    model: Any,
     tokenizer: Any,
     params: int,
     train_docs: Any,
@@ -625,7 +629,7 @@ def _record(
         "valid": s.valid or (f"{s.valid_split:g} of the documents" if s.valid_split else None),
         "size": s.size,
         "config": s.config,
-        "architecture": config.architectures or None,
+        "architecture": architecture_name(model),
         "parameters": params,
         "tokenizer": s.tokenizer or "trained on the corpus",
         "vocab_size": len(tokenizer),
