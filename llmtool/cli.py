@@ -84,6 +84,65 @@ SkipInvalidOpt = Annotated[
 ]
 
 
+# ---------------------------------------------------------------------------- training options
+# Shared by the training commands (finetune, pretrain); each command gives its own defaults.
+
+EpochsOpt = Annotated[float, typer.Option("--epochs", help="Passes over the training data.")]
+MaxStepsOpt = Annotated[
+    int | None, typer.Option("--max-steps", help="Optimizer steps; overrides --epochs.", show_default=False)
+]
+LrOpt = Annotated[float, typer.Option("--lr", help="Peak learning rate (AdamW, linear decay).")]
+TrainBatchOpt = Annotated[int, typer.Option("--batch-size", "-b", help="Examples per device per step.")]
+GradAccumOpt = Annotated[int, typer.Option("--grad-accum", help="Batches per optimizer step.")]
+WarmupOpt = Annotated[float, typer.Option("--warmup-ratio", help="Share of steps warming the rate up.")]
+WeightDecayOpt = Annotated[float, typer.Option("--weight-decay", help="AdamW weight decay.")]
+TrainSeedOpt = Annotated[int, typer.Option("--seed", help="Seed for new weights, split, order, dropout, masking.")]
+Bf16Opt = Annotated[bool, typer.Option("--bf16", help="bfloat16 mixed precision (default: on GPUs that have it).")]
+Fp16Opt = Annotated[bool, typer.Option("--fp16", help="float16 mixed precision (CUDA GPUs).")]
+Fp32Opt = Annotated[bool, typer.Option("--fp32", help="Full precision, even on a GPU.")]
+GradCkptOpt = Annotated[
+    bool, typer.Option("--gradient-checkpointing", help="Less memory, slower: recompute activations.")
+]
+SaveStepsOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--save-steps", help="Evaluate and checkpoint every N steps (default: every epoch).", show_default=False
+    ),
+]
+PatienceOpt = Annotated[
+    int | None, typer.Option("--patience", help="Stop after N evaluations without improvement.", show_default=False)
+]
+LoggingStepsOpt = Annotated[int, typer.Option("--logging-steps", help="Steps between loss readings.")]
+EvalOnStartOpt = Annotated[
+    bool, typer.Option("--eval-on-start", help="Evaluate the model before training too (a baseline).")
+]
+ReportToOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--report-to",
+        help="Trainer integration (tensorboard, wandb, ...); repeatable (default: none).",
+        show_default=False,
+    ),
+]
+OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace a non-empty --output folder.")]
+ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue from the latest checkpoint in --output.")]
+KeepCheckpointsOpt = Annotated[
+    bool, typer.Option("--keep-checkpoints", help="Keep --output/checkpoints after success.")
+]
+TrainDeviceOpt = Annotated[str, typer.Option("--device", help="auto|cpu|cuda.")]
+DataEncodingOpt = Annotated[str, typer.Option("--encoding", help="Text encoding of the data files.")]
+LineByLineOpt = Annotated[
+    bool, typer.Option("--line-by-line", help="clm/mlm: one example per line instead of packed blocks.")
+]
+MlmProbabilityOpt = Annotated[float, typer.Option("--mlm-probability", help="mlm: share of tokens masked.")]
+
+
+def _precision(bf16: bool, fp16: bool, fp32: bool) -> str:
+    if sum((bf16, fp16, fp32)) > 1:
+        raise UsageError("give at most one of --bf16, --fp16, --fp32")
+    return "bf16" if bf16 else "fp16" if fp16 else "fp32" if fp32 else "auto"
+
+
 def _output_format(fmt: str, json_flag: bool) -> OutputFormat:
     if json_flag:
         if fmt not in ("text", "jsonl"):
@@ -776,7 +835,7 @@ def finetune_command(
     label_column: Annotated[
         str | None, typer.Option("--label-column", help="Label column (classify) (default: label).", show_default=False)
     ] = None,
-    encoding: Annotated[str, typer.Option("--encoding", help="Text encoding of the data files.")] = "utf-8",
+    encoding: DataEncodingOpt = "utf-8",
     max_length: Annotated[
         int | None,
         typer.Option(
@@ -789,42 +848,24 @@ def finetune_command(
             "--block-size", help="clm/mlm: tokens per block (default: model limit, up to 1024).", show_default=False
         ),
     ] = None,
-    line_by_line: Annotated[
-        bool, typer.Option("--line-by-line", help="clm/mlm: one example per line instead of packed blocks.")
-    ] = False,
-    mlm_probability: Annotated[float, typer.Option("--mlm-probability", help="mlm: share of tokens masked.")] = 0.15,
-    epochs: Annotated[float, typer.Option("--epochs", help="Passes over the training data.")] = 3.0,
-    max_steps: Annotated[
-        int | None, typer.Option("--max-steps", help="Optimizer steps; overrides --epochs.", show_default=False)
-    ] = None,
-    lr: Annotated[float, typer.Option("--lr", help="Peak learning rate (AdamW, linear decay).")] = 5e-5,
-    batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="Examples per device per step.")] = 16,
-    grad_accum: Annotated[int, typer.Option("--grad-accum", help="Batches per optimizer step.")] = 1,
-    warmup_ratio: Annotated[float, typer.Option("--warmup-ratio", help="Share of steps warming the rate up.")] = 0.0,
-    weight_decay: Annotated[float, typer.Option("--weight-decay", help="AdamW weight decay.")] = 0.0,
-    seed: Annotated[int, typer.Option("--seed", help="Seed for new weights, split, order, dropout, masking.")] = 42,
-    bf16: Annotated[
-        bool, typer.Option("--bf16", help="bfloat16 mixed precision (default: on GPUs that have it).")
-    ] = False,
-    fp16: Annotated[bool, typer.Option("--fp16", help="float16 mixed precision (CUDA GPUs).")] = False,
-    fp32: Annotated[bool, typer.Option("--fp32", help="Full precision, even on a GPU.")] = False,
-    gradient_checkpointing: Annotated[
-        bool, typer.Option("--gradient-checkpointing", help="Less memory, slower: recompute activations.")
-    ] = False,
-    save_steps: Annotated[
-        int | None,
-        typer.Option(
-            "--save-steps", help="Evaluate and checkpoint every N steps (default: every epoch).", show_default=False
-        ),
-    ] = None,
-    patience: Annotated[
-        int | None,
-        typer.Option("--patience", help="Stop after N evaluations without improvement.", show_default=False),
-    ] = None,
-    logging_steps: Annotated[int, typer.Option("--logging-steps", help="Steps between loss readings.")] = 10,
-    eval_on_start: Annotated[
-        bool, typer.Option("--eval-on-start", help="Evaluate the model before training too (a baseline).")
-    ] = False,
+    line_by_line: LineByLineOpt = False,
+    mlm_probability: MlmProbabilityOpt = 0.15,
+    epochs: EpochsOpt = 3.0,
+    max_steps: MaxStepsOpt = None,
+    lr: LrOpt = 5e-5,
+    batch_size: TrainBatchOpt = 16,
+    grad_accum: GradAccumOpt = 1,
+    warmup_ratio: WarmupOpt = 0.0,
+    weight_decay: WeightDecayOpt = 0.0,
+    seed: TrainSeedOpt = 42,
+    bf16: Bf16Opt = False,
+    fp16: Fp16Opt = False,
+    fp32: Fp32Opt = False,
+    gradient_checkpointing: GradCkptOpt = False,
+    save_steps: SaveStepsOpt = None,
+    patience: PatienceOpt = None,
+    logging_steps: LoggingStepsOpt = 10,
+    eval_on_start: EvalOnStartOpt = False,
     best_metric: Annotated[
         str | None,
         typer.Option(
@@ -834,26 +875,17 @@ def finetune_command(
             show_default=False,
         ),
     ] = None,
-    report_to: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--report-to",
-            help="Trainer integration (tensorboard, wandb, ...); repeatable (default: none).",
-            show_default=False,
-        ),
-    ] = None,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a non-empty --output folder.")] = False,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue from the latest checkpoint in --output.")] = False,
-    keep_checkpoints: Annotated[
-        bool, typer.Option("--keep-checkpoints", help="Keep --output/checkpoints after success.")
-    ] = False,
+    report_to: ReportToOpt = None,
+    overwrite: OverwriteOpt = False,
+    resume: ResumeOpt = False,
+    keep_checkpoints: KeepCheckpointsOpt = False,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Check the data and print what would happen; train nothing.")
     ] = False,
     json_flag: Annotated[
         bool, typer.Option("--json", help="Print the final metrics (or the --dry-run report) as JSON.")
     ] = False,
-    device: Annotated[str, typer.Option("--device", help="auto|cpu|cuda.")] = "auto",
+    device: TrainDeviceOpt = "auto",
     revision: RevisionOpt = None,
     offline: OfflineOpt = False,
     allow_pickle: PickleOpt = False,
@@ -870,8 +902,7 @@ def finetune_command(
 
     Example: llmtool finetune reviews.csv --model distilbert-base-uncased --output reviews-model --epochs 2
     """
-    if sum((bf16, fp16, fp32)) > 1:
-        raise UsageError("give at most one of --bf16, --fp16, --fp32")
+    precision = _precision(bf16, fp16, fp32)
     if output is None and not dry_run:
         raise UsageError("--output DIR is required (or --dry-run)")
     from llmtool.finetune import FinetuneSettings, default_model
@@ -896,7 +927,7 @@ def finetune_command(
         warmup_ratio=warmup_ratio,
         weight_decay=weight_decay,
         seed=seed,
-        precision="bf16" if bf16 else "fp16" if fp16 else "fp32" if fp32 else "auto",
+        precision=precision,
         gradient_checkpointing=gradient_checkpointing,
         save_steps=save_steps,
         patience=patience,
@@ -934,6 +965,161 @@ def finetune_command(
         return
     assert output is not None
     result = finetune(train, output, settings, mopts, console)
+    if is_main_process():
+        typer.echo(json_line(result) if json_flag else format_result(result))
+
+
+@app.command("pretrain")
+@_handle_errors
+def pretrain_command(
+    corpus: Annotated[
+        list[str],
+        typer.Argument(
+            help="Text: .txt (a sentence or line per line, blank lines between documents), or .csv/.tsv/.jsonl "
+            "(a text column; a document per row). Several files are read as one corpus.",
+            metavar="CORPUS...",
+            show_default=False,
+        ),
+    ],
+    objective: Annotated[
+        str, typer.Option("--objective", help="mlm: a BERT (masked LM); clm: a GPT-2 (next-token prediction).")
+    ] = "mlm",
+    output: Annotated[
+        str | None, typer.Option("--output", "-o", help="Folder for the new model (required).", show_default=False)
+    ] = None,
+    nsp: Annotated[
+        bool, typer.Option("--nsp", help="mlm: also train BERT's next-sentence head on sentence pairs.")
+    ] = False,
+    size: Annotated[
+        str, typer.Option("--size", help="Model size preset: tiny, mini, small, base (see the README's table).")
+    ] = "tiny",
+    config: Annotated[
+        str | None,
+        typer.Option(
+            "--config",
+            help="config.json: a whole model config, or just the keys that change the --size preset.",
+            metavar="FILE",
+            show_default=False,
+        ),
+    ] = None,
+    tokenizer: Annotated[
+        str | None,
+        typer.Option(
+            "--tokenizer", help="Reuse this tokenizer (folder or Hub id) instead of training one.", show_default=False
+        ),
+    ] = None,
+    vocab_size: Annotated[
+        int, typer.Option("--vocab-size", help="Largest vocabulary of the new tokenizer (WordPiece or byte BPE).")
+    ] = 8192,
+    min_frequency: Annotated[
+        int, typer.Option("--min-frequency", help="Occurrences a merge needs to enter the vocabulary.")
+    ] = 2,
+    block_size: Annotated[int, typer.Option("--block-size", help="Tokens per training example.")] = 128,
+    line_by_line: LineByLineOpt = False,
+    mlm_probability: MlmProbabilityOpt = 0.15,
+    text_column: Annotated[
+        str | None,
+        typer.Option(
+            "--text-column",
+            help="Text column of .csv/.tsv/.jsonl corpora (default: text, then sentence, then the only one).",
+            show_default=False,
+        ),
+    ] = None,
+    valid: Annotated[
+        str | None,
+        typer.Option("--valid", help="Validation corpus (default: --valid-split of the corpus).", show_default=False),
+    ] = None,
+    valid_split: Annotated[
+        float, typer.Option("--valid-split", help="Share of the documents held out for validation (seeded); 0: none.")
+    ] = 0.0,
+    encoding: DataEncodingOpt = "utf-8",
+    epochs: EpochsOpt = 10.0,
+    max_steps: MaxStepsOpt = None,
+    lr: LrOpt = 1e-3,
+    batch_size: TrainBatchOpt = 32,
+    grad_accum: GradAccumOpt = 1,
+    warmup_ratio: WarmupOpt = 0.05,
+    weight_decay: WeightDecayOpt = 0.01,
+    seed: TrainSeedOpt = 42,
+    bf16: Bf16Opt = False,
+    fp16: Fp16Opt = False,
+    fp32: Fp32Opt = False,
+    gradient_checkpointing: GradCkptOpt = False,
+    save_steps: SaveStepsOpt = None,
+    patience: PatienceOpt = None,
+    logging_steps: LoggingStepsOpt = 10,
+    eval_on_start: EvalOnStartOpt = False,
+    report_to: ReportToOpt = None,
+    overwrite: OverwriteOpt = False,
+    resume: ResumeOpt = False,
+    keep_checkpoints: KeepCheckpointsOpt = False,
+    json_flag: Annotated[bool, typer.Option("--json", help="Print the final metrics as JSON.")] = False,
+    device: TrainDeviceOpt = "auto",
+    offline: OfflineOpt = False,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Pre-train a new BERT (mlm, optionally with --nsp) or GPT-2 (clm) from scratch on a text corpus.
+
+    A tokenizer is trained on the corpus first (WordPiece for mlm, byte-level BPE for clm) unless
+    --tokenizer is given. The model goes to --output in safetensors, ready for fill-mask, generate,
+    next-sentence, finetune and AutoModel*.from_pretrained, with metrics.json and llmtool_settings.json.
+
+    Runs unchanged under torchrun and accelerate launch. Ctrl-C saves a checkpoint; --resume continues from it.
+
+    Example: llmtool corpus facts -o facts.txt && llmtool pretrain facts.txt --objective mlm --output facts-bert
+    """
+    precision = _precision(bf16, fp16, fp32)
+    if output is None:
+        raise UsageError("--output DIR is required")
+    from llmtool.pretrain import PretrainSettings
+
+    settings = PretrainSettings(
+        objective=objective,
+        nsp=nsp,
+        size=size,
+        config=config,
+        tokenizer=tokenizer,
+        vocab_size=vocab_size,
+        min_frequency=min_frequency,
+        block_size=block_size,
+        line_by_line=line_by_line,
+        mlm_probability=mlm_probability,
+        text_column=text_column,
+        valid=valid,
+        valid_split=valid_split,
+        encoding=_encoding(encoding),
+        epochs=epochs,
+        max_steps=max_steps,
+        lr=lr,
+        batch_size=batch_size,
+        grad_accum=grad_accum,
+        warmup_ratio=warmup_ratio,
+        weight_decay=weight_decay,
+        seed=seed,
+        precision=precision,
+        gradient_checkpointing=gradient_checkpointing,
+        save_steps=save_steps,
+        patience=patience,
+        logging_steps=logging_steps,
+        eval_on_start=eval_on_start,
+        report_to=list(report_to) if report_to else ["none"],
+        device=device,
+        overwrite=overwrite,
+        resume=resume,
+        keep_checkpoints=keep_checkpoints,
+    )
+    settings.check()
+    console = Console(quiet, verbose)
+    from llmtool.models import prepare_environment
+
+    prepare_environment(offline, verbose)
+    from llmtool.finetune import format_result
+    from llmtool.pretrain import pretrain
+    from llmtool.streams import json_line
+    from llmtool.training import is_main_process
+
+    result = pretrain(corpus, output, settings, console)
     if is_main_process():
         typer.echo(json_line(result) if json_flag else format_result(result))
 

@@ -100,7 +100,7 @@ def finetune(
         tokenizer, model = _load(settings, model_options, data)
         limit = _length_limit(settings, tokenizer, model)
         train_ds, valid_ds = run.main_first(lambda: _tokenize_all(data, tokenizer, settings, limit, model_options))
-        collator = _collator(settings.task, tokenizer, settings.mlm_probability)
+        collator = _collator(settings.task, tokenizer, settings.mlm_probability, settings.seed)
         record = _record(train_path, settings, model_options, data, limit, len(train_ds), valid_ds)
         result = run.train(
             model,
@@ -310,47 +310,82 @@ def _mask_once(dataset: Any, tokenizer: Any, probability: float, seed: int) -> A
     so validation losses are comparable across epochs and across a resume."""
     import numpy as np
 
-    special = set(tokenizer.all_special_ids)
-    mask_id, vocab = tokenizer.mask_token_id, len(tokenizer)
+    masker = _Masker(tokenizer, probability)
 
     def mask(batch: dict[str, list[Any]], indices: list[int]) -> dict[str, Any]:
         inputs, labels = [], []
         for ids, index in zip(batch["input_ids"], indices, strict=True):
-            rng = np.random.default_rng([seed, index])
-            ids = np.array(ids)
-            chosen = (rng.random(len(ids)) < probability) & ~np.isin(ids, list(special))
-            label = np.where(chosen, ids, -100)
-            roll = rng.random(len(ids))
-            ids = np.where(chosen & (roll < 0.8), mask_id, ids)  # 80% [MASK]
-            swap = chosen & (roll >= 0.8) & (roll < 0.9)  # 10% a random token, 10% unchanged
-            ids = np.where(swap, rng.integers(0, vocab, len(ids)), ids)
-            inputs.append(ids.tolist())
-            labels.append(label.tolist())
+            masked, label = masker(ids, np.random.default_rng([seed, index]))
+            inputs.append(masked)
+            labels.append(label)
         return {"input_ids": inputs, "labels": labels}
 
     return dataset.map(mask, batched=True, with_indices=True, desc=None)
 
 
-class _MlmCollator:
-    """Random masking for training batches; validation batches arrive masked and are only padded."""
+class _Masker:
+    """BERT's masking of one example: ``probability`` of the non-special tokens are chosen; of those,
+    80% become [MASK], 10% a random token, 10% stay. Returns the inputs and the labels (-100: not chosen)."""
 
     def __init__(self, tokenizer: Any, probability: float) -> None:
-        from transformers import DataCollatorForLanguageModeling, DataCollatorForTokenClassification
+        self.special = sorted(set(tokenizer.all_special_ids))
+        self.mask_id, self.vocab, self.probability = tokenizer.mask_token_id, len(tokenizer), probability
 
-        self.masking = DataCollatorForLanguageModeling(tokenizer, mlm=True, mlm_probability=probability)
+    def __call__(self, ids: Any, rng: Any) -> tuple[list[int], list[int]]:
+        import numpy as np
+
+        ids = np.asarray(ids)
+        chosen = (rng.random(len(ids)) < self.probability) & ~np.isin(ids, self.special)
+        label = np.where(chosen, ids, -100)
+        roll = rng.random(len(ids))
+        ids = np.where(chosen & (roll < 0.8), self.mask_id, ids)  # 80% [MASK]
+        swap = chosen & (roll >= 0.8) & (roll < 0.9)  # 10% a random token, 10% unchanged
+        ids = np.where(swap, rng.integers(0, self.vocab, len(ids)), ids)
+        return ids.tolist(), label.tolist()
+
+
+class _MlmCollator:
+    """Masking for training batches, drawn afresh for each example in each epoch; validation batches
+    arrive masked and are only padded.
+
+    The draws come from a generator seeded by (seed, epoch, the example's tokens), not from the global
+    random state: so the masks do not depend on batch order or on which batches a resumed run skips,
+    and a run resumed from a checkpoint masks exactly as the uninterrupted run did. The training
+    machinery tells the collator the epoch (``set_epoch``, like a distributed sampler).
+    """
+
+    def __init__(self, tokenizer: Any, probability: float, seed: int = 42) -> None:
+        from transformers import DataCollatorForTokenClassification
+
+        self.masker = _Masker(tokenizer, probability)
         self.padding = DataCollatorForTokenClassification(tokenizer)
+        self.seed, self.epoch = seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
 
     def __call__(self, features: list[dict[str, Any]]) -> Any:
-        return self.padding(features) if "labels" in features[0] else self.masking(features)
+        if "labels" in features[0]:
+            return self.padding(features)
+        import zlib
+
+        import numpy as np
+
+        masked = []
+        for feature in features:
+            key = zlib.crc32(np.asarray(feature["input_ids"], dtype=np.int64).tobytes())
+            ids, labels = self.masker(feature["input_ids"], np.random.default_rng([self.seed, self.epoch, key]))
+            masked.append({**feature, "input_ids": ids, "labels": labels})
+        return self.padding(masked)
 
 
-def _collator(task: str, tokenizer: Any, mlm_probability: float = 0.15) -> Any:
+def _collator(task: str, tokenizer: Any, mlm_probability: float = 0.15, seed: int = 42) -> Any:
     from transformers import DataCollatorForLanguageModeling, DataCollatorWithPadding
 
     if task == "classify":
         return DataCollatorWithPadding(tokenizer)
     if task == "mlm":
-        return _MlmCollator(tokenizer, mlm_probability)
+        return _MlmCollator(tokenizer, mlm_probability, seed)
     return DataCollatorForLanguageModeling(tokenizer, mlm=False)
 
 

@@ -445,6 +445,8 @@ class TrainingRun:
             from transformers import EarlyStoppingCallback
 
             callbacks.append(EarlyStoppingCallback(early_stopping_patience=s.patience))
+        if callable(getattr(data_collator, "set_epoch", None)):
+            callbacks.append(_EpochToCollator(data_collator))
         stopper = _GracefulStop(self.console)
         reporter = _Reporter(self.console, derived_metrics)
         trainer = Trainer(
@@ -712,6 +714,17 @@ def _write_failure(exc: BaseException, folder: Path) -> BaseException:
     if shutil.disk_usage(folder).free < 64 * 1024 * 1024:
         return LlmtoolError(f"no space left on device writing a checkpoint in {folder}")
     return LlmtoolError(f"could not write a checkpoint in {folder}: {' '.join(text.split())}")
+
+
+class _EpochToCollator(_LazyCallback):
+    """Tells a collator with ``set_epoch`` (random masking drawn per example and epoch) which epoch runs,
+    before its first batch is drawn: also for the epoch a resumed run continues in the middle of."""
+
+    def __init__(self, collator: Any) -> None:
+        self.collator = collator
+
+    def on_epoch_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.collator.set_epoch(math.floor((state.epoch or 0) + 1e-6))
 
 
 class _GracefulStop(_LazyCallback):

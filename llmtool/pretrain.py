@@ -1,0 +1,667 @@
+"""``llmtool pretrain``: a BERT (masked LM, optionally with next-sentence prediction) or a GPT-2
+(causal LM) trained from scratch on a text corpus, tokenizer included.
+
+The steps, each checked before the next costs anything:
+
+1. read the corpus files (checked like ``finetune``'s data: :mod:`llmtool.data`) into documents
+   (a ``.txt`` file: one sentence or line per line, a blank line between documents; a CSV or
+   JSONL text column: one document per row), stored as Arrow on disk;
+2. train a tokenizer on them (:mod:`llmtool.tokenizer_train`), or reuse one (``--tokenizer``);
+3. build a model config from a size preset (``--size``) and/or a ``config.json`` (``--config``),
+   with new random weights;
+4. turn documents into examples: packed blocks, one line each, or BERT's sentence pairs;
+5. train with the shared machinery (:mod:`llmtool.training`: progress, Ctrl-C checkpoints,
+   ``--resume``, atomic output, distributed runs) and save a standard Transformers folder that
+   ``fill-mask``, ``generate``, ``next-sentence``, ``finetune`` and ``AutoModel*`` load.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from llmtool.data import ColumnSpec, Layout, fingerprint, quiet_datasets, resolve_layout
+from llmtool.errors import InputError, ModelError, UsageError
+from llmtool.streams import Console
+from llmtool.tokenizer_train import TokenizerOptions, check_pretrained_tokenizer, train_tokenizer
+from llmtool.training import TrainingRun, TrainSettings, perplexity, world_size
+
+OBJECTIVES = ("mlm", "clm")
+ARCHITECTURES = {"mlm": "bert", "clm": "gpt2"}
+TOKENIZER_DIR = "tokenizer"  # where the trained tokenizer is kept (in the run's cache) for the other processes
+MAX_DOCUMENT_LINES = 1000  # a longer document is cut into pieces of this many lines (memory stays bounded)
+SHORT_SEQ_PROB = 0.1  # BERT: share of next-sentence examples made shorter than the block, like fine-tuning inputs
+NSP_PAIRINGS = 5  # BERT's dupe_factor: each document is cut into pairs this many times, each time differently
+
+
+@dataclass(frozen=True)
+class Size:
+    """The shape of a size preset; the feed-forward layer is 4 x hidden wide, as in BERT and GPT-2."""
+
+    layers: int
+    hidden: int
+    heads: int
+
+
+# BERT-Tiny/Mini/Small/Base (Turc et al. 2019, "Well-Read Students Learn Better"); GPT-2 gets the same
+# shapes, and "base" is GPT-2's smallest released model (124M parameters with its 50257-token vocabulary).
+SIZES: dict[str, Size] = {
+    "tiny": Size(layers=2, hidden=128, heads=2),
+    "mini": Size(layers=4, hidden=256, heads=4),
+    "small": Size(layers=4, hidden=512, heads=8),
+    "base": Size(layers=12, hidden=768, heads=12),
+}
+POSITIONS = {"mlm": 512, "clm": 1024}  # the context of every preset: BERT's 512 tokens, GPT-2's 1024
+
+
+@dataclass
+class PretrainSettings(TrainSettings):
+    """``TrainSettings`` plus what pre-training reads and builds. Defaults differ from fine-tuning:
+    new weights learn with a larger rate, warm-up and weight decay, for more epochs."""
+
+    objective: str = "mlm"  # mlm: BERT (masked LM), clm: GPT-2 (next-token prediction)
+    nsp: bool = False  # mlm: also train BERT's next-sentence head on sentence pairs (BERT's original recipe)
+    size: str = "tiny"  # tiny | mini | small | base (see SIZES)
+    config: str | None = None  # config.json: a whole model config, or only the keys that change the preset
+    tokenizer: str | None = None  # reuse this tokenizer (folder or Hub id) instead of training one
+    vocab_size: int = 8192  # the largest vocabulary the new tokenizer may learn
+    min_frequency: int = 2  # a merge must occur this often in the corpus to enter the vocabulary
+    block_size: int = 128  # tokens per training example
+    line_by_line: bool = False  # one example per line (truncated to block_size) instead of packed blocks
+    mlm_probability: float = 0.15  # mlm: share of tokens masked (BERT: 0.15)
+    text_column: str | None = None  # CSV/JSONL text column; None: 'text', then 'sentence', then the only one
+    valid: str | None = None  # validation corpus; None: split off valid_split of the documents
+    valid_split: float = 0.0  # share of the documents held out for validation (seeded); 0: none
+    encoding: str = "utf-8"  # text encoding of the corpus files
+    num_proc: int | None = None  # tokenization processes; None: one (several for big corpora, see finetune)
+    # Pre-training defaults (fields of TrainSettings given new values)
+    epochs: float = 10.0  # passes over the corpus
+    lr: float = 1e-3  # peak learning rate: right for the small presets; use ~1e-4 for base
+    batch_size: int = 32  # examples per device per step
+    warmup_ratio: float = 0.05  # share of steps spent warming the rate up (new weights need it)
+    weight_decay: float = 0.01  # AdamW weight decay, as BERT and GPT-2 used
+
+    def check(self) -> None:
+        super().check()
+        if self.objective not in OBJECTIVES:
+            raise UsageError(f"unknown --objective {self.objective!r}; use mlm or clm")
+        if self.nsp and self.objective != "mlm":
+            raise UsageError("--nsp (next-sentence prediction) goes with --objective mlm")
+        if self.nsp and self.line_by_line:
+            raise UsageError("--nsp builds sentence pairs; it does not go with --line-by-line")
+        if self.size not in SIZES:
+            raise UsageError(f"unknown --size {self.size!r}; use {', '.join(SIZES)}")
+        if self.tokenizer is not None and (self.vocab_size != 8192 or self.min_frequency != 2):
+            raise UsageError("--vocab-size and --min-frequency train a new tokenizer; they do not go with --tokenizer")
+        TokenizerOptions(self.vocab_size, self.min_frequency).check()
+        if self.block_size < 8:
+            raise UsageError("--block-size must be at least 8")
+        if not 0 < self.mlm_probability < 1:
+            raise UsageError("--mlm-probability must be between 0 and 1")
+        if self.valid is None and not 0 <= self.valid_split < 1:
+            raise UsageError(f"--valid-split must be in [0, 1) (got {self.valid_split})")
+        if self.num_proc is not None and self.num_proc < 1:
+            raise UsageError("--num-proc must be at least 1")
+
+
+# --------------------------------------------------------------------------- the command
+
+
+def pretrain(
+    corpus: Sequence[str], output_dir: str, settings: PretrainSettings, console: Console | None = None
+) -> dict[str, Any]:
+    """Pre-train a new model on the ``corpus`` files; write it to ``output_dir``; return the final metrics."""
+    settings.check()
+    console = console or Console()
+    layouts = corpus_layouts(corpus, settings)  # cheap checks of every file before anything is written
+    overrides = read_config(settings.config, settings.objective) if settings.config else {}
+    check_positions(settings, overrides)
+    with TrainingRun(output_dir, settings, console) as run:
+        train_docs, valid_docs = run.main_first(lambda: load_documents(layouts, settings, run.cache_dir))
+        run.console.info(_corpus_summary(layouts, train_docs, valid_docs))
+        resume_from = run.folder.latest_checkpoint() if settings.resume else None
+        tokenizer = run.main_first(lambda: _tokenizer(settings, train_docs, run.cache_dir, resume_from))
+        config = build_config(settings, tokenizer, overrides)
+        model = new_model(config, settings)
+        examples = run.main_first(lambda: build_examples(train_docs, valid_docs, tokenizer, settings))
+        train_ds, valid_ds = examples
+        params = count_parameters(model)
+        run.console.info(
+            f"{architecture_name(model)}: {params / 1e6:.2f}M parameters, vocabulary {len(tokenizer)}; "
+            f"{len(train_ds)} training examples of up to {settings.block_size} tokens"
+        )
+        record = _record(corpus, layouts, settings, model, tokenizer, params, train_docs, valid_docs, examples)
+        return run.train(
+            model,
+            tokenizer,
+            train_ds,
+            valid_ds,
+            _collator(settings, tokenizer),
+            best_metric="loss",
+            derived_metrics=perplexity,
+            record=record,
+            summary={"task": objective_name(settings), "parameters": params},
+        )
+
+
+def objective_name(settings: PretrainSettings) -> str:
+    return "mlm+nsp" if settings.nsp else settings.objective
+
+
+# --------------------------------------------------------------------------- corpus -> documents
+
+
+def corpus_layouts(paths: Sequence[str], settings: PretrainSettings) -> list[Layout]:
+    """Each corpus file checked (exists, not empty, header and text column) before anything is read in full."""
+    if not paths:
+        raise UsageError("give at least one CORPUS file")
+    files = [*paths, settings.valid] if settings.valid else list(paths)
+    layouts = []
+    for path in files:
+        table = Path(path).suffix.lower() in (".csv", ".tsv", ".jsonl", ".ndjson")
+        spec = ColumnSpec(text=settings.text_column if table else None)
+        layouts.append(resolve_layout(path, settings.objective, spec, settings.encoding))  # type: ignore[arg-type]
+    return layouts
+
+
+def iter_documents(layout: Layout) -> Iterator[dict[str, Any]]:
+    """``{"lines": [...], "line": N}`` per document: a .txt file's blank-line-separated paragraphs
+    (cut every MAX_DOCUMENT_LINES lines), or one table row (its text's lines)."""
+    from llmtool.data import iter_rows
+    from llmtool.streams import decode_lines
+
+    if layout.kind != "lines":
+        for row in iter_rows(layout):
+            yield {"lines": [line for line in row["text"].splitlines() if line.strip()], "line": row["line"]}
+        return
+    lines: list[str] = []
+    start = 0
+    with open(layout.path, "rb") as binary:
+        for lineno, line in decode_lines(binary, layout.path, layout.encoding):
+            if line.strip():
+                if not lines:
+                    start = lineno
+                lines.append(line)
+            if lines and (not line.strip() or len(lines) == MAX_DOCUMENT_LINES):
+                yield {"lines": lines, "line": start}
+                lines = []
+    if lines:
+        yield {"lines": lines, "line": start}
+
+
+def _generate_documents(layouts_json: str) -> Iterator[dict[str, Any]]:
+    """The generator for ``Dataset.from_generator``; module level so that it pickles."""
+    for layout in json.loads(layouts_json):
+        yield from iter_documents(Layout(**layout))
+
+
+def _documents_dataset(layouts: list[Layout], cache_dir: str) -> Any:
+    from datasets import Dataset, Features, Sequence, Value
+
+    for layout in layouts:  # datasets fails obscurely on an empty generator: say which file is empty
+        if next(iter_documents(layout), None) is None:
+            raise InputError("no text (only blank lines, or only a header)", source=layout.path)
+    quiet_datasets()
+    key = hashlib.sha256(json.dumps([fingerprint(x) for x in layouts] + [MAX_DOCUMENT_LINES]).encode()).hexdigest()
+    try:
+        return Dataset.from_generator(
+            _generate_documents,
+            features=Features({"lines": Sequence(Value("string")), "line": Value("int64")}),
+            gen_kwargs={"layouts_json": json.dumps([asdict(x) for x in layouts])},
+            cache_dir=cache_dir,
+            fingerprint=key[:32],
+        )
+    except Exception as exc:  # datasets wraps what the generator raised
+        from llmtool.data import _llmtool_cause
+
+        cause = _llmtool_cause(exc)
+        if cause is not None:
+            raise cause from None
+        raise
+
+
+def load_documents(layouts: list[Layout], settings: PretrainSettings, cache_dir: str) -> tuple[Any, Any | None]:
+    """Training and validation documents (Arrow, on disk): the --valid file, or a seeded share of the corpus."""
+    corpus = layouts[:-1] if settings.valid else layouts
+    train = _documents_dataset(corpus, cache_dir)
+    if settings.valid:
+        return train, _documents_dataset(layouts[-1:], cache_dir)
+    if settings.valid_split == 0:
+        return train, None
+    n_valid = round(len(train) * settings.valid_split)
+    if n_valid < 1 or len(train) - n_valid < 1:
+        raise InputError(
+            f"{_count(len(train), 'document')} {'is' if len(train) == 1 else 'are'} too few for "
+            f"--valid-split {settings.valid_split:g}; "
+            "separate documents with blank lines, or pass --valid FILE",
+            source=corpus[0].path if len(corpus) == 1 else None,
+        )
+    split = train.train_test_split(test_size=n_valid, seed=settings.seed, shuffle=True)
+    return split["train"], split["test"]
+
+
+def _corpus_summary(layouts: list[Layout], train: Any, valid: Any | None) -> str:
+    files = ", ".join(x.path for x in layouts)
+    lines = sum(len(x) for x in train["lines"]) if len(train) <= 100_000 else None
+    counted = f" ({_count(lines, 'line')})" if lines is not None else ""
+    held = f", {len(valid)} for validation" if valid is not None else ""
+    return f"{files}: {_count(len(train), 'training document')}{counted}{held}"
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def _texts(documents: Any) -> Iterator[str]:
+    for batch in documents.iter(batch_size=1000):
+        for lines in batch["lines"]:
+            yield from lines
+
+
+# --------------------------------------------------------------------------- tokenizer
+
+
+def _tokenizer(settings: PretrainSettings, documents: Any, cache_dir: str, resume_from: str | None) -> Any:
+    """The run's tokenizer: the one in the checkpoint being resumed, the one asked for, or a new one.
+
+    A new one is saved in the run's cache, so that the other processes of a distributed run (which
+    call this after the main process) load the very same vocabulary instead of learning their own.
+    """
+    from transformers import AutoTokenizer
+
+    saved = Path(cache_dir) / TOKENIZER_DIR
+    for folder in (Path(resume_from) if resume_from else None, saved):
+        if folder is not None and (folder / "tokenizer_config.json").is_file():
+            return _usable(AutoTokenizer.from_pretrained(str(folder)), settings, str(folder))
+    if settings.tokenizer is not None:
+        return _usable(_load_tokenizer(settings.tokenizer), settings, settings.tokenizer)
+    options = TokenizerOptions(
+        vocab_size=settings.vocab_size,
+        min_frequency=settings.min_frequency,
+        model_max_length=POSITIONS[settings.objective],
+    )
+    tokenizer = train_tokenizer(_texts(documents), settings.objective, options)  # type: ignore[arg-type]
+    tokenizer.save_pretrained(str(saved))
+    return _usable(tokenizer, settings, "the new tokenizer")
+
+
+def _load_tokenizer(name: str) -> Any:
+    from llmtool.models import ModelOptions, load_tokenizer
+
+    folder = Path(name).expanduser()
+    if folder.exists() and not folder.is_dir():
+        raise ModelError(f"--tokenizer {name}: a file; pass the folder that holds tokenizer.json")
+    # A tokenizer folder needs no config.json, so a folder is loaded as is (no model checks).
+    return load_tokenizer(ModelOptions(model=name), str(folder) if folder.is_dir() else None)
+
+
+def _usable(tokenizer: Any, settings: PretrainSettings, source: str) -> Any:
+    check_pretrained_tokenizer(tokenizer, settings.objective, source)  # type: ignore[arg-type]
+    if tokenizer.pad_token is None:
+        # GPT-2 has no padding token; batches of lines need one, and padded positions are never learned.
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+# --------------------------------------------------------------------------- model
+
+
+def read_config(path: str, objective: str) -> dict[str, Any]:
+    """A config.json: all of a model's config, or just the keys that change the --size preset."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UsageError(f"--config {path}: no such file") from None
+    except IsADirectoryError:
+        raise UsageError(f"--config {path}: a folder; pass its config.json") from None
+    try:
+        values = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"not valid JSON: {exc.msg}", source=path, line=exc.lineno, column=exc.colno) from None
+    if not isinstance(values, dict):
+        raise InputError("expected a JSON object of config keys", source=path)
+    model_type = values.get("model_type", ARCHITECTURES[objective])
+    if model_type != ARCHITECTURES[objective]:
+        raise UsageError(
+            f"--config {path} is a {model_type!r} config; --objective {objective} trains "
+            f"a {ARCHITECTURES[objective]!r} model"
+        )
+    return values
+
+
+def preset(settings: PretrainSettings) -> dict[str, Any]:
+    """The config keys of the --size preset, in the architecture's own names."""
+    size = SIZES[settings.size]
+    if settings.objective == "mlm":
+        return {
+            "num_hidden_layers": size.layers,
+            "hidden_size": size.hidden,
+            "num_attention_heads": size.heads,
+            "intermediate_size": 4 * size.hidden,
+            "max_position_embeddings": POSITIONS["mlm"],
+        }
+    return {"n_layer": size.layers, "n_embd": size.hidden, "n_head": size.heads, "n_positions": POSITIONS["clm"]}
+
+
+def check_positions(settings: PretrainSettings, overrides: dict[str, Any]) -> None:
+    """--block-size must fit the model's position table (the preset's, or the --config's)."""
+    key = "max_position_embeddings" if settings.objective == "mlm" else "n_positions"
+    positions = overrides.get(key, POSITIONS[settings.objective])
+    if not isinstance(positions, int) or positions < 1:
+        raise UsageError(f"--config {settings.config}: {key} must be a positive integer")
+    if settings.block_size > positions:
+        raise UsageError(f"--block-size {settings.block_size} is longer than the model's {positions} positions")
+
+
+def build_config(settings: PretrainSettings, tokenizer: Any, overrides: dict[str, Any]) -> Any:
+    """Preset, then --config keys, then what must agree with the tokenizer (vocabulary, special ids)."""
+    from transformers import BertConfig, GPT2Config
+
+    values = {**preset(settings), **{k: v for k, v in overrides.items() if k not in ("model_type", "architectures")}}
+    values["vocab_size"] = len(tokenizer)
+    if settings.objective == "mlm":
+        values["pad_token_id"] = tokenizer.pad_token_id
+        config: Any = BertConfig(**values)
+        positions, hidden, heads = config.max_position_embeddings, config.hidden_size, config.num_attention_heads
+    else:
+        values.update(bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id)
+        config = GPT2Config(**values)
+        positions, hidden, heads = config.n_positions, config.n_embd, config.n_head
+    if hidden % heads:
+        raise UsageError(f"the hidden size ({hidden}) must be a multiple of the attention heads ({heads})")
+    tokenizer.model_max_length = positions
+    return config
+
+
+def new_model(config: Any, settings: PretrainSettings) -> Any:
+    """New random weights (seeded by --seed): BertForPreTraining (with --nsp), BertForMaskedLM or GPT2LMHeadModel."""
+    import transformers
+
+    from llmtool.models import set_seed
+
+    name = "GPT2LMHeadModel" if settings.objective == "clm" else "BertForMaskedLM"
+    if settings.nsp:
+        name = "BertForPreTraining"
+    set_seed(settings.seed)
+    return getattr(transformers, name)(config)
+
+
+def count_parameters(model: Any) -> int:
+    """Distinct parameters (tied input and output embeddings count once), as in the README's table."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def architecture_name(model: Any) -> str:
+    return type(model).__name__
+
+
+# --------------------------------------------------------------------------- documents -> examples
+
+
+def build_examples(train_docs: Any, valid_docs: Any | None, tokenizer: Any, s: PretrainSettings) -> tuple[Any, Any]:
+    if s.nsp and len(train_docs) < 2:
+        raise InputError(
+            "--nsp draws random second sentences from other documents, and the corpus is one document; "
+            "separate documents with blank lines (or one per CSV row)"
+        )
+    train = _examples(train_docs, tokenizer, s, "train")
+    valid = _examples(valid_docs, tokenizer, s, "valid") if valid_docs is not None else None
+    if len(train) == 0:
+        raise UsageError(f"the corpus is shorter than one --block-size block ({s.block_size} tokens); lower it")
+    if valid is not None and len(valid) == 0:
+        raise UsageError("the validation documents are shorter than one --block-size block; lower it")
+    return train, valid
+
+
+def _examples(docs: Any, tokenizer: Any, s: PretrainSettings, split: str) -> Any:
+    """Token ids per example: packed blocks (default), lines (--line-by-line) or sentence pairs (--nsp)."""
+    from llmtool.finetune import _BlockPacker, _LineEncoder, _mask_once
+
+    key = [docs._fingerprint, _tokenizer_hash(tokenizer), s.objective, s.nsp, s.block_size, s.line_by_line, split]
+    procs = _num_proc(s, len(docs))
+    if s.nsp:
+        segments = docs.map(
+            _SegmentEncoder(tokenizer), batched=True, remove_columns=docs.column_names, num_proc=procs,
+            new_fingerprint=_fingerprint([*key, "segments"]), desc=None,
+        )  # fmt: skip
+        builder = _NspBuilder(segments, tokenizer, s.block_size, s.seed)
+        out = segments.map(
+            builder, batched=True, with_indices=True, remove_columns=segments.column_names,
+            new_fingerprint=_fingerprint([*key, "pairs", s.seed, NSP_PAIRINGS]), desc=None,
+        )  # fmt: skip
+    else:
+        texts = docs.map(
+            _lines if s.line_by_line else _joined, batched=True, remove_columns=docs.column_names,
+            new_fingerprint=_fingerprint([*key, "texts"]), desc=None,
+        )  # fmt: skip
+        encoder = _LineEncoder(tokenizer, s.block_size if s.line_by_line else None, s.objective)
+        out = texts.map(
+            encoder, batched=True, remove_columns=texts.column_names, num_proc=procs,
+            new_fingerprint=_fingerprint([*key, "ids"]), desc=None,
+        )  # fmt: skip
+        if not s.line_by_line:
+            out = out.map(
+                _BlockPacker(s.block_size), batched=True, batch_size=1000, remove_columns=out.column_names,
+                new_fingerprint=_fingerprint([*key, "blocks"]), desc=None,
+            )  # fmt: skip
+    if s.objective == "clm":
+        out = out.map(_with_labels, batched=True, new_fingerprint=_fingerprint([*key, "labels"]), desc=None)
+    elif split == "valid":
+        out = _mask_once(out, tokenizer, s.mlm_probability, s.seed)
+    return out
+
+
+def _lines(batch: dict[str, list[Any]]) -> dict[str, list[str]]:
+    return {"text": [line for lines in batch["lines"] for line in lines]}
+
+
+def _joined(batch: dict[str, list[Any]]) -> dict[str, list[str]]:
+    """A document's lines as one text: a newline between lines, so a causal LM learns where lines end."""
+    return {"text": ["\n".join(lines) for lines in batch["lines"]]}
+
+
+def _with_labels(batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
+    """clm labels: the inputs themselves (the model shifts them). Given explicitly so that padding, and
+    only padding, is ignored: GPT-2 pads with its end-of-text token, which must still be learned."""
+    return {"labels": [list(ids) for ids in batch["input_ids"]]}
+
+
+def _num_proc(s: PretrainSettings, rows: int) -> int | None:
+    from llmtool.finetune import BIG_DATA_ROWS
+
+    if s.num_proc is not None:
+        return s.num_proc if s.num_proc > 1 else None
+    cores = os.cpu_count() or 1
+    return min(cores, 8) if rows >= BIG_DATA_ROWS and cores > 1 else None
+
+
+def _fingerprint(key: list[Any]) -> str:
+    return hashlib.sha256(json.dumps(key, default=str).encode()).hexdigest()[:32]
+
+
+def _tokenizer_hash(tokenizer: Any) -> str:
+    return hashlib.sha256(tokenizer.backend_tokenizer.to_str().encode()).hexdigest()[:16]
+
+
+class _SegmentEncoder:
+    """Each document as a list of segments (its lines; a single-line document split into sentences),
+    as token ids without special tokens: the units BERT's next-sentence pairs are cut between."""
+
+    def __init__(self, tokenizer: Any) -> None:
+        self.tokenizer = tokenizer
+
+    def __call__(self, batch: dict[str, list[Any]]) -> dict[str, Any]:
+        docs = [lines if len(lines) > 1 else split_sentences(" ".join(lines)) for lines in batch["lines"]]
+        flat = [segment for doc in docs for segment in doc]
+        ids = iter(self.tokenizer(flat, add_special_tokens=False)["input_ids"]) if flat else iter([])
+        return {"segments": [[list(next(ids)) for _ in doc] for doc in docs]}
+
+
+def split_sentences(text: str) -> list[str]:
+    """A rough sentence split (after . ! ? before a capital or digit); enough to pair sentences of a paragraph."""
+    import re
+
+    parts = re.split(r"(?<=[.!?])\s+(?=[\"'(\[]?[A-Z0-9])", text.strip())
+    return [p for p in parts if p.strip()]
+
+
+Pair = tuple[list[int], list[int], bool]  # tokens of A, tokens of B, whether B is random
+
+
+class _NspBuilder:
+    """BERT's ``create_instances_from_document``: [CLS] A [SEP] B [SEP] pairs, where B is the actual
+    continuation of A half the time (label 0) and text from a random other document otherwise (label 1).
+
+    Segments are gathered up to the target length (the block, or with probability 0.1 a shorter one),
+    split at a random segment boundary into A and B; a random B puts the unused segments back. This is
+    done NSP_PAIRINGS times per document with different draws (BERT's dupe_factor), so that the model
+    sees each sentence with several partners rather than memorising one pairing. Each document draws
+    from its own seeded generator, so the pairs do not depend on batches or processes.
+    """
+
+    def __init__(self, documents: Any, tokenizer: Any, block_size: int, seed: int) -> None:
+        self.documents = documents  # every document, for random second sentences
+        self.cls, self.sep = tokenizer.cls_token_id, tokenizer.sep_token_id
+        self.max_tokens = block_size - 3  # room for [CLS], [SEP], [SEP]
+        self.seed = seed
+
+    def __call__(self, batch: dict[str, list[Any]], indices: list[int]) -> dict[str, list[Any]]:
+        out: dict[str, list[Any]] = {"input_ids": [], "token_type_ids": [], "next_sentence_label": []}
+        for segments, index in zip(batch["segments"], indices, strict=True):
+            for copy in range(NSP_PAIRINGS):
+                rng = random.Random(f"{self.seed}-{copy}-{index}")
+                for a, b, is_random in self.pairs(segments, index, rng):
+                    out["input_ids"].append([self.cls, *a, self.sep, *b, self.sep])
+                    out["token_type_ids"].append([0] * (len(a) + 2) + [1] * (len(b) + 1))
+                    out["next_sentence_label"].append(int(is_random))
+        out["attention_mask"] = [[1] * len(ids) for ids in out["input_ids"]]
+        return out
+
+    def pairs(self, document: list[list[int]], index: int, rng: random.Random) -> Iterator[Pair]:
+        target = self.max_tokens if rng.random() >= SHORT_SEQ_PROB else rng.randint(2, self.max_tokens)
+        chunk: list[list[int]] = []
+        length = 0
+        i = 0
+        while i < len(document):
+            chunk.append(document[i])
+            length += len(document[i])
+            if i == len(document) - 1 or length >= target:
+                a_end = rng.randint(1, len(chunk) - 1) if len(chunk) >= 2 else 1
+                a = [t for seg in chunk[:a_end] for t in seg]
+                if len(chunk) == 1 or rng.random() < 0.5:
+                    b = self._random_continuation(index, target - len(a), rng)
+                    is_random = True
+                    i -= len(chunk) - a_end  # the unused segments start the next chunk
+                else:
+                    b = [t for seg in chunk[a_end:] for t in seg]
+                    is_random = False
+                _truncate_pair(a, b, self.max_tokens, rng)
+                if a and b:
+                    yield a, b, is_random
+                chunk, length = [], 0
+            i += 1
+
+    def _random_continuation(self, index: int, target: int, rng: random.Random) -> list[int]:
+        n = len(self.documents)
+        other = index
+        for _ in range(10):
+            other = rng.randrange(n)
+            if other != index:
+                break
+        segments = self.documents[other]["segments"]
+        b: list[int] = []
+        if not segments:
+            return b
+        for segment in segments[rng.randrange(len(segments)) :]:
+            b.extend(segment)
+            if len(b) >= target:
+                break
+        return b
+
+
+def _truncate_pair(a: list[int], b: list[int], max_tokens: int, rng: random.Random) -> None:
+    """BERT's ``truncate_seq_pair``: trim the longer side, from the front or the back at random."""
+    while len(a) + len(b) > max_tokens:
+        longer = a if len(a) > len(b) else b
+        if rng.random() < 0.5:
+            del longer[0]
+        else:
+            longer.pop()
+
+
+def _collator(s: PretrainSettings, tokenizer: Any) -> Any:
+    """mlm: random masking each time a batch is drawn (fixed masks for validation); clm: padding only."""
+    from transformers import DataCollatorForTokenClassification
+
+    if s.objective == "mlm":
+        from llmtool.finetune import _MlmCollator
+
+        return _MlmCollator(tokenizer, s.mlm_probability, s.seed)
+    return DataCollatorForTokenClassification(tokenizer)  # pads input_ids with the pad token, labels with -100
+
+
+# --------------------------------------------------------------------------- records
+
+
+def _record(
+    corpus: Sequence[str],
+    layouts: list[Layout],
+    s: PretrainSettings,
+    model: Any,
+    tokenizer: Any,
+    params: int,
+    train_docs: Any,
+    valid_docs: Any | None,
+    examples: tuple[Any, Any | None],
+) -> dict[str, Any]:
+    """What llmtool_settings.json says about the run, beside the training settings themselves."""
+    return {
+        "command": "pretrain",
+        "objective": objective_name(s),
+        "corpus": [os.path.abspath(p) for p in corpus],
+        "columns": {x.path: x.text for x in layouts if x.text},
+        "valid": s.valid or (f"{s.valid_split:g} of the documents" if s.valid_split else None),
+        "size": s.size,
+        "config": s.config,
+        "architecture": architecture_name(model),
+        "parameters": params,
+        "tokenizer": s.tokenizer or "trained on the corpus",
+        "vocab_size": len(tokenizer),
+        "documents": {"train": len(train_docs), "valid": len(valid_docs) if valid_docs is not None else 0},
+        "examples": {"train": len(examples[0]), "valid": len(examples[1]) if examples[1] is not None else 0},
+        "block_size": s.block_size,
+        "world_size": world_size(),
+    }
+
+
+def parameter_table(vocab_size: int = 8192) -> list[dict[str, Any]]:
+    """Parameters of every preset for both architectures, by instantiating them (for the README)."""
+    rows = []
+    for objective in OBJECTIVES:
+        for size in SIZES:
+            s = PretrainSettings(objective=objective, size=size)
+            values = {**preset(s), "vocab_size": vocab_size}
+            if objective == "clm":  # GPT-2's end-of-text id is that of the 50257-token vocabulary
+                values.update(bos_token_id=vocab_size - 1, eos_token_id=vocab_size - 1)
+            from transformers import BertConfig, BertForMaskedLM, GPT2Config, GPT2LMHeadModel
+
+            model: Any = (
+                BertForMaskedLM(BertConfig(**values)) if objective == "mlm" else GPT2LMHeadModel(GPT2Config(**values))
+            )
+            embeddings = model.get_input_embeddings().weight.numel()
+            rows.append(
+                {
+                    "objective": objective,
+                    "size": size,
+                    **asdict(SIZES[size]),
+                    "parameters": count_parameters(model),
+                    "without_token_embeddings": count_parameters(model) - embeddings,
+                }
+            )
+    return rows

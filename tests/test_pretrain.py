@@ -1,0 +1,316 @@
+"""`llmtool pretrain`: models trained from scratch on the synthetic facts corpus learn the facts.
+
+Every test drives the installed CLI. Learning is measured over every fact of the corpus, on the
+sentences held out of it (each country's held-out capital sentence never occurs in training), with
+`fill-mask`, `generate` and `next-sentence` themselves, and the models load in plain Transformers.
+The subprocesses run single-threaded: tiny models gain nothing from threads on a busy machine.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import signal
+import subprocess
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import cli_env, llmtool_executable, run_cli
+
+from llmtool.corpus import FACTS
+
+ENV = cli_env(OMP_NUM_THREADS="1")
+SLOW = 900  # seconds a training subprocess may take on a busy machine before the test fails
+
+# BERT-Tiny's shape with 4 attention heads instead of 2 and no dropout learns the 50 facts in about
+# 3000 steps, 2 heads in about 3500-4500 (BERT-Tiny's dropout slows memorising further). NSP is
+# learned sooner, and the half-width model is enough for it.
+FACTS_BERT = {"num_attention_heads": 4, "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
+SMALL_BERT = {**FACTS_BERT, "num_attention_heads": 2, "hidden_size": 64, "intermediate_size": 256}
+
+
+@pytest.fixture(scope="module")
+def facts(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """facts.txt (the corpus), probes.jsonl (every question and its split), pairs.tsv (held-out NSP pairs)."""
+    folder = tmp_path_factory.mktemp("facts")
+    out = [
+        "-o",
+        str(folder / "facts.txt"),
+        "--probes",
+        str(folder / "probes.jsonl"),
+        "--pairs",
+        str(folder / "pairs.tsv"),
+    ]
+    result = run_cli(["corpus", "facts", *out, "-q"])
+    assert result.returncode == 0, result.stderr
+    (folder / "facts-bert.json").write_text(json.dumps(FACTS_BERT))
+    (folder / "small-bert.json").write_text(json.dumps(SMALL_BERT))
+    return folder
+
+
+def probes(facts: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (facts / "probes.jsonl").read_text().splitlines()]
+
+
+def pretrain(corpus: Path, output: Path, flags: str, *extra: str) -> dict[str, Any]:
+    """``llmtool pretrain CORPUS --output OUTPUT FLAGS... --json``; the final metrics."""
+    started = time.monotonic()
+    result = run_cli(["pretrain", str(corpus), "--output", str(output), *flags.split(), *extra, "--json"], env=ENV,
+                     timeout=SLOW)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    metrics: dict[str, Any] = json.loads(result.stdout)
+    print(f"\npretrain {flags}: {time.monotonic() - started:.0f} s wall, {metrics['train']}")
+    return metrics
+
+
+def accuracy(hits: dict[str, list[bool]]) -> dict[str, float]:
+    return {key: sum(v) / len(v) for key, v in sorted(hits.items())}
+
+
+# --------------------------------------------------------------------------- BERT (mlm)
+
+
+@pytest.mark.slow
+def test_mlm_learns_the_facts(facts: Path, tmp_path: Path) -> None:
+    model = tmp_path / "bert"
+    flags = "--objective mlm --line-by-line --mlm-probability 0.4 --max-steps 4000 --save-steps 1000 --seed 1"
+    pretrain(facts / "facts.txt", model, flags, "--config", str(facts / "facts-bert.json"))
+
+    france = run_cli(["fill-mask", "--model", str(model), "The capital of France is [MASK]."], env=ENV)
+    assert france.returncode == 0, france.stderr
+    assert france.stdout == "The capital of France is paris.\n"
+
+    questions = probes(facts)
+    result = run_cli(
+        ["fill-mask", "--model", str(model), "--input", str(facts / "probes.jsonl"), "--column", "masked", "--json"],
+        env=ENV,
+    )
+    assert result.returncode == 0, result.stderr
+    hits: dict[str, list[bool]] = defaultdict(list)
+    for probe, line in zip(questions, result.stdout.splitlines(), strict=True):
+        top = json.loads(line)["masks"][0]["predictions"][0]["token"]
+        hits[f"{probe['split']}/{probe['relation']}"].append(top == probe["answer"].lower())
+    scores = accuracy(hits)
+    print("fill-mask accuracy over all facts:", scores)
+    assert scores["heldout/capital"] >= 0.9  # 50 sentences never seen in training
+    assert scores["train/capital"] >= 0.95 and scores["train/country"] >= 0.9
+
+    # Plain Transformers loads the folder and agrees with fill-mask.
+    import torch
+    from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(model))
+    bert = AutoModelForMaskedLM.from_pretrained(str(model)).eval()
+    inputs = tokenizer("The capital of France is [MASK].", return_tensors="pt")
+    with torch.no_grad():
+        logits = bert(**inputs).logits[0, inputs["input_ids"][0].tolist().index(tokenizer.mask_token_id)]
+    assert tokenizer.decode([int(logits.argmax())]) == "paris"
+    assert (model / "model.safetensors").is_file() and not list(model.glob("*.bin"))
+    settings = json.loads((model / "llmtool_settings.json").read_text())
+    assert settings["command"] == "pretrain" and settings["objective"] == "mlm"
+    assert settings["architecture"] == "BertForMaskedLM" and settings["vocab_size"] == len(tokenizer)
+
+
+# --------------------------------------------------------------------------- GPT-2 (clm)
+
+
+@pytest.mark.slow
+def test_clm_learns_the_facts(facts: Path, tmp_path: Path) -> None:
+    model = tmp_path / "gpt"
+    pretrain(facts / "facts.txt", model, "--objective clm --line-by-line --max-steps 1500 --save-steps 500 --seed 1")
+
+    france = run_cli(
+        ["generate", "--model", str(model), "The capital of France is", "--greedy", "-t", "3", "--no-prompt"], env=ENV
+    )
+    assert france.returncode == 0, france.stderr
+    assert france.stdout.startswith(" Paris."), france.stdout
+
+    questions = probes(facts)
+    flags = "--column prompt --greedy -t 4 --no-prompt --json -b 32".split()
+    result = run_cli(["generate", "--model", str(model), "--input", str(facts / "probes.jsonl"), *flags], env=ENV)
+    assert result.returncode == 0, result.stderr
+    hits: dict[str, list[bool]] = defaultdict(list)
+    for probe, line in zip(questions, result.stdout.splitlines(), strict=True):
+        continuation = json.loads(line)["generations"][0]["text"]
+        hits[f"{probe['split']}/{probe['relation']}"].append(continuation.split()[:1] == [probe["answer"] + "."])
+    scores = accuracy(hits)
+    print("greedy-continuation accuracy over all facts:", scores)
+    assert scores["heldout/capital"] >= 0.9
+    assert scores["train/capital"] >= 0.95 and scores["train/country"] >= 0.95
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(model))
+    gpt = AutoModelForCausalLM.from_pretrained(str(model))
+    ids = gpt.generate(**tokenizer("The capital of Japan is", return_tensors="pt"), max_new_tokens=2, do_sample=False)
+    assert str(tokenizer.decode(ids[0])).startswith("The capital of Japan is Tokyo")
+
+    # The new model is a starting point for finetune, like any other causal LM.
+    flags = "--task clm --max-steps 3 --valid-split 0.1 --json".split()
+    tuned = run_cli(
+        ["finetune", str(facts / "facts.txt"), "-m", str(model), "-o", str(tmp_path / "tuned"), *flags], env=ENV
+    )
+    assert tuned.returncode == 0, tuned.stderr
+    assert json.loads(tuned.stdout)["valid"]["perplexity"] < 5
+
+
+# --------------------------------------------------------------------------- BERT with NSP
+
+
+@pytest.mark.slow
+def test_nsp_separates_true_next_sentences_from_random_ones(facts: Path, tmp_path: Path) -> None:
+    model = tmp_path / "bert-nsp"
+    flags = "--objective mlm --nsp --block-size 64 --max-steps 1500 --save-steps 500 --seed 1"
+    pretrain(facts / "facts.txt", model, flags, "--config", str(facts / "small-bert.json"))
+    result = run_cli(["next-sentence", "--model", str(model), "--input", str(facts / "pairs.tsv"), "--json"], env=ENV)
+    assert result.returncode == 0, result.stderr
+    with open(facts / "pairs.tsv", encoding="utf-8", newline="") as f:
+        labels = [row["label"] == "1" for row in csv.DictReader(f, delimiter="\t")]
+    scores = [json.loads(line)["is_next"] for line in result.stdout.splitlines()]
+    true = [s for s, label in zip(scores, labels, strict=True) if label]
+    random_ = [s for s, label in zip(scores, labels, strict=True) if not label]
+    auc = sum((t > r) + 0.5 * (t == r) for t in true for r in random_) / (len(true) * len(random_))
+    accuracy_ = sum((s > 0.5) == label for s, label in zip(scores, labels, strict=True)) / len(labels)
+    print(f"next-sentence on {len(labels)} held-out pairs: AUC {auc:.3f}, accuracy {accuracy_:.3f}")
+    assert auc >= 0.7 and accuracy_ >= 0.65  # chance: 0.5
+
+    from transformers import AutoConfig, BertForNextSentencePrediction
+
+    assert AutoConfig.from_pretrained(str(model)).architectures == ["BertForPreTraining"]
+    BertForNextSentencePrediction.from_pretrained(str(model))  # the head is there, trained
+
+
+# --------------------------------------------------------------------------- interrupt and resume
+
+
+def interrupt_after_first_epoch(args: list[str]) -> tuple[int, str]:
+    pipes = {"stdin": subprocess.DEVNULL, "stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
+    proc = subprocess.Popen([llmtool_executable(), *args], env=ENV, text=True, **pipes)  # type: ignore[call-overload]
+    assert proc.stderr is not None
+    seen = []
+    for line in proc.stderr:
+        seen.append(line)
+        if "epoch 1.00" in line:
+            break
+    time.sleep(0.3)  # into the second epoch
+    proc.send_signal(signal.SIGINT)
+    _, rest = proc.communicate(timeout=SLOW)
+    return proc.returncode, "".join(seen) + rest
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("objective", ["clm", "mlm"])
+def test_sigint_then_resume_matches_the_uninterrupted_run(tmp_path: Path, objective: str) -> None:
+    corpus = tmp_path / "facts.txt"
+    assert run_cli(["corpus", "facts", "--countries", "10", "-o", str(corpus), "-q"]).returncode == 0
+    flags = f"--objective {objective} --block-size 32 --batch-size 8 --valid-split 0.1 --epochs 3 --seed 3 --json"
+    common = ["pretrain", str(corpus), *flags.split()]
+
+    whole = run_cli([*common, "--output", str(tmp_path / "whole")], env=ENV, timeout=SLOW)
+    assert whole.returncode == 0, whole.stderr
+    expected = json.loads(whole.stdout)
+
+    out = tmp_path / "interrupted"
+    code, stderr = interrupt_after_first_epoch([*common, "--output", str(out)])
+    assert code == 130, stderr
+    checkpoints = sorted(int(p.name.split("-")[1]) for p in (out / "checkpoints").iterdir())
+    assert checkpoints[-1] > expected["history"][0]["step"], "stopped in the second epoch"
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoints"]
+
+    resumed = run_cli([*common, "--output", str(out), "--resume"], env=ENV, timeout=SLOW)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resuming from {out / 'checkpoints'}/checkpoint-{checkpoints[-1]}" in resumed.stderr
+    got = json.loads(resumed.stdout)
+    assert got["history"] == expected["history"] and got["valid"] == expected["valid"]
+    assert got["train"]["loss"] == expected["train"]["loss"]
+
+    from safetensors.torch import load_file
+
+    a, b = load_file(tmp_path / "whole" / "model.safetensors"), load_file(out / "model.safetensors")
+    assert a.keys() == b.keys() and all(bool((a[k] == b[k]).all()) for k in a)
+    assert (tmp_path / "whole" / "tokenizer.json").read_text() == (out / "tokenizer.json").read_text()
+
+
+# --------------------------------------------------------------------------- inputs, tokenizers, configs
+
+
+def test_csv_and_jsonl_corpora_and_a_reused_tokenizer(tmp_path: Path) -> None:
+    rows = [f"{f.capital} is the capital of {f.country}. {f.country} lies in {f.continent}." for f in FACTS]
+    with open(tmp_path / "a.csv", "w", newline="", encoding="utf-8") as f:
+        csv.writer(f).writerows([["id", "body"], *[[i, r] for i, r in enumerate(rows)]])
+    (tmp_path / "b.jsonl").write_text("".join(json.dumps({"body": r}) + "\n" for r in rows[:10]))
+    first = tmp_path / "first"
+    flags = "--objective mlm --text-column body --max-steps 2 --json --vocab-size 400".split()
+    result = run_cli(
+        ["pretrain", str(tmp_path / "a.csv"), str(tmp_path / "b.jsonl"), "-o", str(first), *flags], env=ENV
+    )
+    assert result.returncode == 0, result.stderr
+    assert f"{tmp_path / 'a.csv'}, {tmp_path / 'b.jsonl'}: 60 training documents (60 lines)" in result.stderr
+    settings = json.loads((first / "llmtool_settings.json").read_text())
+    assert settings["documents"] == {"train": 60, "valid": 0} and settings["vocab_size"] <= 400
+
+    second = tmp_path / "second"
+    flags = "--text-column body --objective mlm --nsp --max-steps 2 --size mini --json".split()
+    reused = run_cli(
+        ["pretrain", str(tmp_path / "a.csv"), "--tokenizer", str(first), "-o", str(second), *flags], env=ENV
+    )
+    assert reused.returncode == 0, reused.stderr
+    assert (second / "tokenizer.json").read_text() == (first / "tokenizer.json").read_text()
+    assert json.loads(reused.stdout)["task"] == "mlm+nsp"
+    config = json.loads((second / "config.json").read_text())
+    assert (config["hidden_size"], config["num_hidden_layers"], config["architectures"]) == (
+        256,
+        4,
+        ["BertForPreTraining"],
+    )
+
+
+def test_presets_have_the_documented_parameter_counts() -> None:
+    """The README's table, recomputed by instantiating every preset (on the meta device: no memory)."""
+    import re
+
+    import torch
+
+    from llmtool.pretrain import parameter_table
+
+    with torch.device("meta"):
+        table = parameter_table()
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    for row in table:
+        line = f"| {row['size']} | {row['objective']} | {row['layers']} | {row['hidden']} | {row['heads']} |"
+        found = re.search(re.escape(line) + r" ([\d,]+) \| ([\d,]+) \|", readme)
+        assert found, f"README has no row {line}"
+        assert int(found.group(1).replace(",", "")) == row["parameters"]
+        assert int(found.group(2).replace(",", "")) == row["without_token_embeddings"]
+
+
+@pytest.mark.parametrize(
+    ("make", "args", "message"),
+    [
+        (None, ["missing.txt"], "missing.txt: no such file"),
+        ("", ["empty.txt"], "empty.txt: empty file"),
+        ("\n\n  \n", ["blank.txt"], "blank.txt: no text (only blank lines, or only a header)"),
+        ("id,body\n1,x\n", ["corpus.csv", "--text-column", "text"], "no column 'text'"),
+        ("One line.\n", ["corpus.txt", "--objective", "clm", "--nsp"], "--nsp (next-sentence prediction) goes with"),
+        ("One line.\n", ["corpus.txt", "--objective", "gpt"], "unknown --objective 'gpt'; use mlm or clm"),
+        ("One line.\n", ["corpus.txt", "--size", "huge"], "unknown --size 'huge'; use tiny, mini, small, base"),
+        ("One line.\n", ["corpus.txt", "--config", "gpt2.json"], "is a 'gpt2' config; --objective mlm trains a 'bert'"),
+        ("One line.\n", ["corpus.txt", "--block-size", "600"], "--block-size 600 is longer than the model's 512"),
+        ("One line.\nAnd another.\n", ["corpus.txt", "--valid-split", "0.5"], "1 document is too few for"),
+    ],
+)
+def test_bad_input_is_one_line_and_leaves_nothing(
+    tmp_path: Path, make: str | None, args: list[str], message: str
+) -> None:
+    if make is not None:
+        (tmp_path / args[0]).write_text(make)
+    (tmp_path / "gpt2.json").write_text('{"model_type": "gpt2", "n_layer": 1}')
+    result = run_cli(["pretrain", *args, "--output", "out", "--max-steps", "1"], env=ENV, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("llmtool: error: ") and message in result.stderr
+    assert len(result.stderr.splitlines()) == 1 or "Traceback" not in result.stderr
+    assert result.stdout == ""
+    assert not (tmp_path / "out").exists()
