@@ -26,10 +26,11 @@ ENV = cli_env(OMP_NUM_THREADS="1")
 SLOW = 900  # seconds a training subprocess may take on a busy machine before the test fails
 
 # BERT-Tiny's shape with 4 attention heads instead of 2 and no dropout learns the 50 facts in about
-# 3000 steps, 2 heads in about 3500-4500 (BERT-Tiny's dropout slows memorising further). NSP is
-# learned sooner, and the half-width model is enough for it.
+# 3000 steps, 2 heads in about 3500-4500 (BERT-Tiny's dropout slows memorising further). The same
+# shape learns NSP on pairs of one or two sentences (--block-size 32) in 2000 steps at lr 2e-3
+# (held-out AUC 0.96-0.97 over two seeds); with 64-token blocks (pairs of whole documents, unlike the
+# held-out pairs of single sentences) or half the width, it stayed near chance after 1500-3000 steps.
 FACTS_BERT = {"num_attention_heads": 4, "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
-SMALL_BERT = {**FACTS_BERT, "num_attention_heads": 2, "hidden_size": 64, "intermediate_size": 256}
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +48,6 @@ def facts(tmp_path_factory: pytest.TempPathFactory) -> Path:
     result = run_cli(["corpus", "facts", *out, "-q"])
     assert result.returncode == 0, result.stderr
     (folder / "facts-bert.json").write_text(json.dumps(FACTS_BERT))
-    (folder / "small-bert.json").write_text(json.dumps(SMALL_BERT))
     return folder
 
 
@@ -148,8 +148,9 @@ def test_clm_learns_the_facts(facts: Path, tmp_path: Path) -> None:
     ids = gpt.generate(**tokenizer("The capital of Japan is", return_tensors="pt"), max_new_tokens=2, do_sample=False)
     assert str(tokenizer.decode(ids[0])).startswith("The capital of Japan is Tokyo")
 
-    # The new model is a starting point for finetune, like any other causal LM.
-    flags = "--task clm --max-steps 3 --valid-split 0.1 --json".split()
+    # The new model is a starting point for finetune, like any other causal LM (given lines, as it
+    # was trained: packed blocks of several lines would be text of a kind it never saw).
+    flags = "--task clm --line-by-line --max-steps 3 --valid-split 0.1 --json".split()
     tuned = run_cli(
         ["finetune", str(facts / "facts.txt"), "-m", str(model), "-o", str(tmp_path / "tuned"), *flags], env=ENV
     )
@@ -163,8 +164,8 @@ def test_clm_learns_the_facts(facts: Path, tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_nsp_separates_true_next_sentences_from_random_ones(facts: Path, tmp_path: Path) -> None:
     model = tmp_path / "bert-nsp"
-    flags = "--objective mlm --nsp --block-size 64 --max-steps 1500 --save-steps 500 --seed 1"
-    pretrain(facts / "facts.txt", model, flags, "--config", str(facts / "small-bert.json"))
+    flags = "--objective mlm --nsp --block-size 32 --lr 2e-3 --max-steps 2000 --save-steps 1000 --seed 1"
+    pretrain(facts / "facts.txt", model, flags, "--config", str(facts / "facts-bert.json"))
     result = run_cli(["next-sentence", "--model", str(model), "--input", str(facts / "pairs.tsv"), "--json"], env=ENV)
     assert result.returncode == 0, result.stderr
     with open(facts / "pairs.tsv", encoding="utf-8", newline="") as f:
@@ -175,7 +176,7 @@ def test_nsp_separates_true_next_sentences_from_random_ones(facts: Path, tmp_pat
     auc = sum((t > r) + 0.5 * (t == r) for t in true for r in random_) / (len(true) * len(random_))
     accuracy_ = sum((s > 0.5) == label for s, label in zip(scores, labels, strict=True)) / len(labels)
     print(f"next-sentence on {len(labels)} held-out pairs: AUC {auc:.3f}, accuracy {accuracy_:.3f}")
-    assert auc >= 0.7 and accuracy_ >= 0.65  # chance: 0.5
+    assert auc >= 0.8 and accuracy_ >= 0.7  # chance: 0.5
 
     from transformers import AutoConfig, BertForNextSentencePrediction
 

@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -78,27 +79,50 @@ def in_small_mount(mount: Path, options: str, args: list[str]) -> subprocess.Com
     )
 
 
+def pretrain_args(corpus: Path, out: Path, *extra: str) -> list[str]:
+    flags = "--objective clm --block-size 32 --batch-size 8 --valid-split 0.1 --epochs 2 --save-steps 5 --seed 1"
+    return ["pretrain", str(corpus), "--output", str(out), *flags.split(), *extra]
+
+
 @pytest.fixture(scope="module")
-def uninterrupted_seconds(tmp_path_factory: pytest.TempPathFactory, tiny_bert: Path) -> float:
-    """How long the run under test takes on this machine, so signals land inside it on any machine."""
-    tmp = tmp_path_factory.mktemp("uninterrupted")
-    train = write_sentiment_csv(tmp / "train.csv", 400, seed=5)
-    start = time.monotonic()
-    done = run_cli(finetune_args(train, tiny_bert, tmp / "out"), env=ENV)
-    assert done.returncode == 0, done.stderr
-    return time.monotonic() - start
+def training_run(tmp_path_factory: pytest.TempPathFactory, tiny_bert: Path) -> Callable[[str], tuple[Callable, float]]:
+    """For a command: its arguments for an output folder, and how long the run takes uninterrupted
+    on this machine (measured once), so that signals land inside it on any machine."""
+    measured: dict[str, tuple[Callable[[Path], list[str]], float]] = {}
+
+    def get(command: str) -> tuple[Callable[[Path], list[str]], float]:
+        if command not in measured:
+            tmp = tmp_path_factory.mktemp(command)
+            if command == "finetune":
+                train = write_sentiment_csv(tmp / "train.csv", 400, seed=5)
+                args: Callable[[Path], list[str]] = lambda out: finetune_args(train, tiny_bert, out)  # noqa: E731
+            else:
+                corpus = tmp / "facts.txt"
+                assert run_cli(["corpus", "facts", "--countries", "10", "-o", str(corpus), "-q"]).returncode == 0
+                args = lambda out: pretrain_args(corpus, out)  # noqa: E731
+            start = time.monotonic()
+            done = run_cli(args(tmp / "out"), env=ENV)
+            assert done.returncode == 0, done.stderr
+            measured[command] = (args, time.monotonic() - start)
+        return measured[command]
+
+    return get
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-def test_signals_at_random_moments(sig: int, tmp_path: Path, tiny_bert: Path, uninterrupted_seconds: float) -> None:
-    train = write_sentiment_csv(tmp_path / "train.csv", 400, seed=5)
-    rng = random.Random(int(sig))  # repeatable "random" moments: loading, tokenizing, training, saving
+@pytest.mark.parametrize("command", ["finetune", "pretrain"])
+def test_signals_at_random_moments(
+    command: str, sig: int, tmp_path: Path, training_run: Callable[[str], tuple[Callable, float]]
+) -> None:
+    args, seconds = training_run(command)
+    rng = random.Random(f"{command}-{int(sig)}")  # repeatable "random" moments: loading, tokenizing, training, saving
     fractions = sorted(rng.uniform(0.1, 0.9) for _ in range(2))
-    for i, delay in enumerate(f * uninterrupted_seconds for f in fractions):
+    interrupted = 0
+    for i, delay in enumerate(f * seconds for f in fractions):
         out = tmp_path / f"out{i}"
         proc = subprocess.Popen(
-            [llmtool_executable(), *finetune_args(train, tiny_bert, out)],
+            [llmtool_executable(), *args(out)],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -115,14 +139,16 @@ def test_signals_at_random_moments(sig: int, tmp_path: Path, tiny_bert: Path, un
         assert_no_half_written_model(out)
         finished = (out / "model.safetensors").exists() and not (out / "checkpoints").exists()
         assert finished or proc.returncode == 128 + sig, (proc.returncode, stderr)
-        resumed = run_cli([*finetune_args(train, tiny_bert, out), "--resume"], env=ENV)
+        resumed = run_cli([*args(out), "--resume"], env=ENV)
         if finished:  # the run beat the signal: the finished model stays, --resume says so
             assert resumed.returncode == 2, resumed.stderr
             assert "holds a finished model and no checkpoint to resume" in resumed.stderr
         else:
+            interrupted += 1
             assert resumed.returncode == 0, resumed.stderr
         assert_no_half_written_model(out)
         assert (out / "model.safetensors").exists()
+    assert interrupted, "no signal landed inside a run"
 
 
 @needs_mount
