@@ -628,7 +628,7 @@ def _record(
         "columns": {x.path: x.text for x in layouts if x.text},
         "valid": s.valid or (f"{s.valid_split:g} of the documents" if s.valid_split else None),
         "size": s.size,
-        "config": s.config,
+        "config": os.path.abspath(s.config) if s.config else None,
         "architecture": architecture_name(model),
         "parameters": params,
         "tokenizer": s.tokenizer or "trained on the corpus",

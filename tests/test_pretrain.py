@@ -30,6 +30,8 @@ SLOW = 900  # seconds a training subprocess may take on a busy machine before th
 # shape learns NSP on pairs of one or two sentences (--block-size 32) in 2000 steps at lr 2e-3
 # (held-out AUC 0.96-0.97 over two seeds); with 64-token blocks (pairs of whole documents, unlike the
 # held-out pairs of single sentences) or half the width, it stayed near chance after 1500-3000 steps.
+# The quick start's BERT (README): both heads, pairs of one or two sentences.
+BERT_FLAGS = "--objective mlm --nsp --block-size 32 --lr 2e-3 --max-steps 3000 --save-steps 1000 --seed 1"
 FACTS_BERT = {"num_attention_heads": 4, "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
 
 
@@ -74,10 +76,10 @@ def accuracy(hits: dict[str, list[bool]]) -> dict[str, float]:
 
 
 @pytest.mark.slow
-def test_mlm_learns_the_facts(facts: Path, tmp_path: Path) -> None:
+def test_bert_recipe_learns_the_facts_and_the_next_sentences(facts: Path, tmp_path: Path) -> None:
+    """BERT's original recipe (masked LM + next-sentence prediction), as the README's quick start runs it."""
     model = tmp_path / "bert"
-    flags = "--objective mlm --line-by-line --mlm-probability 0.4 --max-steps 4000 --save-steps 1000 --seed 1"
-    pretrain(facts / "facts.txt", model, flags, "--config", str(facts / "facts-bert.json"))
+    pretrain(facts / "facts.txt", model, BERT_FLAGS, "--config", str(facts / "facts-bert.json"))
 
     france = run_cli(["fill-mask", "--model", str(model), "The capital of France is [MASK]."], env=ENV)
     assert france.returncode == 0, france.stderr
@@ -98,9 +100,23 @@ def test_mlm_learns_the_facts(facts: Path, tmp_path: Path) -> None:
     assert scores["heldout/capital"] >= 0.9  # 50 sentences never seen in training
     assert scores["train/capital"] >= 0.95 and scores["train/country"] >= 0.9
 
-    # Plain Transformers loads the folder and agrees with fill-mask.
+    # next-sentence on 100 held-out pairs (a country's sentence, then its held-out capital sentence
+    # or another country's): true continuations score higher than random ones.
+    result = run_cli(["next-sentence", "--model", str(model), "--input", str(facts / "pairs.tsv"), "--json"], env=ENV)
+    assert result.returncode == 0, result.stderr
+    with open(facts / "pairs.tsv", encoding="utf-8", newline="") as f:
+        labels = [row["label"] == "1" for row in csv.DictReader(f, delimiter="\t")]
+    is_next = [json.loads(line)["is_next"] for line in result.stdout.splitlines()]
+    true = [s for s, label in zip(is_next, labels, strict=True) if label]
+    random_ = [s for s, label in zip(is_next, labels, strict=True) if not label]
+    auc = sum((t > r) + 0.5 * (t == r) for t in true for r in random_) / (len(true) * len(random_))
+    accuracy_ = sum((s > 0.5) == label for s, label in zip(is_next, labels, strict=True)) / len(labels)
+    print(f"next-sentence on {len(labels)} held-out pairs: AUC {auc:.3f}, accuracy {accuracy_:.3f}")
+    assert auc >= 0.8 and accuracy_ >= 0.7  # chance: 0.5
+
+    # Plain Transformers loads the folder (both heads) and agrees with fill-mask.
     import torch
-    from transformers import AutoModelForMaskedLM, AutoTokenizer
+    from transformers import AutoModelForMaskedLM, AutoTokenizer, BertForPreTraining
 
     tokenizer = AutoTokenizer.from_pretrained(str(model))
     bert = AutoModelForMaskedLM.from_pretrained(str(model)).eval()
@@ -108,10 +124,22 @@ def test_mlm_learns_the_facts(facts: Path, tmp_path: Path) -> None:
     with torch.no_grad():
         logits = bert(**inputs).logits[0, inputs["input_ids"][0].tolist().index(tokenizer.mask_token_id)]
     assert tokenizer.decode([int(logits.argmax())]) == "paris"
+    assert BertForPreTraining.from_pretrained(str(model)).cls.seq_relationship.out_features == 2
     assert (model / "model.safetensors").is_file() and not list(model.glob("*.bin"))
     settings = json.loads((model / "llmtool_settings.json").read_text())
-    assert settings["command"] == "pretrain" and settings["objective"] == "mlm"
-    assert settings["architecture"] == "BertForMaskedLM" and settings["vocab_size"] == len(tokenizer)
+    assert settings["command"] == "pretrain" and settings["objective"] == "mlm+nsp"
+    assert settings["architecture"] == "BertForPreTraining" and settings["vocab_size"] == len(tokenizer)
+
+
+def test_mlm_line_by_line_makes_one_example_per_sentence(facts: Path, tmp_path: Path) -> None:
+    """Masked LM alone, one sentence per example (the clm test below learns that way)."""
+    model = tmp_path / "bert-lines"
+    flags = ["pretrain", str(facts / "facts.txt"), "-o", str(model), "--objective", "mlm", "--line-by-line"]
+    result = run_cli([*flags, "--max-steps", "5", "--config", str(facts / "facts-bert.json")], env=ENV)
+    assert result.returncode == 0, result.stderr
+    assert "BertForMaskedLM: 0.54M parameters, vocabulary 501; 2395 training examples of up to 128" in result.stderr
+    filled = run_cli(["fill-mask", "--model", str(model), "The capital of France is [MASK]."], env=ENV)
+    assert filled.returncode == 0 and filled.stdout.startswith("The capital of France is "), filled.stderr
 
 
 # --------------------------------------------------------------------------- GPT-2 (clm)
@@ -156,32 +184,6 @@ def test_clm_learns_the_facts(facts: Path, tmp_path: Path) -> None:
     )
     assert tuned.returncode == 0, tuned.stderr
     assert json.loads(tuned.stdout)["valid"]["perplexity"] < 5
-
-
-# --------------------------------------------------------------------------- BERT with NSP
-
-
-@pytest.mark.slow
-def test_nsp_separates_true_next_sentences_from_random_ones(facts: Path, tmp_path: Path) -> None:
-    model = tmp_path / "bert-nsp"
-    flags = "--objective mlm --nsp --block-size 32 --lr 2e-3 --max-steps 2000 --save-steps 1000 --seed 1"
-    pretrain(facts / "facts.txt", model, flags, "--config", str(facts / "facts-bert.json"))
-    result = run_cli(["next-sentence", "--model", str(model), "--input", str(facts / "pairs.tsv"), "--json"], env=ENV)
-    assert result.returncode == 0, result.stderr
-    with open(facts / "pairs.tsv", encoding="utf-8", newline="") as f:
-        labels = [row["label"] == "1" for row in csv.DictReader(f, delimiter="\t")]
-    scores = [json.loads(line)["is_next"] for line in result.stdout.splitlines()]
-    true = [s for s, label in zip(scores, labels, strict=True) if label]
-    random_ = [s for s, label in zip(scores, labels, strict=True) if not label]
-    auc = sum((t > r) + 0.5 * (t == r) for t in true for r in random_) / (len(true) * len(random_))
-    accuracy_ = sum((s > 0.5) == label for s, label in zip(scores, labels, strict=True)) / len(labels)
-    print(f"next-sentence on {len(labels)} held-out pairs: AUC {auc:.3f}, accuracy {accuracy_:.3f}")
-    assert auc >= 0.8 and accuracy_ >= 0.7  # chance: 0.5
-
-    from transformers import AutoConfig, BertForNextSentencePrediction
-
-    assert AutoConfig.from_pretrained(str(model)).architectures == ["BertForPreTraining"]
-    BertForNextSentencePrediction.from_pretrained(str(model))  # the head is there, trained
 
 
 # --------------------------------------------------------------------------- interrupt and resume
