@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench.context import RowResult
+from bench.context import Check, RowResult
 
 CHANGES = Path(__file__).resolve().parent / "changes.md"  # hand-written: fixes made, before/after
 
@@ -92,6 +92,16 @@ def write(results_dir: Path, info: dict[str, Any], rows: list[RowResult], mode: 
     json_path.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
     md_path.write_text(markdown(info, rows), encoding="utf-8")
     return md_path, json_path
+
+
+def render(results_dir: Path) -> Path:
+    """Rewrite results.md from results.json and the current changes.md, measuring nothing (for
+    edits to the hand-written part after a long run)."""
+    data = json.loads((results_dir / "results.json").read_text(encoding="utf-8"))
+    rows = [RowResult(**{**r, "checks": [Check(**c) for c in r["checks"]]}) for r in data["rows"]]
+    md_path = results_dir / "results.md"
+    md_path.write_text(markdown(data["machine"], rows), encoding="utf-8")
+    return md_path
 
 
 def markdown(info: dict[str, Any], rows: list[RowResult]) -> str:

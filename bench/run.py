@@ -4,6 +4,7 @@
     python -m bench --quick          # every row, small inputs: a smoke run of a few minutes
     python -m bench --rows 1,3       # chosen rows only
     python -m bench --quick --size tiny --rows 1,3,4,7 --results-dir /tmp/b   # the test's run
+    python -m bench --render         # rewrite results.md from results.json (after editing changes.md)
 
 Exits 0 whatever the timings: a missed goal is a finding, not a failure.
 """
@@ -45,6 +46,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--results-dir", type=Path, help="where results.md/json go (default: bench/, or bench/out/ with --quick)"
     )
+    parser.add_argument(
+        "--render",
+        action="store_true",
+        help="measure nothing: rewrite results.md from results.json and bench/changes.md",
+    )
     args = parser.parse_args(argv)
     unknown = [r for r in args.rows.split(",") if r.strip() not in ROWS]
     if unknown:
@@ -54,6 +60,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
+    if args.render:
+        md = report.render(args.results_dir or assets.BENCH_DIR)
+        log_stderr(f"bench: wrote {md}")
+        return 0
     selected = [r.strip() for r in args.rows.split(",")]
     scale = QUICK if args.quick else FULL
     if args.reps is not None or args.warmup is not None:

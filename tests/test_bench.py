@@ -42,7 +42,16 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, str]:
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     data = json.loads((out / "results.json").read_text(encoding="utf-8"))
-    return data, (out / "results.md").read_text(encoding="utf-8")
+    md = (out / "results.md").read_text(encoding="utf-8")
+    # --render rebuilds the same page from results.json alone, measuring nothing
+    (out / "results.md").unlink()
+    rendered = subprocess.run(
+        [sys.executable, "-m", "bench", "--render", "--results-dir", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert rendered.returncode == 0, rendered.stderr
+    assert (out / "results.md").read_text(encoding="utf-8") == md
+    return data, md
 
 
 def test_results_json_has_machine_and_rows(results: tuple[dict, str]) -> None:

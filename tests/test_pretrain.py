@@ -12,6 +12,7 @@ import csv
 import json
 import signal
 import subprocess
+import sys
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -303,12 +304,16 @@ def test_presets_have_the_documented_parameter_counts() -> None:
         ("One line.\n", ["corpus.txt", "--config", "gpt2.json"], "is a 'gpt2' config; --objective mlm trains a 'bert'"),
         ("One line.\n", ["corpus.txt", "--block-size", "600"], "--block-size 600 is longer than the model's 512"),
         ("One line.\nAnd another.\n", ["corpus.txt", "--valid-split", "0.5"], "1 document is too few for"),
+        ("One line.\nAnd another.\n", ["corpus.txt", "--nsp"], "--nsp draws random second sentences from other"),
+        (b"One line.\ncaf\xe9\n", ["corpus.txt"], "corpus.txt:2:4: not valid utf-8 (byte 0xe9)"),
     ],
 )
 def test_bad_input_is_one_line_and_leaves_nothing(
-    tmp_path: Path, make: str | None, args: list[str], message: str
+    tmp_path: Path, make: str | bytes | None, args: list[str], message: str
 ) -> None:
-    if make is not None:
+    if isinstance(make, bytes):
+        (tmp_path / args[0]).write_bytes(make)
+    elif make is not None:
         (tmp_path / args[0]).write_text(make)
     (tmp_path / "gpt2.json").write_text('{"model_type": "gpt2", "n_layer": 1}')
     result = run_cli(["pretrain", *args, "--output", "out", "--max-steps", "1"], env=ENV, cwd=tmp_path)
@@ -317,3 +322,39 @@ def test_bad_input_is_one_line_and_leaves_nothing(
     assert len(result.stderr.splitlines()) == 1 or "Traceback" not in result.stderr
     assert result.stdout == ""
     assert not (tmp_path / "out").exists()
+
+
+# --------------------------------------------------------------------------- distributed
+
+
+@pytest.mark.slow
+def test_torchrun_two_cpu_processes_pretrain_one_model(tmp_path: Path) -> None:
+    """DDP over gloo: the main process reads the corpus and trains the tokenizer first, the other
+    loads both from the run's cache; each process takes half of every epoch; one model is written."""
+    corpus = tmp_path / "facts.txt"
+    assert run_cli(["corpus", "facts", "--countries", "10", "-o", str(corpus), "-q"]).returncode == 0
+    out = tmp_path / "ddp-bert"
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+        "-m", "llmtool", "pretrain", str(corpus), "--output", str(out), "--objective", "mlm", "--nsp",
+        "--block-size", "32", "--batch-size", "8", "--epochs", "2", "--valid-split", "0.1", "--seed", "2", "--json",
+    ]  # fmt: skip
+    proc = subprocess.run(command, capture_output=True, text=True, env=ENV, timeout=SLOW, check=False)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 1, proc.stdout  # one process printed the result
+    metrics = json.loads(lines[0])
+    settings = json.loads((out / "llmtool_settings.json").read_text())
+    assert settings["world_size"] == 2 and settings["objective"] == "mlm+nsp"
+    per_process = -(-settings["examples"]["train"] // 2)  # the distributed sampler pads to equal halves
+    steps_per_epoch = -(-per_process // 8)
+    assert [h["step"] for h in metrics["history"]] == [steps_per_epoch, 2 * steps_per_epoch]
+    assert proc.stderr.count("training documents") == 1  # the main process reports, the other stays quiet
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        ["config.json", "llmtool_settings.json", "metrics.json", "model.safetensors", "tokenizer.json",
+         "tokenizer_config.json"]
+    )  # fmt: skip
+    filled = run_cli(["fill-mask", "--model", str(out), "The capital of France is [MASK]."], env=ENV)
+    assert filled.returncode == 0, filled.stderr
+    judged = run_cli(["next-sentence", "--model", str(out), "A sentence.", "Another one."], env=ENV)
+    assert judged.returncode == 0, judged.stderr
