@@ -22,6 +22,7 @@ from llmtool.errors import ExitCode, Terminated, UsageError, report
 from llmtool.streams import Console, OutputFormat
 
 F = TypeVar("F", bound=Callable[..., Any])
+SettingsT = TypeVar("SettingsT")
 
 app = typer.Typer(
     name="llmtool",
@@ -141,6 +142,18 @@ def _precision(bf16: bool, fp16: bool, fp32: bool) -> str:
     if sum((bf16, fp16, fp32)) > 1:
         raise UsageError("give at most one of --bf16, --fp16, --fp32")
     return "bf16" if bf16 else "fp16" if fp16 else "fp32" if fp32 else "auto"
+
+
+def _settings(cls: type[SettingsT], options: dict[str, Any], **values: Any) -> SettingsT:
+    """A training command's settings: each field from the option of the same name (the parameters in
+    ``options``, the command's ``locals()``), then ``values``; --encoding checked, --report-to none by default."""
+    import dataclasses
+
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    given = {name: value for name, value in options.items() if name in names}
+    given["encoding"] = _encoding(given["encoding"])
+    given["report_to"] = list(given["report_to"]) if given.get("report_to") else ["none"]
+    return cls(**{**given, **values})
 
 
 def _output_format(fmt: str, json_flag: bool) -> OutputFormat:
@@ -907,39 +920,7 @@ def finetune_command(
         raise UsageError("--output DIR is required (or --dry-run)")
     from llmtool.finetune import FinetuneSettings, default_model
 
-    settings = FinetuneSettings(
-        task=task,
-        text_column=text_column,
-        text_pair_column=text_pair_column,
-        label_column=label_column,
-        valid=valid,
-        valid_split=valid_split,
-        encoding=encoding,
-        max_length=max_length,
-        block_size=block_size,
-        line_by_line=line_by_line,
-        mlm_probability=mlm_probability,
-        epochs=epochs,
-        max_steps=max_steps,
-        lr=lr,
-        batch_size=batch_size,
-        grad_accum=grad_accum,
-        warmup_ratio=warmup_ratio,
-        weight_decay=weight_decay,
-        seed=seed,
-        precision=precision,
-        gradient_checkpointing=gradient_checkpointing,
-        save_steps=save_steps,
-        patience=patience,
-        best_metric=best_metric,
-        eval_on_start=eval_on_start,
-        logging_steps=logging_steps,
-        report_to=list(report_to) if report_to else ["none"],
-        device=device,
-        overwrite=overwrite,
-        resume=resume,
-        keep_checkpoints=keep_checkpoints,
-    )
+    settings = _settings(FinetuneSettings, locals(), precision=precision)
     settings.check()
     console = Console(quiet, verbose)
     from llmtool.models import ModelOptions, prepare_environment
@@ -1074,41 +1055,7 @@ def pretrain_command(
         raise UsageError("--output DIR is required")
     from llmtool.pretrain import PretrainSettings
 
-    settings = PretrainSettings(
-        objective=objective,
-        nsp=nsp,
-        size=size,
-        config=config,
-        tokenizer=tokenizer,
-        vocab_size=vocab_size,
-        min_frequency=min_frequency,
-        block_size=block_size,
-        line_by_line=line_by_line,
-        mlm_probability=mlm_probability,
-        text_column=text_column,
-        valid=valid,
-        valid_split=valid_split,
-        encoding=_encoding(encoding),
-        epochs=epochs,
-        max_steps=max_steps,
-        lr=lr,
-        batch_size=batch_size,
-        grad_accum=grad_accum,
-        warmup_ratio=warmup_ratio,
-        weight_decay=weight_decay,
-        seed=seed,
-        precision=precision,
-        gradient_checkpointing=gradient_checkpointing,
-        save_steps=save_steps,
-        patience=patience,
-        logging_steps=logging_steps,
-        eval_on_start=eval_on_start,
-        report_to=list(report_to) if report_to else ["none"],
-        device=device,
-        overwrite=overwrite,
-        resume=resume,
-        keep_checkpoints=keep_checkpoints,
-    )
+    settings = _settings(PretrainSettings, locals(), precision=precision)
     settings.check()
     console = Console(quiet, verbose)
     from llmtool.models import prepare_environment
