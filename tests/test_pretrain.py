@@ -358,3 +358,18 @@ def test_torchrun_two_cpu_processes_pretrain_one_model(tmp_path: Path) -> None:
     assert filled.returncode == 0, filled.stderr
     judged = run_cli(["next-sentence", "--model", str(out), "A sentence.", "Another one."], env=ENV)
     assert judged.returncode == 0, judged.stderr
+
+
+def test_readme_quick_start_runs_the_tested_recipes() -> None:
+    """The README's offline quick start trains what the learning tests above train."""
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    start = readme.index("## Offline quick start")
+    quick_start = " ".join(readme[start : readme.index("```\n", readme.index("```sh", start) + 5)].split())
+    config = json.loads(quick_start.split("echo '", 1)[1].split("'", 1)[0])
+    assert config == {k: (int(v) if isinstance(v, float) else v) for k, v in FACTS_BERT.items()}
+    bert = " ".join(BERT_FLAGS.replace(" --save-steps 1000", "").split()[3:])  # after "--objective mlm --nsp"
+    head = "pretrain facts.txt --objective mlm --nsp --output facts-bert --config facts-bert.json"
+    assert f"{head} \\ {bert}" in quick_start
+    clm = "--objective clm --output facts-gpt --line-by-line --max-steps 1500 --seed 1"
+    assert f"pretrain facts.txt {clm}" in quick_start
+    assert "--objective clm --line-by-line --max-steps 1500" in Path(__file__).read_text()  # the clm test's flags
