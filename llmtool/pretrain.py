@@ -229,21 +229,29 @@ def _documents_dataset(layouts: list[Layout], cache_dir: str) -> Any:
 def load_documents(layouts: list[Layout], settings: PretrainSettings, cache_dir: str) -> tuple[Any, Any | None]:
     """Training and validation documents (Arrow, on disk): the --valid file, or a seeded share of the corpus."""
     corpus = layouts[:-1] if settings.valid else layouts
+    source = corpus[0].path if len(corpus) == 1 else None
     train = _documents_dataset(corpus, cache_dir)
+    valid = None
     if settings.valid:
-        return train, _documents_dataset(layouts[-1:], cache_dir)
-    if settings.valid_split == 0:
-        return train, None
-    n_valid = round(len(train) * settings.valid_split)
-    if n_valid < 1 or len(train) - n_valid < 1:
+        valid = _documents_dataset(layouts[-1:], cache_dir)
+    elif settings.valid_split:
+        n_valid = round(len(train) * settings.valid_split)
+        if n_valid < 1 or len(train) - n_valid < 1:
+            raise InputError(
+                f"{_count(len(train), 'document')} {'is' if len(train) == 1 else 'are'} too few for "
+                f"--valid-split {settings.valid_split:g}; "
+                "separate documents with blank lines, or pass --valid FILE",
+                source=source,
+            )
+        split = train.train_test_split(test_size=n_valid, seed=settings.seed, shuffle=True)
+        train, valid = split["train"], split["test"]
+    if settings.nsp and len(train) < 2:  # said before a tokenizer is trained for nothing
         raise InputError(
-            f"{_count(len(train), 'document')} {'is' if len(train) == 1 else 'are'} too few for "
-            f"--valid-split {settings.valid_split:g}; "
-            "separate documents with blank lines, or pass --valid FILE",
-            source=corpus[0].path if len(corpus) == 1 else None,
+            f"--nsp draws random second sentences from other documents, and there {'is' if len(train) == 1 else 'are'} "
+            f"{_count(len(train), 'training document')}; separate documents with blank lines (or one per CSV row)",
+            source=source,
         )
-    split = train.train_test_split(test_size=n_valid, seed=settings.seed, shuffle=True)
-    return split["train"], split["test"]
+    return train, valid
 
 
 def _corpus_summary(layouts: list[Layout], train: Any, valid: Any | None) -> str:
@@ -405,11 +413,6 @@ def architecture_name(model: Any) -> str:
 
 
 def build_examples(train_docs: Any, valid_docs: Any | None, tokenizer: Any, s: PretrainSettings) -> tuple[Any, Any]:
-    if s.nsp and len(train_docs) < 2:
-        raise InputError(
-            "--nsp draws random second sentences from other documents, and the corpus is one document; "
-            "separate documents with blank lines (or one per CSV row)"
-        )
     train = _examples(train_docs, tokenizer, s, "train")
     valid = _examples(valid_docs, tokenizer, s, "valid") if valid_docs is not None else None
     if len(train) == 0:
