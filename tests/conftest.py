@@ -66,6 +66,44 @@ def run_cli(
     )
 
 
+def start_cli(args: Sequence[str], env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    """The installed ``llmtool`` in the background: stdin closed, stdout and stderr piped (text)."""
+    return subprocess.Popen(
+        [llmtool_executable(), *args],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env if env is not None else cli_env(),
+        text=True,
+    )
+
+
+def read_stderr_until(proc: subprocess.Popen[str], marker: str) -> list[str]:
+    """The stderr lines of ``proc`` up to and including the first that holds ``marker``."""
+    assert proc.stderr is not None
+    seen = []
+    for line in proc.stderr:
+        seen.append(line)
+        if marker in line:
+            break
+    return seen
+
+
+def interrupt_after_first_epoch(
+    args: Sequence[str], sig: int, env: dict[str, str] | None = None, timeout: float = 300
+) -> tuple[int, str]:
+    """Start a training run, wait for its first epoch's evaluation line, let it train on briefly
+    (into the second epoch), then send ``sig``; its exit status and whole stderr."""
+    import time
+
+    proc = start_cli(args, env)
+    seen = read_stderr_until(proc, "epoch 1.00")
+    time.sleep(0.3)
+    proc.send_signal(sig)
+    _, rest = proc.communicate(timeout=timeout)
+    return proc.returncode, "".join(seen) + rest
+
+
 def invoke(args: Sequence[str]) -> subprocess.CompletedProcess[str]:
     """Run the CLI's ``main()`` in this process, for wide input corpora where a subprocess per
     case would spend its time importing torch. Only for file input: stdin is not redirected."""

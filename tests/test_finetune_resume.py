@@ -8,38 +8,14 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
-import time
 from pathlib import Path
 
 import pytest
-from conftest import cli_env, llmtool_executable, run_cli
+from conftest import cli_env, interrupt_after_first_epoch, run_cli
 from synthetic import write_sentiment_csv
 
 ENV = cli_env(OMP_NUM_THREADS="1")
 EPOCHS = ["--epochs", "3", "--lr", "1e-3", "--seed", "7", "--json"]
-
-
-def interrupt_after_first_epoch(args: list[str], sig: int) -> tuple[int, str]:
-    """Start llmtool, wait for its first validation line, let it train on briefly, then send ``sig``."""
-    proc = subprocess.Popen(
-        [llmtool_executable(), *args],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=ENV,
-        text=True,
-    )
-    assert proc.stderr is not None
-    seen = []
-    for line in proc.stderr:
-        seen.append(line)
-        if "epoch 1.00" in line:
-            break
-    time.sleep(0.3)  # into the second epoch
-    proc.send_signal(sig)
-    _, rest = proc.communicate(timeout=120)
-    return proc.returncode, "".join(seen) + rest
 
 
 @pytest.mark.slow
@@ -52,7 +28,7 @@ def test_sigint_then_resume_matches_the_uninterrupted_run(tmp_path: Path, tiny_b
     expected = json.loads(whole.stdout)
 
     out = tmp_path / "interrupted"
-    code, stderr = interrupt_after_first_epoch([*common, "--output", str(out)], signal.SIGINT)
+    code, stderr = interrupt_after_first_epoch([*common, "--output", str(out)], signal.SIGINT, ENV, 120)
     assert code == 130, stderr
     assert "Ctrl-C: saving a checkpoint after this step" in stderr
     checkpoints = sorted(int(p.name.split("-")[1]) for p in (out / "checkpoints").iterdir())
@@ -81,7 +57,7 @@ def test_sigterm_checkpoints_and_exits_143(tmp_path: Path, tiny_bert: Path) -> N
     train = write_sentiment_csv(tmp_path / "train.csv", 1200, seed=3)
     out = tmp_path / "terminated"
     args = ["finetune", str(train), "--model", str(tiny_bert), "--output", str(out), *EPOCHS]
-    code, stderr = interrupt_after_first_epoch(args, signal.SIGTERM)
+    code, stderr = interrupt_after_first_epoch(args, signal.SIGTERM, ENV, 120)
     assert code == 143, stderr
     assert "SIGTERM: saving a checkpoint" in stderr and stderr.rstrip().endswith("llmtool: terminated")
     assert sorted(p.name for p in out.iterdir()) == ["checkpoints"]

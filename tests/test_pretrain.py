@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import cli_env, llmtool_executable, run_cli
+from conftest import cli_env, interrupt_after_first_epoch, run_cli
 
 from llmtool.corpus import FACTS
 
@@ -190,21 +190,6 @@ def test_clm_learns_the_facts(facts: Path, tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- interrupt and resume
 
 
-def interrupt_after_first_epoch(args: list[str]) -> tuple[int, str]:
-    pipes = {"stdin": subprocess.DEVNULL, "stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
-    proc = subprocess.Popen([llmtool_executable(), *args], env=ENV, text=True, **pipes)  # type: ignore[call-overload]
-    assert proc.stderr is not None
-    seen = []
-    for line in proc.stderr:
-        seen.append(line)
-        if "epoch 1.00" in line:
-            break
-    time.sleep(0.3)  # into the second epoch
-    proc.send_signal(signal.SIGINT)
-    _, rest = proc.communicate(timeout=SLOW)
-    return proc.returncode, "".join(seen) + rest
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("objective", ["clm", "mlm"])
 def test_sigint_then_resume_matches_the_uninterrupted_run(tmp_path: Path, objective: str) -> None:
@@ -218,7 +203,7 @@ def test_sigint_then_resume_matches_the_uninterrupted_run(tmp_path: Path, object
     expected = json.loads(whole.stdout)
 
     out = tmp_path / "interrupted"
-    code, stderr = interrupt_after_first_epoch([*common, "--output", str(out)])
+    code, stderr = interrupt_after_first_epoch([*common, "--output", str(out)], signal.SIGINT, ENV, SLOW)
     assert code == 130, stderr
     checkpoints = sorted(int(p.name.split("-")[1]) for p in (out / "checkpoints").iterdir())
     assert checkpoints[-1] > expected["history"][0]["step"], "stopped in the second epoch"

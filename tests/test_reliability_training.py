@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import cli_env, llmtool_executable, run_cli
+from conftest import cli_env, llmtool_executable, read_stderr_until, run_cli, start_cli
 from synthetic import write_sentiment_csv
 
 ENV = cli_env(OMP_NUM_THREADS="1")
@@ -121,14 +121,7 @@ def test_signals_at_random_moments(
     interrupted = 0
     for i, delay in enumerate(f * seconds for f in fractions):
         out = tmp_path / f"out{i}"
-        proc = subprocess.Popen(
-            [llmtool_executable(), *args(out)],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=ENV,
-            text=True,
-        )
+        proc = start_cli(args(out), ENV)
         time.sleep(delay)
         proc.send_signal(sig)
         _, stderr = proc.communicate(timeout=300)
@@ -175,20 +168,8 @@ def test_read_only_output_folder(tmp_path: Path, tiny_bert: Path) -> None:
 def test_output_folder_deleted_during_training(tmp_path: Path, tiny_bert: Path) -> None:
     train = write_sentiment_csv(tmp_path / "train.csv", 800, seed=5)
     out = tmp_path / "out"
-    proc = subprocess.Popen(
-        [llmtool_executable(), *finetune_args(train, tiny_bert, out, "--epochs", "3")],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=ENV,
-        text=True,
-    )
-    assert proc.stderr is not None
-    seen = []
-    for line in proc.stderr:
-        seen.append(line)
-        if "epoch 1.00" in line:
-            break
+    proc = start_cli(finetune_args(train, tiny_bert, out, "--epochs", "3"), ENV)
+    seen = read_stderr_until(proc, "epoch 1.00")
     while out.exists():  # the run keeps writing while we delete
         shutil.rmtree(out, ignore_errors=True)
     _, rest = proc.communicate(timeout=300)
