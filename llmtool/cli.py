@@ -205,9 +205,10 @@ def _silence_stdout() -> None:
 def _model_options(**kwargs: Any) -> tuple[Any, str]:
     """The model options and where the model is, found before the heavy imports so that a
     missing model fails in a fraction of a second."""
-    from llmtool.models import ModelOptions, locate, prepare_environment
+    from llmtool.models import ModelOptions, locate, prepare_environment, prepare_streaming
 
     prepare_environment(kwargs.get("offline", False), kwargs.get("verbose", False))
+    prepare_streaming()
     options = ModelOptions(**kwargs)
     return options, locate(options)
 

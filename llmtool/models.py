@@ -65,6 +65,18 @@ def prepare_environment(offline: bool = False, verbose: bool = False) -> None:
         _set_library_verbosity(verbose)
 
 
+def prepare_streaming() -> None:
+    """Keep a streaming command's memory flat however long its input (before torch is imported).
+
+    oneDNN, under PyTorch's CPU matrix products, caches up to 1,024 kernels, one per input shape
+    with its scratch memory; batches of piped lines come in ever-new shapes, so the cache grew
+    with the input: fill-mask with a tiny BERT peaked at 570 MB on 30,000 lines against 499 MB on
+    1,000. Without the cache: 480 MB and 474 MB, at the same speed for bert-base and GPT-2
+    (bench/changes.md). A value set by the user wins.
+    """
+    os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "0")
+
+
 def _set_library_verbosity(verbose: bool) -> None:
     import transformers
     from huggingface_hub.utils import disable_progress_bars, enable_progress_bars

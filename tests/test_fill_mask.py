@@ -154,3 +154,47 @@ def test_python_api(tiny_bert: Path) -> None:
     records = list(llmtool.fill_mask(["the [MASK] .", "a [MASK] day"], model=str(tiny_bert), top_k=2))
     assert [r["index"] for r in records] == [0, 1]
     assert all(len(r["masks"][0]["predictions"]) == 2 for r in records)
+
+
+def test_memory_stays_flat_on_a_long_stream(tmp_path: Path) -> None:
+    """Peak memory must not grow with the length of piped input (streaming, bench row 7).
+
+    Lines of 5-60 words come in batches of ever-new shapes; oneDNN's kernel cache, left at its
+    default, kept one kernel per shape: this very run grew by 27 MB from 500 to 8,000 lines (443 ->
+    470 MB, one thread). llmtool turns the cache off for its streaming commands."""
+    import os
+    import random
+    import subprocess
+
+    import tiny_models
+    from conftest import cli_env, llmtool_executable
+    from transformers import BertConfig, BertForMaskedLM
+
+    model = tiny_models.build_bert(tmp_path / "bert")
+    config = BertConfig.from_pretrained(model)  # wide enough, and long enough, for real shapes
+    config.update({"hidden_size": 128, "intermediate_size": 512, "max_position_embeddings": 512})
+    BertForMaskedLM(config).save_pretrained(model)
+    rng = random.Random(0)
+    lines = []
+    for _ in range(8000):
+        words = rng.choices(tiny_models.WORDS, k=rng.randint(5, 60))
+        words[rng.randrange(len(words))] = "[MASK]"
+        lines.append(" ".join(words))
+
+    def peak_mb(n: int) -> float:
+        path = tmp_path / f"{n}.txt"
+        path.write_text("\n".join(lines[:n]) + "\n", encoding="utf-8")
+        with path.open("rb") as stdin:
+            proc = subprocess.Popen(
+                [llmtool_executable(), "fill-mask", "-m", str(model)],
+                stdin=stdin,
+                stdout=subprocess.DEVNULL,
+                env=cli_env(),
+            )
+            _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        assert proc.returncode == 0
+        return usage.ru_maxrss / 1024
+
+    few, many = peak_mb(500), peak_mb(8000)
+    assert many - few < 16, f"peak RSS grew from {few:.0f} MB (500 lines) to {many:.0f} MB (8,000 lines)"
