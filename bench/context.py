@@ -119,6 +119,7 @@ class RowResult:
     skipped: str | None = None
     seconds: float = 0.0  # how long the row took to run
     load_average: list[float] = field(default_factory=list)  # 1/5/15-minute load when the row started
+    run: dict[str, Any] | None = None  # date, git, command: set when re-measured after the page's run (--update)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import platform
@@ -83,9 +84,27 @@ def _git_revision() -> str | None:
 # ---------------------------------------------------------------------------- writing
 
 
-def write(results_dir: Path, info: dict[str, Any], rows: list[RowResult], mode: str) -> tuple[Path, Path]:
+# What must match for rows of two runs to share one page.
+COMPARABLE = ("cpu", "cpu_count", "cpus_usable", "device", "gpu", "torch_threads", "python", "torch", "transformers")
+
+
+def write(
+    results_dir: Path,
+    info: dict[str, Any],
+    rows: list[RowResult],
+    mode: str,
+    previous: tuple[dict[str, Any], list[RowResult]] | None = None,
+) -> tuple[Path, Path]:
+    """Write the run's rows; with ``previous`` (``--update``), merge them into that earlier run's
+    page: its header stays, the new rows replace theirs and carry their own date and revision."""
     results_dir.mkdir(parents=True, exist_ok=True)
     info = {**info, "load_average_end": list(os.getloadavg()), "mode": mode}
+    if previous is not None:
+        stamp = {k: info[k] for k in ("date", "git", "command")}
+        fresh = {r.id: dataclasses.replace(r, run=stamp) for r in rows}
+        old_info, old_rows = previous
+        merged = {**{r.id: r for r in old_rows}, **fresh}
+        info, rows = old_info, sorted(merged.values(), key=lambda r: int(r.id))
     data = {"machine": info, "rows": [r.to_json() for r in rows]}
     json_path = results_dir / "results.json"
     md_path = results_dir / "results.md"
@@ -94,13 +113,29 @@ def write(results_dir: Path, info: dict[str, Any], rows: list[RowResult], mode: 
     return md_path, json_path
 
 
+def load(results_dir: Path) -> tuple[dict[str, Any], list[RowResult]]:
+    """The machine info and rows of an earlier run's results.json."""
+    data = json.loads((results_dir / "results.json").read_text(encoding="utf-8"))
+    rows = [RowResult(**{**r, "checks": [Check(**c) for c in r["checks"]]}) for r in data["rows"]]
+    return data["machine"], rows
+
+
+def incomparable(old: dict[str, Any], new: dict[str, Any], mode: str) -> str | None:
+    """Why rows of these two runs cannot share a page, or None."""
+    if old.get("mode") != mode:
+        return f"the page is a {old.get('mode')} run, this is a {mode} run"
+    for key in COMPARABLE:
+        if old.get(key) != new.get(key):
+            return f"{key} differs: {old.get(key)!r} then, {new.get(key)!r} now"
+    return None
+
+
 def render(results_dir: Path) -> Path:
     """Rewrite results.md from results.json and the current changes.md, measuring nothing (for
     edits to the hand-written part after a long run)."""
-    data = json.loads((results_dir / "results.json").read_text(encoding="utf-8"))
-    rows = [RowResult(**{**r, "checks": [Check(**c) for c in r["checks"]]}) for r in data["rows"]]
+    info, rows = load(results_dir)
     md_path = results_dir / "results.md"
-    md_path.write_text(markdown(data["machine"], rows), encoding="utf-8")
+    md_path.write_text(markdown(info, rows), encoding="utf-8")
     return md_path
 
 
@@ -129,6 +164,10 @@ def markdown(info: dict[str, Any], rows: list[RowResult]) -> str:
         f"tokenizers {info['tokenizers']}, llmtool {info['llmtool']} (git {info['git']}) |"
     )
     out.append(f"| platform | {info['platform']} |")
+    later = [r for r in rows if r.run]
+    if later:
+        when = "; ".join(f"row {r.id} on {r.run['date']} (git {r.run['git']})" for r in later if r.run)
+        out.append(f"| re-measured later (`--update`) | {when} |")
     out += ["", "## Summary", "", "| row | measure | value | goal | met |", "|---|---|---|---|---|"]
     for r in rows:
         if r.skipped:
@@ -148,7 +187,8 @@ def markdown(info: dict[str, Any], rows: list[RowResult]) -> str:
         if r.notes:
             out += ["", *[f"- {n}" for n in r.notes]]
         load = f"; load average at its start {_load(r.load_average)}" if r.load_average else ""
-        out += ["", f"_Row time: {r.seconds:.0f} s{load}._"]
+        again = f"; re-measured on {r.run['date']} (git {r.run['git']}) by `{r.run['command']}`" if r.run else ""
+        out += ["", f"_Row time: {r.seconds:.0f} s{load}{again}._"]
     if CHANGES.is_file():
         out += ["", CHANGES.read_text(encoding="utf-8").rstrip()]
     return "\n".join(out) + "\n"

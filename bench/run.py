@@ -4,6 +4,7 @@
     python -m bench --quick          # every row, small inputs: a smoke run of a few minutes
     python -m bench --rows 1,3       # chosen rows only
     python -m bench --quick --size tiny --rows 1,3,4,7 --results-dir /tmp/b   # the test's run
+    python -m bench --rows 3,7 --update   # re-measure rows 3 and 7, keep the others' figures
     python -m bench --render         # rewrite results.md from results.json (after editing changes.md)
 
 Exits 0 whatever the timings: a missed goal is a finding, not a failure.
@@ -51,6 +52,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="measure nothing: rewrite results.md from results.json and bench/changes.md",
     )
+    parser.add_argument(
+        "--update",
+        action="store_true",
+        help="merge the chosen rows into the existing results.json: the other rows keep their figures, "
+        "and each re-measured row records its own date and git revision",
+    )
     args = parser.parse_args(argv)
     unknown = [r for r in args.rows.split(",") if r.strip() not in ROWS]
     if unknown:
@@ -76,6 +83,17 @@ def main(argv: list[str] | None = None) -> int:
     device = _device(args.device)
     results_dir = args.results_dir or (args.out_dir if args.quick else assets.BENCH_DIR)
     info = report.machine_info(device)
+    previous = None
+    if args.update:
+        try:
+            previous = report.load(results_dir)
+        except (OSError, ValueError) as exc:
+            log_stderr(f"bench: --update needs an earlier results.json in {results_dir}: {exc}")
+            return 2
+        different = report.incomparable(previous[0], info, "quick" if args.quick else "full")
+        if different:
+            log_stderr(f"bench: --update refused: {different}; run every row instead")
+            return 2
     log_stderr(f"bench: {info['cpu']}, {info['cpu_count']} CPUs, load average {info['load_average_start'][0]:.2f}")
 
     sizes = {args.size} if args.size else _sizes(selected)
@@ -97,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         result.seconds = time.perf_counter() - start
         result.load_average = load
         results.append(result)
-        md, js = report.write(results_dir, info, results, "quick" if args.quick else "full")
+        md, js = report.write(results_dir, info, results, "quick" if args.quick else "full", previous)
     if results:
         log_stderr(f"bench: wrote {md} and {js}")
     return 0
