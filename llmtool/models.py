@@ -66,7 +66,7 @@ def prepare_environment(offline: bool = False, verbose: bool = False) -> None:
 
 
 def prepare_streaming() -> None:
-    """Keep a streaming command's memory flat however long its input (before torch is imported).
+    """Keep an inference command's memory flat however long its input (before torch is imported).
 
     oneDNN, under PyTorch's CPU matrix products, caches up to 1,024 kernels, one per input shape
     with its scratch memory; batches of piped lines come in ever-new shapes, so the cache grew
