@@ -15,6 +15,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import tiny_models
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Several workers share the CPUs: in-process torch gets one thread each, like the subprocesses.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 # ../shared/data beside the repository; LLMTOOL_SHARED_DATA points elsewhere (e.g. from a git worktree).
 SHARED_DATA = Path(
     os.environ.get("LLMTOOL_SHARED_DATA") or Path(__file__).resolve().parents[1].parent / "shared" / "data"
