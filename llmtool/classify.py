@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from llmtool.batching import by_length, pad
 from llmtool.errors import InputError, ModelError, UsageError
 from llmtool.models import (
     MissingHeadError,
@@ -243,11 +244,9 @@ class Classifier:
     def _chunk(self, chunk: list[Example]) -> Iterator[tuple[Example, dict[str, Any]]]:
         valid = [i for i, e in enumerate(chunk) if e.error is None]
         encoded = self._encode([chunk[i] for i in valid])
-        by_length = sorted(range(len(valid)), key=lambda j: len(encoded[j]["input_ids"]))
         top: dict[int, list[tuple[int, float]]] = {}
         size = self.options.batch_size
-        for start in range(0, len(by_length), size):
-            batch = by_length[start : start + size]
+        for batch in by_length(range(len(valid)), lambda j: len(encoded[j]["input_ids"]), size):
             for j, preds in zip(batch, self._predict([encoded[j] for j in batch]), strict=True):
                 top[valid[j]] = preds
         for i, example in enumerate(chunk):
@@ -277,18 +276,8 @@ class Classifier:
     def _predict(self, batch: list[dict[str, list[int]]]) -> list[list[tuple[int, float]]]:
         """For each input, the top-k (label id, probability)."""
         torch = self.torch
-        longest = max(len(e["input_ids"]) for e in batch)
-        inputs = {"input_ids": torch.full((len(batch), longest), self.pad_id, dtype=torch.long)}
-        if "token_type_ids" in batch[0]:
-            inputs["token_type_ids"] = torch.zeros((len(batch), longest), dtype=torch.long)
-        inputs["attention_mask"] = torch.zeros((len(batch), longest), dtype=torch.long)
-        for row, e in enumerate(batch):
-            n = len(e["input_ids"])
-            for key, values in e.items():
-                inputs[key][row, :n] = torch.tensor(values, dtype=torch.long)
-            inputs["attention_mask"][row, :n] = 1
         with torch.inference_mode():
-            logits = self.model(**{k: v.to(self.device) for k, v in inputs.items()}).logits.float()
+            logits = self.model(**pad(batch, self.pad_id, self.device)).logits.float()
             probs = logits.sigmoid() if self.multi_label else logits.softmax(dim=-1)
             values, indices = probs.topk(min(self.options.top_k, probs.shape[-1]), dim=-1)
         return [list(zip(i, v, strict=True)) for i, v in zip(indices.tolist(), values.tolist(), strict=True)]

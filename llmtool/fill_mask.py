@@ -13,6 +13,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from llmtool.batching import by_length, pad
 from llmtool.errors import InputError, UsageError
 from llmtool.models import ModelOptions, load, max_input_length
 from llmtool.streams import Formatter, Record, as_records, chunked
@@ -103,11 +104,10 @@ class MaskFiller:
 
     def _chunk(self, chunk: list[Record]) -> Iterator[dict[str, Any]]:
         encoded = self._encode_all(chunk)
-        valid = sorted((i for i, e in enumerate(encoded) if isinstance(e, list)), key=lambda i: len(encoded[i]))
+        valid = [i for i, e in enumerate(encoded) if isinstance(e, list)]
         results: dict[int, list[list[tuple[int, float]]]] = {}
         size = self.options.batch_size
-        for start in range(0, len(valid), size):
-            batch = valid[start : start + size]
+        for batch in by_length(valid, lambda i: len(encoded[i]), size):
             for i, preds in zip(batch, self._predict([encoded[i] for i in batch]), strict=True):  # type: ignore[misc]
                 results[i] = preds
         for i, record in enumerate(chunk):
@@ -122,14 +122,8 @@ class MaskFiller:
     def _predict(self, batch: list[list[int]]) -> list[list[list[tuple[int, float]]]]:
         """For each sequence, for each mask: the top-k (token id, probability)."""
         torch = self.torch
-        longest = max(len(ids) for ids in batch)
-        input_ids = torch.full((len(batch), longest), self.pad_id, dtype=torch.long)
-        attention = torch.zeros((len(batch), longest), dtype=torch.long)
-        for row, ids in enumerate(batch):
-            input_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
-            attention[row, : len(ids)] = 1
-        input_ids = input_ids.to(self.device)
-        attention = attention.to(self.device)
+        inputs = pad([{"input_ids": ids} for ids in batch], self.pad_id, self.device)
+        input_ids, attention = inputs["input_ids"], inputs["attention_mask"]
         with torch.inference_mode():
             rows, cols = (input_ids == self.mask_id).nonzero(as_tuple=True)
             if self.head is not None:

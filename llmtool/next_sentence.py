@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from llmtool.batching import by_length, pad
 from llmtool.errors import InputError, ModelError, UsageError
 from llmtool.models import (
     MissingHeadError,
@@ -186,11 +187,9 @@ class NextSentence:
         )
         keys = [k for k in ("input_ids", "token_type_ids") if k in enc]
         encoded = [{k: enc[k][i] for k in keys} for i in range(len(chunk))]
-        order = sorted(range(len(chunk)), key=lambda i: len(encoded[i]["input_ids"]))
         probs: dict[int, float] = {}
         size = self.options.batch_size
-        for start in range(0, len(order), size):
-            batch = order[start : start + size]
+        for batch in by_length(range(len(chunk)), lambda i: len(encoded[i]["input_ids"]), size):
             for i, p in zip(batch, self._predict([encoded[i] for i in batch]), strict=True):
                 probs[i] = p
         for i, pair in enumerate(chunk):
@@ -198,19 +197,8 @@ class NextSentence:
 
     def _predict(self, batch: Sequence[dict[str, list[int]]]) -> list[float]:
         torch = self.torch
-        longest = max(len(e["input_ids"]) for e in batch)
-        inputs = {
-            k: torch.full((len(batch), longest), self.pad_id if k == "input_ids" else 0, dtype=torch.long)
-            for k in batch[0]
-        }
-        inputs["attention_mask"] = torch.zeros((len(batch), longest), dtype=torch.long)
-        for row, e in enumerate(batch):
-            n = len(e["input_ids"])
-            for key, values in e.items():
-                inputs[key][row, :n] = torch.tensor(values, dtype=torch.long)
-            inputs["attention_mask"][row, :n] = 1
         with torch.inference_mode():
-            logits = self.model(**{k: v.to(self.device) for k, v in inputs.items()}).logits.float()
+            logits = self.model(**pad(batch, self.pad_id, self.device)).logits.float()
             # label 0 is "B is the continuation of A" in BERT's NSP head
             result: list[float] = logits.softmax(dim=-1)[:, 0].tolist()
         return result

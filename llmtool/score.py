@@ -25,6 +25,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from llmtool.batching import by_length, pad
 from llmtool.errors import InputError, ModelError, UsageError
 from llmtool.models import (
     MissingHeadError,
@@ -240,26 +241,14 @@ class Scorer:
                 "perplexity": perplexity(sums[slot], counts[slot]),
             }
 
-    def _batches(self, items: list[Any], length: Any) -> Iterator[list[Any]]:
-        ordered = sorted(items, key=length)
-        size = self.options.batch_size
-        for start in range(0, len(ordered), size):
-            yield ordered[start : start + size]
-
     def _pad(self, rows: list[list[int]]) -> tuple[Any, Any]:
-        torch = self.torch
-        longest = max(len(r) for r in rows)
-        ids = torch.full((len(rows), longest), self.pad_id, dtype=torch.long)
-        attention = torch.zeros((len(rows), longest), dtype=torch.long)
-        for i, row in enumerate(rows):
-            ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
-            attention[i, : len(row)] = 1
-        return ids.to(self.device), attention.to(self.device)
+        inputs = pad([{"input_ids": row} for row in rows], self.pad_id, self.device)
+        return inputs["input_ids"], inputs["attention_mask"]
 
     def _causal(self, token_ids: list[list[int]], pieces: list[Window]) -> Iterator[tuple[int, float, int]]:
         """(slot, summed log-probability, tokens scored) per window."""
         torch = self.torch
-        for batch in self._batches(pieces, lambda w: w.end - w.start):
+        for batch in by_length(pieces, lambda w: w.end - w.start, self.options.batch_size):
             ids, attention = self._pad([token_ids[w.slot][w.start : w.end] for w in batch])
             # Only the positions whose next token is scored go through the softmax.
             predict = torch.zeros_like(ids, dtype=torch.bool)
@@ -280,7 +269,7 @@ class Scorer:
         torch = self.torch
         mask_id = self.tokenizer.mask_token_id
         copies = [(w, t) for w in pieces for t in range(w.first, w.end)]
-        for batch in self._batches(copies, lambda c: c[0].end - c[0].start):
+        for batch in by_length(copies, lambda c: c[0].end - c[0].start, self.options.batch_size):
             rows_in: list[list[int]] = []
             positions: list[int] = []
             targets: list[int] = []
