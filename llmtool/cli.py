@@ -1149,7 +1149,9 @@ def _on_sigterm(signum: int, frame: Any) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point; returns the exit status."""
-    if threading.current_thread() is threading.main_thread():
+    # A signal this process was started ignoring stays ignored (Unix practice: a script's
+    # background jobs ignore SIGINT); Python itself leaves an ignored SIGINT alone.
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) is not signal.SIG_IGN:
         signal.signal(signal.SIGTERM, _on_sigterm)
     if "NO_COLOR" in os.environ:
         os.environ.setdefault("TERM", "dumb")

@@ -748,8 +748,9 @@ class _GracefulStop(_LazyCallback):
             yield
             return
         previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-        for sig in previous:
-            signal.signal(sig, self._handle)
+        for sig, handler in previous.items():
+            if handler is not signal.SIG_IGN:  # ignored since start-up (a script's background job): stays so
+                signal.signal(sig, self._handle)
         try:
             yield
         finally:

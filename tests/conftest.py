@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -14,6 +15,12 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 import tiny_models
+
+# A CI runner, or `pytest &` in a script, may start the tests with SIGINT ignored. Children inherit
+# an ignored signal, and llmtool rightly keeps ignoring it, so the Ctrl-C tests would test nothing:
+# the children start with the default disposition instead (start_cli(ignore=...) tests the other case).
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # Several workers share the CPUs: in-process torch gets one thread each, like the subprocesses.
@@ -70,8 +77,24 @@ def run_cli(
     )
 
 
-def start_cli(args: Sequence[str], env: dict[str, str] | None = None) -> subprocess.Popen[str]:
-    """The installed ``llmtool`` in the background: stdin closed, stdout and stderr piped (text)."""
+def ignoring(signals: Sequence[int]):  # type: ignore[no-untyped-def]
+    """A ``preexec_fn`` that starts the child with ``signals`` ignored, as a shell script starts its
+    background jobs (``cmd &``) with SIGINT ignored; None when there are none."""
+    if not signals:
+        return None
+
+    def preexec() -> None:
+        for sig in signals:
+            signal.signal(sig, signal.SIG_IGN)
+
+    return preexec
+
+
+def start_cli(
+    args: Sequence[str], env: dict[str, str] | None = None, ignore: Sequence[int] = ()
+) -> subprocess.Popen[str]:
+    """The installed ``llmtool`` in the background: stdin closed, stdout and stderr piped (text);
+    ``ignore``: signals it starts with ignored."""
     return subprocess.Popen(
         [llmtool_executable(), *args],
         stdin=subprocess.DEVNULL,
@@ -79,6 +102,7 @@ def start_cli(args: Sequence[str], env: dict[str, str] | None = None) -> subproc
         stderr=subprocess.PIPE,
         env=env if env is not None else cli_env(),
         text=True,
+        preexec_fn=ignoring(ignore),
     )
 
 
@@ -94,13 +118,13 @@ def read_stderr_until(proc: subprocess.Popen[str], marker: str) -> list[str]:
 
 
 def interrupt_after_first_epoch(
-    args: Sequence[str], sig: int, env: dict[str, str] | None = None, timeout: float = 300
+    args: Sequence[str], sig: int, env: dict[str, str] | None = None, timeout: float = 300, ignore: Sequence[int] = ()
 ) -> tuple[int, str]:
     """Start a training run, wait for its first epoch's evaluation line, let it train on briefly
     (into the second epoch), then send ``sig``; its exit status and whole stderr."""
     import time
 
-    proc = start_cli(args, env)
+    proc = start_cli(args, env, ignore)
     seen = read_stderr_until(proc, "epoch 1.00")
     time.sleep(0.3)
     proc.send_signal(sig)

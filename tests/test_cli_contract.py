@@ -199,6 +199,31 @@ def test_sigint_exits_130(tiny_gpt2: Path) -> None:
     assert proc.stderr.read().decode().strip() == "llmtool: interrupted"
 
 
+def test_sigint_ignored_since_start_stays_ignored(tiny_gpt2: Path) -> None:
+    """A script's background job (`llmtool ... &`) starts with SIGINT ignored, so that Ctrl-C at the
+    terminal does not reach it: llmtool keeps ignoring it and goes on."""
+    import signal
+
+    from conftest import ignoring
+
+    proc = subprocess.Popen(
+        [llmtool_executable(), "generate", "-m", str(tiny_gpt2), "-t", "5", "--greedy"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=cli_env(),
+        preexec_fn=ignoring([signal.SIGINT]),
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    proc.stdin.write(b"once upon a time\n")
+    proc.stdin.flush()
+    first = proc.stdout.readline()
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(b"the king\n", timeout=60)
+    assert proc.returncode == 0, err
+    assert first and len(out.splitlines()) == 1 and not err
+
+
 def test_python_dash_m() -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "llmtool", "version"], capture_output=True, text=True, env=cli_env(), check=False

@@ -53,6 +53,18 @@ def test_sigint_then_resume_matches_the_uninterrupted_run(tmp_path: Path, tiny_b
 
 
 @pytest.mark.slow
+def test_sigint_ignored_since_start_does_not_stop_training(tmp_path: Path, tiny_bert: Path) -> None:
+    """Started as a script's background job (SIGINT ignored), a training run keeps ignoring Ctrl-C."""
+    train = write_sentiment_csv(tmp_path / "train.csv", 1200, seed=3)
+    out = tmp_path / "background"
+    args = ["finetune", str(train), "--model", str(tiny_bert), "--output", str(out), *EPOCHS]
+    code, stderr = interrupt_after_first_epoch(args, signal.SIGINT, ENV, 120, ignore=[signal.SIGINT])
+    assert code == 0, stderr
+    assert "Ctrl-C" not in stderr
+    assert (out / "model.safetensors").is_file()
+
+
+@pytest.mark.slow
 def test_sigterm_checkpoints_and_exits_143(tmp_path: Path, tiny_bert: Path) -> None:
     train = write_sentiment_csv(tmp_path / "train.csv", 1200, seed=3)
     out = tmp_path / "terminated"
