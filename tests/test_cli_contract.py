@@ -8,6 +8,7 @@ import pty
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -179,8 +180,9 @@ def test_debug_env_shows_traceback(tiny_bert: Path) -> None:
     assert loud.stderr.rstrip().endswith(quiet.stderr.rstrip())
 
 
-def test_sigint_exits_130(tiny_gpt2: Path) -> None:
-    import signal
+def generating_after_one_prompt(tiny_gpt2: Path, ignore: Sequence[int] = ()) -> subprocess.Popen[bytes]:
+    """``llmtool generate`` reading a pipe that stays open, after its first result (model loaded)."""
+    from conftest import ignoring
 
     proc = subprocess.Popen(
         [llmtool_executable(), "generate", "-m", str(tiny_gpt2), "-t", "5", "--greedy"],
@@ -188,11 +190,19 @@ def test_sigint_exits_130(tiny_gpt2: Path) -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env=cli_env(),
+        preexec_fn=ignoring(ignore),
     )
     assert proc.stdin is not None and proc.stdout is not None
     proc.stdin.write(b"once upon a time\n")
     proc.stdin.flush()
-    proc.stdout.readline()  # the model is loaded and working; stdin stays open
+    assert proc.stdout.readline()  # the model is loaded and working; stdin stays open
+    return proc
+
+
+def test_sigint_exits_130(tiny_gpt2: Path) -> None:
+    import signal
+
+    proc = generating_after_one_prompt(tiny_gpt2)
     proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=60) == 130
     assert proc.stderr is not None
@@ -204,24 +214,11 @@ def test_sigint_ignored_since_start_stays_ignored(tiny_gpt2: Path) -> None:
     terminal does not reach it: llmtool keeps ignoring it and goes on."""
     import signal
 
-    from conftest import ignoring
-
-    proc = subprocess.Popen(
-        [llmtool_executable(), "generate", "-m", str(tiny_gpt2), "-t", "5", "--greedy"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=cli_env(),
-        preexec_fn=ignoring([signal.SIGINT]),
-    )
-    assert proc.stdin is not None and proc.stdout is not None
-    proc.stdin.write(b"once upon a time\n")
-    proc.stdin.flush()
-    first = proc.stdout.readline()
+    proc = generating_after_one_prompt(tiny_gpt2, ignore=[signal.SIGINT])
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(b"the king\n", timeout=60)
     assert proc.returncode == 0, err
-    assert first and len(out.splitlines()) == 1 and not err
+    assert len(out.splitlines()) == 1 and not err  # the second prompt's result
 
 
 def test_python_dash_m() -> None:
