@@ -946,7 +946,7 @@ def finetune_command(
         typer.echo(json_line(report) if json_flag else format_report(report))
         return
     assert output is not None
-    result = finetune(train, output, settings, mopts, console)
+    result = _deferring_signals(finetune, train, output, settings, mopts, console)
     if is_main_process():
         typer.echo(json_line(result) if json_flag else format_result(result))
 
@@ -1067,7 +1067,7 @@ def pretrain_command(
     from llmtool.streams import json_line
     from llmtool.training import is_main_process
 
-    result = pretrain(corpus, output, settings, console)
+    result = _deferring_signals(pretrain, corpus, output, settings, console)
     if is_main_process():
         typer.echo(json_line(result) if json_flag else format_result(result))
 
@@ -1138,6 +1138,21 @@ def corpus_facts_command(
 def version_command() -> None:
     """Print llmtool's version."""
     typer.echo(__version__)
+
+
+def _deferring_signals(train: Callable[..., Any], *args: Any) -> Any:
+    """Run a training command with Ctrl-C/SIGTERM deferred during its set-up (llmtool.interrupts):
+    training resumes them when it starts; a stop before then is raised here."""
+    from llmtool import interrupts
+
+    interrupts.defer()
+    try:
+        result = train(*args)
+    finally:
+        received = interrupts.restore()  # set-up ended early (an error): nothing left to defer
+    if received is not None:
+        interrupts.raise_for(received)
+    return result
 
 
 # ---------------------------------------------------------------------------- entry point

@@ -747,6 +747,9 @@ class _GracefulStop(_LazyCallback):
         if threading.current_thread() is not threading.main_thread():
             yield
             return
+        from llmtool import interrupts
+
+        interrupts.resume()  # set-up is over: a signal received during it stops the run here
         previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
         for sig, handler in previous.items():
             if handler is not signal.SIG_IGN:  # ignored since start-up (a script's background job): stays so

@@ -144,6 +144,29 @@ def test_signals_at_random_moments(
     assert interrupted, "no signal landed inside a run"
 
 
+@pytest.mark.parametrize("signals", [1, 2], ids=["once", "twice"])
+def test_signal_during_set_up_waits_for_a_safe_point(
+    signals: int, tmp_path: Path, training_run: Callable[[str], tuple[Callable, float]]
+) -> None:
+    """While torch and Transformers set up, a KeyboardInterrupt raised inside Python code that C++
+    called can abort the whole process (exit -6, seen once in CI): the first signal is recorded
+    and raised when training would start; a second one quits at once. Either way: 130, no folder."""
+    args, _ = training_run("pretrain")
+    out = tmp_path / "out"
+    proc = start_cli(args(out), ENV)
+    seen = read_stderr_until(proc, "training documents")  # the corpus is read; the imports begin
+    for _ in range(signals):
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.2)
+    _, rest = proc.communicate(timeout=120)
+    stderr = "".join(seen) + rest
+    assert proc.returncode == 130, stderr
+    assert "Ctrl-C: stopping when set-up reaches a safe point (again to quit at once)" in stderr
+    assert stderr.rstrip().endswith("llmtool: interrupted") and "Traceback" not in stderr
+    assert ("parameters, vocabulary" in stderr) == (signals == 1)  # once: set-up ran to its end
+    assert not out.exists()
+
+
 @needs_mount
 def test_disk_full_while_saving(tmp_path: Path, tiny_bert: Path) -> None:
     train = write_sentiment_csv(tmp_path / "train.csv", 200, seed=5)
