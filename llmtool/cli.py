@@ -1148,10 +1148,10 @@ def _deferring_signals(train: Callable[..., Any], *args: Any) -> Any:
     interrupts.defer()
     try:
         result = train(*args)
-    finally:
-        received = interrupts.restore()  # set-up ended early (an error): nothing left to defer
-    if received is not None:
-        interrupts.raise_for(received)
+    except BaseException:
+        interrupts.restore()  # set-up ended early (an error): nothing left to defer
+        raise
+    interrupts.resume()
     return result
 
 

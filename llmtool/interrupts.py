@@ -53,7 +53,12 @@ def resume() -> None:
 
 
 def raise_for(signum: int) -> None:
+    """The exception llmtool stops with for ``signum``: KeyboardInterrupt (130) or Terminated (143)."""
     raise KeyboardInterrupt if signum == signal.SIGINT else Terminated()
+
+
+def name(signum: int) -> str:
+    return "Ctrl-C" if signum == signal.SIGINT else "SIGTERM"
 
 
 def _record(signum: int, frame: Any) -> None:
@@ -61,9 +66,9 @@ def _record(signum: int, frame: Any) -> None:
     if _pending is not None:  # asked twice: stop now
         raise_for(signum)
     _pending = signum
-    name = "Ctrl-C" if signum == signal.SIGINT else "SIGTERM"
     try:
-        sys.stderr.write(f"llmtool: {name}: stopping when set-up reaches a safe point (again to quit at once)\n")
+        message = f"llmtool: {name(signum)}: stopping when set-up reaches a safe point (again to quit at once)"
+        sys.stderr.write(message + "\n")
         sys.stderr.flush()
     except (OSError, ValueError):
         pass

@@ -40,6 +40,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from llmtool import interrupts
 from llmtool.errors import LlmtoolError, Terminated, UsageError
 from llmtool.streams import Console, ProgressHandle
 
@@ -469,7 +470,7 @@ class TrainingRun:
         except (OSError, RuntimeError) as exc:
             raise _write_failure(exc, self.folder.path) from exc
         if stopper.signum is not None:
-            raise KeyboardInterrupt if stopper.signum == signal.SIGINT else Terminated()
+            interrupts.raise_for(stopper.signum)
         result = {
             **(summary or {}),
             "model": str(self.folder.path),
@@ -747,8 +748,6 @@ class _GracefulStop(_LazyCallback):
         if threading.current_thread() is not threading.main_thread():
             yield
             return
-        from llmtool import interrupts
-
         interrupts.resume()  # set-up is over: a signal received during it stops the run here
         previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
         for sig, handler in previous.items():
@@ -762,9 +761,9 @@ class _GracefulStop(_LazyCallback):
 
     def _handle(self, signum: int, frame: Any) -> None:
         if self._received is not None:  # asked twice: stop now, without a checkpoint
-            raise KeyboardInterrupt if signum == signal.SIGINT else Terminated()
+            interrupts.raise_for(signum)
         self._received = signum
-        name = "Ctrl-C" if signum == signal.SIGINT else "SIGTERM"
+        name = interrupts.name(signum)
         with contextlib.suppress(Exception):
             newline = "\n" if sys.stderr.isatty() else ""  # off the ^C and the progress bar's line
             sys.stderr.write(f"{newline}llmtool: {name}: saving a checkpoint after this step (again to quit at once)\n")

@@ -7,7 +7,7 @@ import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -77,7 +77,7 @@ def run_cli(
     )
 
 
-def ignoring(signals: Sequence[int]):  # type: ignore[no-untyped-def]
+def ignoring(signals: Sequence[int]) -> Callable[[], None] | None:
     """A ``preexec_fn`` that starts the child with ``signals`` ignored, as a shell script starts its
     background jobs (``cmd &``) with SIGINT ignored; None when there are none."""
     if not signals:
