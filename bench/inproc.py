@@ -29,8 +29,9 @@ def main(argv: list[str] | None = None) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from llmtool.generate import GenerateOptions, Generator
-    from llmtool.models import ModelOptions, load
+    from llmtool.models import ModelOptions, load, locate
     from llmtool.streams import Record
+    from llmtool.torch_engine import TorchDecoder
 
     device = torch.device(args.device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
@@ -52,8 +53,10 @@ def main(argv: list[str] | None = None) -> None:
         return time.perf_counter() - start, int(output.shape[1] - inputs["input_ids"].shape[1])
 
     # llmtool, as its CLI does it (fp32 on the CPU: --dtype auto).
-    ltok, lmodel = load(AutoModelForCausalLM, ModelOptions(model=args.model, device=args.device))
-    generator = Generator(ltok, lmodel, GenerateOptions(max_new_tokens=args.tokens, greedy=True))
+    ltok, lmodel = load(
+        AutoModelForCausalLM, locate(ModelOptions(model=args.model, device=args.device, engine="torch"))
+    )
+    generator = Generator(ltok, TorchDecoder(ltok, lmodel), GenerateOptions(max_new_tokens=args.tokens, greedy=True))
 
     def run_llmtool() -> tuple[float, int]:
         start = time.perf_counter()

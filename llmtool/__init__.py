@@ -13,9 +13,13 @@ from __future__ import annotations
 
 import sys
 import types
+from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+try:
+    __version__ = metadata.version("llmtool")  # stated once, in pyproject.toml
+except metadata.PackageNotFoundError:  # run from a source tree that was never installed
+    __version__ = "0+unknown"
 
 __all__ = ["__version__", "classify", "evaluate", "fill_mask", "generate", "next_sentence", "score"]
 

@@ -1,7 +1,8 @@
-"""The batching every inference command shares: length-sorted batches and padded tensors.
+"""What every inference command does around the engine: length-sorted batches, and top-k in numpy.
 
 A window of piped records is tokenised at once, then cut into batches of similar length (little
-padding), run, and the results put back in input order by the command.
+padding), run, and the results put back in input order by the command. Engines pad the batches
+themselves (see :mod:`llmtool.torch_engine`).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, TypeVar
 
 if TYPE_CHECKING:
-    import torch
+    import numpy as np
 
 T = TypeVar("T")
 
@@ -22,20 +23,24 @@ def by_length(items: Sequence[T], length: Callable[[T], int], size: int) -> Iter
         yield ordered[start : start + size]
 
 
-def pad(rows: Sequence[dict[str, list[int]]], pad_id: int, device: torch.device) -> dict[str, torch.Tensor]:
-    """Right-padded model inputs on ``device``: each key of the rows (``input_ids`` padded with
-    ``pad_id``, others such as ``token_type_ids`` with 0) and an ``attention_mask``."""
-    import torch
+def top_k(logits: np.ndarray, k: int, candidates: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` most probable ids per row of ``logits`` and their softmax probabilities.
 
-    longest = max(len(r["input_ids"]) for r in rows)
-    inputs = {
-        key: torch.full((len(rows), longest), pad_id if key == "input_ids" else 0, dtype=torch.long) for key in rows[0]
-    }
-    attention = torch.zeros((len(rows), longest), dtype=torch.long)
-    for i, row in enumerate(rows):
-        n = len(row["input_ids"])
-        for key, values in row.items():
-            inputs[key][i, :n] = torch.tensor(values, dtype=torch.long)
-        attention[i, :n] = 1
-    inputs["attention_mask"] = attention
-    return {key: value.to(device) for key, value in inputs.items()}
+    Probabilities of the top k only: exp(logit - logsumexp), without a vocabulary-sized softmax.
+    ``candidates`` restricts the choice to those ids (probabilities still over the whole vocabulary).
+    """
+    import numpy as np
+
+    logits = np.asarray(logits, dtype=np.float32)
+    peak = logits.max(axis=-1, keepdims=True)
+    log_total = peak + np.log(np.exp(logits - peak).sum(axis=-1, keepdims=True))
+    pool = logits if candidates is None else logits[:, list(candidates)]
+    k = min(k, pool.shape[-1])
+    part = (
+        np.argpartition(-pool, k - 1, axis=-1)[:, :k] if k < pool.shape[-1] else np.tile(np.arange(k), (len(pool), 1))
+    )
+    order = (-np.take_along_axis(pool, part, axis=-1)).argsort(axis=-1, kind="stable")
+    index = np.take_along_axis(part, order, axis=-1)
+    probs = np.exp(np.take_along_axis(pool, index, axis=-1) - log_total)
+    ids = index if candidates is None else np.asarray(candidates)[index]
+    return ids, probs

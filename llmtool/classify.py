@@ -10,49 +10,26 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from llmtool.batching import by_length, pad
+from llmtool import engine as engines
+from llmtool.batching import by_length
 from llmtool.errors import InputError, ModelError, UsageError
 from llmtool.models import (
     MissingHeadError,
-    ModelOptions,
+    ModelRef,
     architecture,
+    ensure_pad_token,
     load,
     load_config,
     max_input_length,
     supports_task,
 )
-from llmtool.streams import (
-    ARGUMENT,
-    TEXT_COLUMNS,
-    Formatter,
-    Record,
-    chunked,
-    csv_rows,
-    read_records,
-    resolve_column,
-)
+from llmtool.settings import ClassifyOptions, ModelOptions
+from llmtool.streams import ARGUMENT, Formatter, Record, chunked, error_record, read_records
+from llmtool.tables import csv_rows, find_column, is_table, text_column
 
 HEAD = "sequence-classification head"
-
-
-@dataclass
-class ClassifyOptions:
-    top_k: int = 1  # labels reported per input, most probable first
-    batch_size: int = 32  # inputs per forward pass
-    max_length: int | None = None  # truncate inputs to this many tokens (None: the model's limit)
-    skip_invalid: bool = False  # write an error record for a bad row instead of stopping
-    window: int = 8  # batches read ahead and sorted by length together
-
-    def check(self) -> None:
-        if self.top_k < 1:
-            raise UsageError("--top-k must be at least 1")
-        if self.batch_size < 1:
-            raise UsageError("--batch-size must be at least 1")
-        if self.max_length is not None and self.max_length < 2:
-            raise UsageError("--max-length must be at least 2")
 
 
 # --------------------------------------------------------------------------- input
@@ -79,10 +56,6 @@ class Examples:
     header: list[str] | None
     items: Iterator[Example]
     has_pair: bool = False
-
-
-def is_table(path: str | None) -> bool:
-    return path is not None and Path(path).suffix.lower() in (".csv", ".tsv")
 
 
 def read_examples(
@@ -121,18 +94,14 @@ def read_examples(
 
 
 def _table_examples(
-    path: str, text_column: str | None, pair_column: str | None, label_column: str | None, encoding: str
+    path: str, text_column_name: str | None, pair_column: str | None, label_column: str | None, encoding: str
 ) -> Examples:
-    header, rows = csv_rows(path, encoding, delimiter="\t" if path.lower().endswith(".tsv") else ",")
-    named = [c for c in (pair_column, label_column) if c is not None]
-    for name in named:
-        resolve_column(header, name, path)  # a missing column is an error now, before any model loads
-    # With no text column named, a file of just a text and a label column needs no flag.
-    others = [h for h in header if h not in named and h != "label"]
-    defaults = (*TEXT_COLUMNS, others[0]) if len(others) == 1 else TEXT_COLUMNS
-    t = resolve_column(header, text_column, path, defaults=defaults, flag="--text-column")
-    p = header.index(pair_column) if pair_column is not None else None
-    lab = header.index(label_column) if label_column is not None else None
+    header, rows = csv_rows(path, encoding)
+    # A missing column is an error now, before any model loads.
+    p = find_column(header, pair_column, path, "--text-pair-column") if pair_column is not None else None
+    lab = find_column(header, label_column, path, "--label-column") if label_column is not None else None
+    taken = [header[i] for i in (p, lab) if i is not None]
+    t = text_column(header, path, requested=text_column_name, taken=taken, encoding=encoding)
     if p == t:
         raise UsageError(f"--text-pair-column {pair_column!r} is also the text column")
     if lab is not None and lab in (t, p):
@@ -175,54 +144,45 @@ def as_examples(inputs: str | Iterable[str] | Iterable[tuple[str, str]] | Iterab
 # --------------------------------------------------------------------------- model
 
 
-def check_classifier(opts: ModelOptions, where: str | None = None) -> Any:
+def check_classifier(ref: ModelRef) -> Any:
     """The model's config, after checking (without loading weights) that it can be a classifier."""
-    config = load_config(opts, where)
+    config = load_config(ref)
     if not supports_task(config, "MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES"):
-        raise ModelError(f"{opts.model} ({architecture(config)}) cannot be a sequence classifier")
+        raise ModelError(f"{ref.name} ({architecture(config)}) cannot be a sequence classifier")
     if getattr(config, "problem_type", None) == "regression" or config.num_labels < 2:
-        raise ModelError(f"{opts.model} is a regression model (one output); classify needs two or more classes")
+        raise ModelError(f"{ref.name} is a regression model (one output); classify needs two or more classes")
     return config
 
 
-def load_classifier(opts: ModelOptions, where: str | None = None) -> tuple[Any, Any]:
-    """Tokenizer and classifier; a checkpoint without a trained classification head is refused.
-
-    ``where`` is the model's location from an earlier :func:`llmtool.models.locate`, if any."""
+def load_classifier(ref: ModelRef) -> tuple[Any, Any]:
+    """Tokenizer and classifier for the torch engine; a checkpoint without a trained head is refused."""
     from transformers import AutoModelForSequenceClassification
 
-    check_classifier(opts, where)
+    check_classifier(ref)
     try:
-        return load(AutoModelForSequenceClassification, opts, where, require_head=HEAD)
+        tokenizer, model = load(AutoModelForSequenceClassification, ref, require_head=HEAD)
     except MissingHeadError as exc:
         raise ModelError(f"{exc}; train one with `llmtool finetune --task classify`") from None
+    ensure_pad_token(tokenizer, ref.name)
+    if getattr(model.config, "pad_token_id", None) is None:
+        # Decoder classifiers read the last non-pad token, so they must know the pad id.
+        model.config.pad_token_id = tokenizer.pad_token_id
+    return tokenizer, model
 
 
 class Classifier:
-    """A loaded sequence classifier that turns examples into prediction records."""
+    """A sequence classifier (any engine) that turns examples into prediction records."""
 
-    def __init__(self, tokenizer: Any, model: Any, options: ClassifyOptions) -> None:
-        import torch
-
+    def __init__(self, tokenizer: Any, encoder: Any, options: ClassifyOptions) -> None:
         options.check()
-        self.torch = torch
         self.tokenizer = tokenizer
-        self.model = model
+        self.encoder = encoder
         self.options = options
-        self.device = next(model.parameters()).device
-        self.max_length = options.max_length or max_input_length(tokenizer, model)
-        config = model.config
+        self.max_length = options.max_length or max_input_length(tokenizer, encoder)
+        config = encoder.config
         self.id2label: dict[int, str] = {int(k): str(v) for k, v in config.id2label.items()}
         # Multi-label models score each label on its own (sigmoid); others share one softmax.
         self.multi_label = getattr(config, "problem_type", None) == "multi_label_classification"
-        if tokenizer.pad_token_id is None:
-            if tokenizer.eos_token_id is None:
-                raise ModelError(f"{model.name_or_path}: the tokenizer has neither a pad nor an EOS token")
-            tokenizer.pad_token = tokenizer.eos_token  # GPT-2 style; padding is masked out anyway
-        if getattr(config, "pad_token_id", None) is None:
-            # Decoder classifiers read the last non-pad token, so they must know the pad id.
-            config.pad_token_id = tokenizer.pad_token_id
-        self.pad_id: int = tokenizer.pad_token_id
 
     @property
     def labels(self) -> list[str]:
@@ -253,8 +213,7 @@ class Classifier:
             if example.error is not None:
                 if not self.options.skip_invalid:
                     raise InputError(example.error, source=example.source, line=example.line)
-                error = {"index": example.index, "line": example.line, "input": example.text, "error": example.error}
-                yield example, error
+                yield example, error_record(example, example.error)
                 continue
             yield example, self._record(example, top[i])
 
@@ -275,12 +234,11 @@ class Classifier:
 
     def _predict(self, batch: list[dict[str, list[int]]]) -> list[list[tuple[int, float]]]:
         """For each input, the top-k (label id, probability)."""
-        torch = self.torch
-        with torch.inference_mode():
-            logits = self.model(**pad(batch, self.pad_id, self.device)).logits.float()
-            probs = logits.sigmoid() if self.multi_label else logits.softmax(dim=-1)
-            values, indices = probs.topk(min(self.options.top_k, probs.shape[-1]), dim=-1)
-        return [list(zip(i, v, strict=True)) for i, v in zip(indices.tolist(), values.tolist(), strict=True)]
+        probs = probabilities(self.encoder.sequence_logits(batch), self.multi_label)
+        k = min(self.options.top_k, probs.shape[-1])
+        order = (-probs).argsort(axis=-1, kind="stable")[:, :k]
+        values = [[float(row[i]) for i in idx] for row, idx in zip(probs, order, strict=True)]
+        return [list(zip(idx.tolist(), vals, strict=True)) for idx, vals in zip(order, values, strict=True)]
 
     def _record(self, example: Example, preds: list[tuple[int, float]]) -> dict[str, Any]:
         predictions = [{"label": self.id2label.get(i, str(i)), "id": i, "score": s} for i, s in preds]
@@ -289,6 +247,24 @@ class Classifier:
             record["input_pair"] = example.pair
         record.update(label=predictions[0]["label"], score=predictions[0]["score"], predictions=predictions)
         return record
+
+
+def probabilities(logits: Any, multi_label: bool = False) -> Any:
+    """Softmax over each row (float32), or a sigmoid per label for multi-label models."""
+    import numpy as np
+
+    logits = np.asarray(logits, dtype=np.float32)
+    if multi_label:
+        return 1.0 / (1.0 + np.exp(-logits))
+    shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return shifted / shifted.sum(axis=-1, keepdims=True)
+
+
+def open_classifier(model_options: ModelOptions, options: ClassifyOptions) -> Classifier:
+    """Locate and load a classifier (on the engine :mod:`llmtool.engine` chooses)."""
+    ref = engines.prepare(model_options)
+    tokenizer, encoder = engines.open_encoder(ref, "classify", load_classifier)
+    return Classifier(tokenizer, encoder, options)
 
 
 # --------------------------------------------------------------------------- formats
@@ -348,7 +324,7 @@ def csv_formatter(header: Sequence[str] | None, has_pair: bool, top_k: int, skip
     return Formatter(FORMATTER.text, FORMATTER.tsv_header, FORMATTER.tsv_rows, [*inputs, *added], rows)
 
 
-def with_rows(pairs: Iterable[tuple[Example, dict[str, Any]]]) -> Iterator[dict[str, Any]]:
+def _with_rows(pairs: Iterable[tuple[Example, dict[str, Any]]]) -> Iterator[dict[str, Any]]:
     """Records carrying their input row, for --format csv (the row never reaches JSON output)."""
     for example, record in pairs:
         row = example.row
@@ -363,19 +339,23 @@ def with_rows(pairs: Iterable[tuple[Example, dict[str, Any]]]) -> Iterator[dict[
 def classify(
     inputs: str | Iterable[str] | Iterable[tuple[str, str]] | Iterable[Example],
     *,
-    model: str,
+    model: str = "",
     options: ClassifyOptions | None = None,
     model_options: ModelOptions | None = None,
+    with_rows: bool = False,
     **kwargs: Any,
 ) -> Iterator[dict[str, Any]]:
-    """Classify each input (a text, or a ``(text, pair)`` tuple); yields one dict per input, in order.
+    """Classify each input (a text, or a ``(text, pair)`` tuple); yields one dict per input, in order
+    (the records ``llmtool classify --json`` prints: the CLI calls this too).
 
-    ``kwargs`` are :class:`ClassifyOptions` fields (``top_k=2``).
+    ``kwargs`` are :class:`ClassifyOptions` fields (``top_k=2``). ``with_rows``: each record also
+    carries its input row (``row``), for ``--format csv``.
 
     >>> for r in classify(["a great film"], model="./sst2-model"):
     ...     print(r["label"], r["score"])  # doctest: +SKIP
     """
     opts = options or ClassifyOptions(**kwargs)
     opts.check()
-    tokenizer, clf = load_classifier(model_options or ModelOptions(model=model))
-    return Classifier(tokenizer, clf, opts)(as_examples(inputs))
+    classifier = open_classifier(model_options or ModelOptions(model=model), opts)
+    pairs = classifier.results(as_examples(inputs))
+    return _with_rows(pairs) if with_rows else (record for _, record in pairs)

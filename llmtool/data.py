@@ -22,16 +22,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from llmtool.errors import InputError, UsageError
-from llmtool.streams import TEXT_COLUMNS, _check_readable, csv_rows, read_file, resolve_column, suggest
+from llmtool.settings import TASKS
+from llmtool.streams import check_readable, read_file, suggest
+from llmtool.tables import LABEL_COLUMN, csv_rows, find_column, text_column
 
 if TYPE_CHECKING:
     from datasets import Dataset
 
 Task = Literal["classify", "clm", "mlm"]
-TASKS: tuple[Task, ...] = ("classify", "clm", "mlm")
-LABEL_COLUMN = "label"  # the label column when --label-column is not given
 _DATA_FORMAT_VERSION = 1  # bump when the cached Arrow layout changes, so old caches are not reused
-_SNIFF_ROWS = 200  # rows looked at to tell text columns from numeric ones
 
 
 @dataclass(frozen=True)
@@ -107,7 +106,7 @@ def resolve_layout(path: str, task: Task, spec: ColumnSpec, encoding: str = "utf
     """Check the file and its header; pick the columns. Reads only the first rows."""
     if task not in TASKS:
         raise UsageError(f"unknown --task {task!r}; use {', '.join(TASKS)}")
-    _check_readable(path)
+    check_readable(path)
     if os.path.getsize(path) == 0:
         raise InputError("empty file", source=path)
     kind = file_kind(path)
@@ -125,69 +124,18 @@ def resolve_layout(path: str, task: Task, spec: ColumnSpec, encoding: str = "utf
 
 
 def _csv_layout(path: str, kind: Literal["csv", "tsv"], task: Task, spec: ColumnSpec, encoding: str) -> Layout:
-    header, rows = csv_rows(path, encoding, "\t" if kind == "tsv" else ",")
+    header, _ = csv_rows(path, encoding)
     label: str | None = None
     if task == "classify":
-        label = header[_find_column(header, spec.label or LABEL_COLUMN, path, "--label-column")]
+        label = header[find_column(header, spec.label or LABEL_COLUMN, path, "--label-column")]
     elif spec.label or spec.text_pair:
         raise UsageError("--text-pair-column and --label-column apply to --task classify")
-    pair = header[_find_column(header, spec.text_pair, path, "--text-pair-column")] if spec.text_pair else None
-    if spec.text is not None:
-        text = header[_find_column(header, spec.text, path, "--text-column")]
-    else:
-        text = _default_text_column(header, [c for c in (label, pair) if c], rows, path)
+    pair = header[find_column(header, spec.text_pair, path, "--text-pair-column")] if spec.text_pair else None
+    taken = [c for c in (label, pair) if c]
+    text = header[text_column(header, path, requested=spec.text, taken=taken, encoding=encoding)]
     if text in (label, pair):
         raise UsageError(f"column {text!r} cannot be both the text and the {'label' if text == label else 'pair'}")
     return Layout(path, kind, text, pair, label, encoding)
-
-
-def _find_column(header: Sequence[str], name: str, path: str, flag: str) -> int:
-    try:
-        return resolve_column(header, name, path, flag=flag)
-    except InputError as exc:
-        hint = _headerless_hint(header)
-        if hint:
-            raise InputError(f"{exc.reason}{hint}", source=path, line=1) from None
-        raise
-
-
-def _headerless_hint(header: Sequence[str]) -> str:
-    """The first row looks like data rather than column names: say so, it is the usual cause."""
-    if any(_is_number(h) or len(h.split()) >= 4 for h in header):
-        return "; the first line should be a header naming the columns, and this one looks like data"
-    return ""
-
-
-def _default_text_column(
-    header: Sequence[str], taken: Sequence[str], rows: Iterator[tuple[int, list[str]]], path: str
-) -> str:
-    """'text', else 'sentence', else the only remaining column that holds text (not numbers)."""
-    for name in TEXT_COLUMNS:
-        if name in header and name not in taken:
-            return name
-    rest = [h for h in header if h not in taken]
-    if len(rest) == 1:
-        return rest[0]
-    numeric = {h: True for h in rest}
-    for count, (_line, row) in enumerate(rows):
-        if count >= _SNIFF_ROWS:
-            break
-        for h in rest:
-            cell = row[header.index(h)].strip()
-            if cell and not _is_number(cell):
-                numeric[h] = False
-    texty = [h for h in rest if not numeric[h]]
-    if len(texty) == 1:
-        return texty[0]
-    columns = ", ".join(repr(h) for h in header)
-    raise InputError(f"which column is the text? pass --text-column (columns: {columns})", source=path, line=1)
-
-
-_NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
-
-
-def _is_number(text: str) -> bool:
-    return _NUMBER.fullmatch(text.strip()) is not None
 
 
 # --------------------------------------------------------------------------- rows
@@ -208,7 +156,7 @@ def iter_rows(layout: Layout) -> Iterator[dict[str, Any]]:
 
 
 def _csv_examples(layout: Layout) -> Iterator[dict[str, Any]]:
-    header, rows = csv_rows(layout.path, layout.encoding, layout.delimiter)
+    header, rows = csv_rows(layout.path, layout.encoding)
     text_i = header.index(layout.text)
     pair_i = header.index(layout.text_pair) if layout.text_pair else None
     label_i = header.index(layout.label) if layout.label else None
@@ -277,14 +225,14 @@ def load_rows(layout: Layout, cache_dir: str) -> Dataset:
             fingerprint=fingerprint(layout),
         )
     except Exception as exc:  # datasets wraps what the generator raised
-        cause = _llmtool_cause(exc)
+        cause = llmtool_cause(exc)
         if cause is not None:
             raise cause from None
         raise
     return dataset
 
 
-def _llmtool_cause(exc: BaseException) -> BaseException | None:
+def llmtool_cause(exc: BaseException) -> BaseException | None:
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:

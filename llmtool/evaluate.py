@@ -15,56 +15,22 @@ the predictions (a class of the model that appears in neither does not drag the 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from typing import IO, Any
 
-from llmtool.classify import Classifier, ClassifyOptions, is_table, load_classifier, read_examples
+from llmtool import engine as engines
+from llmtool.classify import Classifier, load_classifier, read_examples
 from llmtool.errors import InputError, ModelError, UsageError
-from llmtool.models import ModelOptions, architecture, load_config
-from llmtool.score import ScoreOptions, Scorer, lm_objective, load_language_model
-from llmtool.streams import Console, Formatter, csv_rows, read_records
+from llmtool.metrics import classification_metrics
+from llmtool.models import ModelRef, architecture
+from llmtool.score import lm_objective, load_scorer
+from llmtool.settings import ClassifyOptions, EvaluateOptions, ModelOptions, ScoreOptions
+from llmtool.streams import Console, Formatter, read_records
+from llmtool.tables import csv_rows, is_table
 
-
-@dataclass
-class EvaluateOptions:
-    text_column: str | None = None  # default: text, then sentence, then the only non-label column
-    pair_column: str | None = None  # second text, for sentence-pair classifiers
-    label_column: str = "label"  # gold labels: the model's label names or ids
-    batch_size: int = 32  # inputs per forward pass
-    max_length: int | None = None  # classifiers: truncation; LMs: the scoring window
-    stride: int | None = None  # LMs: sliding-window stride (see llmtool.score)
-    bos: bool = True  # causal LMs: score the first token of each line given BOS
-    encoding: str = "utf-8"  # text encoding of DATA
+__all__ = ["EvaluateOptions", "classification_metrics", "evaluate", "label_id"]
 
 
 # --------------------------------------------------------------------------- metrics
-
-
-def classification_metrics(confusion: Sequence[Sequence[int]], labels: Sequence[str]) -> dict[str, Any]:
-    """Accuracy, macro-F1 and per-class scores from a confusion matrix (rows: gold, columns: predicted)."""
-    k = len(labels)
-    total = sum(sum(row) for row in confusion)
-    correct = sum(confusion[i][i] for i in range(k))
-    per_class: dict[str, dict[str, float | int]] = {}
-    present_f1: list[float] = []
-    for i, name in enumerate(labels):
-        tp = confusion[i][i]
-        support = sum(confusion[i])
-        predicted = sum(confusion[r][i] for r in range(k))
-        precision = tp / predicted if predicted else 0.0
-        recall = tp / support if support else 0.0
-        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-        per_class[name] = {"precision": precision, "recall": recall, "f1": f1, "support": support}
-        if support or predicted:
-            present_f1.append(f1)
-    return {
-        "examples": total,
-        "accuracy": correct / total if total else 0.0,
-        "macro_f1": sum(present_f1) / len(present_f1) if present_f1 else 0.0,
-        "labels": list(labels),
-        "per_class": per_class,
-        "confusion_matrix": [list(row) for row in confusion],
-    }
 
 
 def label_id(value: str, label2id: dict[str, int], num_labels: int) -> int | None:
@@ -90,13 +56,11 @@ def evaluate(
     options: EvaluateOptions | None = None,
     model_options: ModelOptions | None = None,
     console: Console | None = None,
-    where: str | None = None,
     **kwargs: Any,
 ) -> dict[str, Any]:
-    """Evaluate a model on DATA; returns one plain dict (the record ``--json`` prints).
+    """Evaluate a model on DATA; returns one plain dict (the record ``--json`` prints: the CLI calls this too).
 
-    ``kwargs`` are :class:`EvaluateOptions` fields (``text_column="sentence"``). ``where`` is the
-    model's location from an earlier :func:`llmtool.models.locate`, if any.
+    ``kwargs`` are :class:`EvaluateOptions` fields (``text_column="sentence"``).
 
     >>> evaluate("dev.csv", model="./sst2-model")["accuracy"]  # doctest: +SKIP
     """
@@ -105,17 +69,18 @@ def evaluate(
         if model is None:
             raise UsageError("evaluate needs a model")
         model_options = ModelOptions(model=model)
+    opts.check()
     console = console or Console(quiet=True)
     _check_data(data, opts)
-    config = load_config(model_options, where)
+    ref = engines.prepare(model_options)
+    config = engines.model_config(ref)
     recorded = getattr(config, "architectures", None) or []
     if any(name.endswith("ForSequenceClassification") for name in recorded):
-        return _evaluate_classifier(data, model_options, opts, console, config, where)
-    if lm_objective(config) is not None:
-        return _evaluate_lm(data, model_options, opts, console, where)
-    raise ModelError(
-        f"{model_options.model} ({architecture(config)}) is neither a sequence classifier nor a language model"
-    )
+        return _evaluate_classifier(data, ref, opts, console, config)
+    objective = lm_objective(config)
+    if objective is not None:
+        return _evaluate_lm(data, ref, opts, console, objective)
+    raise ModelError(f"{ref.name} ({architecture(config)}) is neither a sequence classifier nor a language model")
 
 
 def _check_data(data: str, opts: EvaluateOptions) -> None:
@@ -125,22 +90,23 @@ def _check_data(data: str, opts: EvaluateOptions) -> None:
     if data == "-":
         return
     if is_table(data):
-        csv_rows(data, opts.encoding, delimiter="\t" if data.lower().endswith(".tsv") else ",")
+        csv_rows(data, opts.encoding)
     else:
         read_records(None, data, opts.text_column, encoding=opts.encoding)
 
 
 def _evaluate_classifier(
-    data: str, mopts: ModelOptions, opts: EvaluateOptions, console: Console, config: Any, where: str | None
+    data: str, ref: ModelRef, opts: EvaluateOptions, console: Console, config: Any
 ) -> dict[str, Any]:
     if not is_table(data):
         raise UsageError(f"{data}: a classifier is evaluated on a .csv or .tsv file with a label column")
     id2label = {int(k): str(v) for k, v in config.id2label.items()}
-    label2id = {str(k): int(v) for k, v in config.label2id.items()} or {v: k for k, v in id2label.items()}
+    label2id = {str(k): int(v) for k, v in (getattr(config, "label2id", None) or {}).items()}
+    label2id = label2id or {v: k for k, v in id2label.items()}
     labels = [id2label[i] for i in sorted(id2label)]
     rows = _check_labels(data, opts, label2id, labels)  # the cheap pass, before any weights load
-    tokenizer, model = load_classifier(mopts, where)
-    classifier = Classifier(tokenizer, model, ClassifyOptions(batch_size=opts.batch_size, max_length=opts.max_length))
+    tokenizer, encoder = engines.open_encoder(ref, "classify", load_classifier)
+    classifier = Classifier(tokenizer, encoder, ClassifyOptions(batch_size=opts.batch_size, max_length=opts.max_length))
     confusion = [[0] * len(labels) for _ in labels]
     examples = read_examples(
         None,
@@ -158,7 +124,7 @@ def _evaluate_classifier(
             confusion[gold][record["predictions"][0]["id"]] += 1
             bar.advance()
     metrics = classification_metrics(confusion, labels)
-    return {"task": "classification", "model": mopts.model, "data": data, **metrics}
+    return {"task": "classification", "model": ref.name, "data": data, **metrics}
 
 
 def _check_labels(data: str, opts: EvaluateOptions, label2id: dict[str, int], labels: list[str]) -> int:
@@ -194,9 +160,7 @@ def _check_labels(data: str, opts: EvaluateOptions, label2id: dict[str, int], la
     return rows
 
 
-def _evaluate_lm(
-    data: str, mopts: ModelOptions, opts: EvaluateOptions, console: Console, where: str | None
-) -> dict[str, Any]:
+def _evaluate_lm(data: str, ref: ModelRef, opts: EvaluateOptions, console: Console, objective: Any) -> dict[str, Any]:
     if opts.pair_column is not None:
         raise UsageError("--text-pair-column applies to sentence-pair classifiers, not language models")
     records = read_records(None, data, opts.text_column, encoding=opts.encoding)
@@ -204,8 +168,7 @@ def _evaluate_lm(
         batch_size=opts.batch_size, max_length=opts.max_length, stride=opts.stride, bos=opts.bos
     )
     score_options.check()
-    tokenizer, model, objective = load_language_model(mopts, where)
-    scorer = Scorer(tokenizer, model, objective, score_options)
+    scorer = load_scorer(ref, objective, score_options)
     with console.progress("lines") as bar:
         for _ in scorer(records):
             bar.advance()
@@ -215,7 +178,7 @@ def _evaluate_lm(
     return {
         "task": "perplexity",
         "objective": objective,
-        "model": mopts.model,
+        "model": ref.name,
         "data": data,
         "lines": total["lines"],
         "tokens": total["tokens"],

@@ -10,48 +10,33 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
-from llmtool.batching import by_length, pad
+from llmtool import engine as engines
+from llmtool.batching import by_length, top_k
 from llmtool.errors import InputError, UsageError
-from llmtool.models import ModelOptions, load, max_input_length
-from llmtool.streams import Formatter, Record, as_records, chunked
+from llmtool.models import ModelRef, load, max_input_length, set_seed
+from llmtool.settings import FillMaskOptions, ModelOptions
+from llmtool.streams import Formatter, Record, as_records, chunked, error_record
 
 DEFAULT_MODEL = "bert-base-uncased"
 USER_MASK = "[MASK]"  # always accepted, whatever the model's own mask token is
 
 
-@dataclass
-class FillMaskOptions:
-    top_k: int = 5  # predictions per mask
-    targets: list[str] | None = None  # restrict candidates to these words (each one token)
-    batch_size: int = 32  # sequences per forward pass
-    skip_invalid: bool = False  # write an error record for a bad line instead of stopping
-    window: int = field(default=8)  # batches read ahead and sorted by length together
-
-
 class MaskFiller:
     """A loaded masked LM that turns records into prediction records."""
 
-    def __init__(self, tokenizer: Any, model: Any, options: FillMaskOptions) -> None:
-        import torch
-
+    def __init__(self, tokenizer: Any, encoder: Any, options: FillMaskOptions, name: str = "") -> None:
         if tokenizer.mask_token is None or tokenizer.mask_token_id is None:
-            raise UsageError(f"{model.name_or_path}: this tokenizer has no mask token; is it a masked LM?")
-        if options.top_k < 1:
-            raise UsageError("--top-k must be at least 1")
-        self.torch = torch
+            raise UsageError(f"{name or tokenizer.name_or_path}: this tokenizer has no mask token; is it a masked LM?")
+        options.check()
         self.tokenizer = tokenizer
-        self.model = model
+        self.encoder = encoder
         self.options = options
-        self.device = next(model.parameters()).device
-        self.max_length = max_input_length(tokenizer, model)
+        self.max_length = max_input_length(tokenizer, encoder)
         self.mask_id: int = tokenizer.mask_token_id
-        self.pad_id: int = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.mask_pattern = re.compile("|".join(re.escape(m) for m in {USER_MASK, tokenizer.mask_token}))
         self.target_ids = self._target_ids(options.targets) if options.targets else None
-        self.head = _mlm_head(model)
         # Predictions repeat the same few thousand tokens: decode each id once.
         self._token_text = functools.lru_cache(maxsize=65536)(lambda tid: tokenizer.decode([tid]))
 
@@ -115,36 +100,17 @@ class MaskFiller:
             if isinstance(reason, str):
                 if not self.options.skip_invalid:
                     raise InputError(reason, source=record.source, line=record.line)
-                yield {"index": record.index, "line": record.line, "input": record.text, "error": reason}
+                yield error_record(record, reason)
                 continue
             yield self._record(record, results[i])
 
     def _predict(self, batch: list[list[int]]) -> list[list[list[tuple[int, float]]]]:
         """For each sequence, for each mask: the top-k (token id, probability)."""
-        torch = self.torch
-        inputs = pad([{"input_ids": ids} for ids in batch], self.pad_id, self.device)
-        input_ids, attention = inputs["input_ids"], inputs["attention_mask"]
-        with torch.inference_mode():
-            rows, cols = (input_ids == self.mask_id).nonzero(as_tuple=True)
-            if self.head is not None:
-                base, head = self.head
-                hidden = base(input_ids=input_ids, attention_mask=attention).last_hidden_state
-                logits = head(hidden[rows, cols])
-            else:
-                logits = self.model(input_ids=input_ids, attention_mask=attention).logits[rows, cols]
-            logits = logits.float()
-            # Probabilities of the top k only: exp(logit - logsumexp), without a vocabulary-sized softmax.
-            log_total = logits.logsumexp(dim=-1, keepdim=True)
-            if self.target_ids is not None:
-                candidates = torch.tensor(self.target_ids, device=logits.device)
-                logits = logits[:, candidates]
-            k = min(self.options.top_k, logits.shape[-1])
-            top, indices = logits.topk(k, dim=-1)
-            values = (top - log_total).exp()
-            if self.target_ids is not None:
-                indices = candidates[indices]
+        positions = [(row, col) for row, ids in enumerate(batch) for col, t in enumerate(ids) if t == self.mask_id]
+        logits = self.encoder.mlm_logits(batch, positions)
+        ids, probs = top_k(logits, self.options.top_k, self.target_ids)
         out: list[list[list[tuple[int, float]]]] = [[] for _ in batch]
-        for row, vals, idx in zip(rows.tolist(), values.tolist(), indices.tolist(), strict=True):
+        for (row, _), idx, vals in zip(positions, ids.tolist(), probs.tolist(), strict=True):
             out[row].append(list(zip(idx, vals, strict=True)))
         return out
 
@@ -157,24 +123,6 @@ class MaskFiller:
         tops = iter([m["predictions"][0]["token"].strip() for m in mask_records])
         output = self.mask_pattern.sub(lambda m: next(tops, m.group(0)), record.text)
         return {"index": record.index, "input": record.text, "output": output, "masks": mask_records}
-
-
-def _mlm_head(model: Any) -> tuple[Any, Any] | None:
-    """(encoder, head) for the architectures whose head can run on mask positions alone.
-
-    BERT-family models keep it in ``cls``, RoBERTa-family in ``lm_head``; both take hidden states
-    and return vocabulary logits. Others fall back to the full forward pass (slower, same result).
-    """
-    import torch
-
-    base = getattr(model, "base_model", None)
-    if base is None or base is model:
-        return None
-    for name in ("cls", "lm_head"):
-        head = getattr(model, name, None)
-        if isinstance(head, torch.nn.Module):
-            return base, head
-    return None
 
 
 # ---------------------------------------------------------------------- formats
@@ -212,16 +160,27 @@ def fill_mask(
     model_options: ModelOptions | None = None,
     **kwargs: Any,
 ) -> Iterator[dict[str, Any]]:
-    """Predict each mask of each input; yields one plain dict per input, in input order.
+    """Predict each mask of each input; yields one plain dict per input, in input order (the records
+    ``llmtool fill-mask --json`` prints: the CLI calls this too).
 
-    ``kwargs`` are :class:`FillMaskOptions` fields (``top_k=3``, ``targets=[...]``).
+    ``kwargs`` are :class:`FillMaskOptions` fields (``top_k=3``, ``targets=[...]``). The model is
+    located and loaded before this returns; predictions stream as the iterator is read.
 
     >>> for r in fill_mask(["Paris is the capital of [MASK]."], model="bert-base-uncased"):
     ...     print(r["output"])  # doctest: +SKIP
     """
-    from transformers import AutoModelForMaskedLM
-
     opts = options or FillMaskOptions(**kwargs)
-    mopts = model_options or ModelOptions(model=model)
-    tokenizer, mlm = load(AutoModelForMaskedLM, mopts)
-    return MaskFiller(tokenizer, mlm, opts)(as_records(inputs))
+    opts.check()
+    ref = engines.prepare(model_options or ModelOptions(model=model))
+    tokenizer, encoder = engines.open_encoder(ref, "fill-mask", _load_torch(opts.seed))
+    return MaskFiller(tokenizer, encoder, opts, ref.name)(as_records(inputs))
+
+
+def _load_torch(seed: int | None) -> engines.TorchLoader:
+    def load_masked_lm(ref: ModelRef) -> tuple[Any, Any]:
+        from transformers import AutoModelForMaskedLM
+
+        set_seed(seed)
+        return load(AutoModelForMaskedLM, ref)
+
+    return load_masked_lm

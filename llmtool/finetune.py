@@ -13,63 +13,31 @@ folder, progress, signals, resume, atomic save) is :mod:`llmtool.training`.
 
 from __future__ import annotations
 
-import hashlib
-import json
+import dataclasses
 import math
 import os
 import tempfile
-from dataclasses import asdict, dataclass
 from typing import Any
 
-from llmtool.data import TASKS, ColumnSpec, Task, TrainingData, prepare
+from llmtool.data import ColumnSpec, Task, TrainingData, prepare
 from llmtool.errors import UsageError
-from llmtool.models import ModelOptions
+from llmtool.lm_examples import (
+    PACK_ROWS,
+    BlockPacker,
+    LineEncoder,
+    MlmCollator,
+    fingerprint,
+    mask_once,
+    num_proc,
+    token_ids,
+)
+from llmtool.models import prepare_environment
+from llmtool.settings import FinetuneSettings, ModelOptions
 from llmtool.streams import Console
-from llmtool.training import TrainingRun, TrainSettings, perplexity, world_size
+from llmtool.training import TrainingRun, perplexity, signals_deferred, world_size
 
 DEFAULT_MODELS: dict[str, str] = {"classify": "bert-base-uncased", "clm": "gpt2", "mlm": "bert-base-uncased"}
-BIG_DATA_ROWS = 50_000  # from this many rows, tokenization runs in several processes
-PACK_ROWS = 1000  # rows concatenated and cut into blocks together (the remainder of each group is dropped)
 MAX_BLOCK = 1024  # the default block size is the model's limit, up to this
-
-
-@dataclass
-class FinetuneSettings(TrainSettings):
-    """``TrainSettings`` plus what fine-tuning reads and how it turns text into examples."""
-
-    task: str = "classify"  # classify | clm | mlm
-    text_column: str | None = None  # CSV text column; None: 'text', then 'sentence', then the only text column
-    text_pair_column: str | None = None  # second text of a sentence pair (classify)
-    label_column: str | None = None  # CSV label column (classify); None: 'label'
-    valid: str | None = None  # validation file (same columns); None: split off --valid-split of TRAIN
-    valid_split: float = 0.1  # share of TRAIN held out for validation (seeded; stratified for classify); 0: none
-    encoding: str = "utf-8"  # text encoding of the data files
-    max_length: int | None = None  # classify: tokens per example, longer ones truncated; None: the model's limit
-    block_size: int | None = None  # clm/mlm: tokens per training block; None: the model's limit, up to 1024
-    line_by_line: bool = False  # clm/mlm: one example per line (truncated to block_size) instead of packing
-    mlm_probability: float = 0.15  # mlm: share of tokens masked
-    num_proc: int | None = None  # tokenization processes; None: every core for big data, else 1
-
-    def check(self) -> None:
-        super().check()
-        if self.task not in TASKS:
-            raise UsageError(f"unknown --task {self.task!r}; use {', '.join(TASKS)}")
-        if self.valid is None and not 0 <= self.valid_split < 1:
-            raise UsageError(f"--valid-split must be in [0, 1) (got {self.valid_split})")
-        if self.task == "classify" and (self.block_size is not None or self.line_by_line):
-            raise UsageError("--block-size and --line-by-line apply to --task clm and mlm")
-        if self.task != "classify" and self.max_length is not None:
-            raise UsageError("--max-length applies to --task classify; for clm and mlm use --block-size")
-        for name in ("max_length", "block_size", "num_proc"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise UsageError(f"--{name.replace('_', '-')} must be at least 1")
-        if not 0 < self.mlm_probability < 1:
-            raise UsageError("--mlm-probability must be between 0 and 1")
-
-    @property
-    def columns(self) -> ColumnSpec:
-        return ColumnSpec(self.text_column, self.text_pair_column, self.label_column)
 
 
 def default_model(task: str) -> str:
@@ -91,8 +59,10 @@ def finetune(
     Returns the final metrics (also written to ``output_dir/metrics.json``).
     """
     settings.check()
+    model_options.check()
     console = console or Console()
-    with TrainingRun(output_dir, settings, console) as run:
+    prepare_environment(model_options.offline, model_options.verbose)
+    with signals_deferred(), TrainingRun(output_dir, settings, console) as run:
         data = run.main_first(lambda: _prepare_data(train_path, settings, run.cache_dir))
         for warning in data.warnings:
             run.console.warn(warning)
@@ -108,7 +78,7 @@ def finetune(
             train_ds,
             valid_ds,
             collator,
-            classification_metrics if settings.task == "classify" else None,
+            trainer_metrics if settings.task == "classify" else None,
             best_metric="accuracy" if settings.task == "classify" else "loss",
             derived_metrics=None if settings.task == "classify" else perplexity,
             record=record,
@@ -121,7 +91,7 @@ def _prepare_data(train_path: str, settings: FinetuneSettings, cache_dir: str) -
     return prepare(
         train_path,
         settings.task,  # type: ignore[arg-type]
-        settings.columns,
+        ColumnSpec(settings.text_column, settings.text_pair_column, settings.label_column),
         cache_dir=cache_dir,
         valid_path=settings.valid,
         valid_split=settings.valid_split,
@@ -153,9 +123,8 @@ def _load(settings: FinetuneSettings, opts: ModelOptions, data: TrainingData) ->
     """Tokenizer and model on the CPU in float32: Trainer places them, and mixed precision autocasts."""
     from llmtool.models import load_model, load_tokenizer, locate, set_seed
 
-    opts = ModelOptions(**{**asdict(opts), "device": "cpu", "dtype": "float32"})
-    where = locate(opts)
-    tokenizer = load_tokenizer(opts, where)
+    ref = locate(dataclasses.replace(opts, device="cpu", dtype="float32", engine="torch"))
+    tokenizer = load_tokenizer(ref)
     set_seed(settings.seed)  # new weights (a classification head) are drawn now, before Trainer seeds
     kwargs: dict[str, Any] = {}
     if settings.task == "classify":
@@ -166,19 +135,16 @@ def _load(settings: FinetuneSettings, opts: ModelOptions, data: TrainingData) ->
             "label2id": data.label2id,
             "ignore_mismatched_sizes": True,  # a head trained for other classes is replaced
         }
-    model = load_model(_auto_class(settings.task), opts, where, **kwargs)
+    model = load_model(_auto_class(settings.task), ref, **kwargs)
     _check_tokenizer(settings.task, tokenizer, model, opts.model)
     return tokenizer, model
 
 
 def _check_tokenizer(task: str, tokenizer: Any, model: Any, name: str) -> None:
     from llmtool.errors import ModelError
+    from llmtool.models import ensure_pad_token
 
-    if tokenizer.pad_token is None:
-        # Batches need padding; a causal LM's end-of-text token is the usual stand-in.
-        if tokenizer.eos_token is None:
-            raise ModelError(f"{name}: the tokenizer has neither a pad nor an end-of-text token")
-        tokenizer.pad_token = tokenizer.eos_token
+    ensure_pad_token(tokenizer, name)  # batches need padding
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
     if task == "mlm" and tokenizer.mask_token is None:
@@ -200,13 +166,6 @@ def _length_limit(settings: FinetuneSettings, tokenizer: Any, model: Any) -> int
 
 
 # --------------------------------------------------------------------------- tokenization
-
-
-def _num_proc(settings: FinetuneSettings, rows: int) -> int | None:
-    if settings.num_proc is not None:
-        return settings.num_proc if settings.num_proc > 1 else None
-    cores = os.cpu_count() or 1
-    return min(cores, 8) if rows >= BIG_DATA_ROWS and cores > 1 else None
 
 
 def _tokenize_all(
@@ -231,28 +190,23 @@ def _tokenize(dataset: Any, tokenizer: Any, s: FinetuneSettings, limit: int, opt
     if task == "classify":
         fn: Any = _ClassifyEncoder(tokenizer, limit, "text_pair" in dataset.column_names)
     else:
-        fn = _LineEncoder(tokenizer, limit if s.line_by_line else None, task)
+        fn = LineEncoder(tokenizer, limit if s.line_by_line else None, task)
     key = [dataset._fingerprint, opts.model, opts.revision, task, limit, s.line_by_line, split, 2]
     out = dataset.map(
         fn,
         batched=True,
         remove_columns=dataset.column_names,
-        num_proc=_num_proc(s, len(dataset)),
-        new_fingerprint=_fingerprint(key),
+        num_proc=num_proc(s.num_proc, len(dataset)),
+        new_fingerprint=fingerprint(key),
         desc=None,
     )
     if task != "classify" and not s.line_by_line:
-        packer = _BlockPacker(limit)
-        fingerprint = _fingerprint([*key, "pack"])
+        packer = BlockPacker(limit)
         out = out.map(packer, batched=True, batch_size=PACK_ROWS, remove_columns=out.column_names,
-                      new_fingerprint=fingerprint, desc=None)  # fmt: skip
+                      new_fingerprint=fingerprint([*key, "pack"]), desc=None)  # fmt: skip
     if task == "mlm" and split == "valid":
-        out = _mask_once(out, tokenizer, s.mlm_probability, s.seed)
+        out = mask_once(out, tokenizer, s.mlm_probability, s.seed)
     return out
-
-
-def _fingerprint(key: list[Any]) -> str:
-    return hashlib.sha256(json.dumps(key).encode()).hexdigest()[:32]
 
 
 class _ClassifyEncoder:
@@ -266,153 +220,31 @@ class _ClassifyEncoder:
         return dict(encoded)
 
 
-def _ids(tokenizer: Any, texts: list[str], task: str) -> list[list[int]]:
-    """Token ids per text: with the model's special tokens for mlm ([CLS] .. [SEP]); for clm, text
-    followed by the end-of-text token, so that packed documents stay apart."""
-    if task == "mlm":
-        return list(tokenizer(texts, add_special_tokens=True)["input_ids"])
-    ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
-    eos = tokenizer.eos_token_id
-    return [[*list(x), eos] if eos is not None else list(x) for x in ids]
-
-
-class _BlockPacker:
-    """run_clm/run_mlm's ``group_texts``: concatenate a batch of texts' ids and cut them into equal blocks."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-
-    def __call__(self, batch: dict[str, list[Any]]) -> dict[str, Any]:
-        stream = [token for ids in batch["input_ids"] for token in ids]
-        usable = len(stream) // self.limit * self.limit  # the remainder of the batch is dropped
-        blocks = [stream[i : i + self.limit] for i in range(0, usable, self.limit)]
-        return {"input_ids": blocks, "attention_mask": [[1] * len(b) for b in blocks]}
-
-
-class _LineEncoder:
-    """Token ids per text; truncated to ``limit`` (keeping mlm's closing [SEP]) when one is given."""
-
-    def __init__(self, tokenizer: Any, limit: int | None, task: str) -> None:
-        self.tokenizer, self.limit, self.task = tokenizer, limit, task
-
-    def __call__(self, batch: dict[str, list[Any]]) -> dict[str, Any]:
-        ids = _ids(self.tokenizer, batch["text"], self.task)
-        if self.limit is not None:
-            ids = [x[: self.limit] for x in ids]
-            if self.task == "mlm":
-                sep = self.tokenizer.sep_token_id
-                ids = [[*x[:-1], sep] if sep is not None and x and x[-1] != sep else x for x in ids]
-        return {"input_ids": ids, "attention_mask": [[1] * len(x) for x in ids]}
-
-
-def _mask_once(dataset: Any, tokenizer: Any, probability: float, seed: int) -> Any:
-    """Mask the validation set once, with a fixed seed: every evaluation then scores the same task,
-    so validation losses are comparable across epochs and across a resume."""
-    import numpy as np
-
-    masker = _Masker(tokenizer, probability)
-
-    def mask(batch: dict[str, list[Any]], indices: list[int]) -> dict[str, Any]:
-        inputs, labels = [], []
-        for ids, index in zip(batch["input_ids"], indices, strict=True):
-            masked, label = masker(ids, np.random.default_rng([seed, index]))
-            inputs.append(masked)
-            labels.append(label)
-        return {"input_ids": inputs, "labels": labels}
-
-    return dataset.map(mask, batched=True, with_indices=True, desc=None)
-
-
-class _Masker:
-    """BERT's masking of one example: ``probability`` of the non-special tokens are chosen; of those,
-    80% become [MASK], 10% a random token, 10% stay. Returns the inputs and the labels (-100: not chosen)."""
-
-    def __init__(self, tokenizer: Any, probability: float) -> None:
-        self.special = sorted(set(tokenizer.all_special_ids))
-        self.mask_id, self.vocab, self.probability = tokenizer.mask_token_id, len(tokenizer), probability
-
-    def __call__(self, ids: Any, rng: Any) -> tuple[list[int], list[int]]:
-        import numpy as np
-
-        ids = np.asarray(ids)
-        chosen = (rng.random(len(ids)) < self.probability) & ~np.isin(ids, self.special)
-        label = np.where(chosen, ids, -100)
-        roll = rng.random(len(ids))
-        ids = np.where(chosen & (roll < 0.8), self.mask_id, ids)  # 80% [MASK]
-        swap = chosen & (roll >= 0.8) & (roll < 0.9)  # 10% a random token, 10% unchanged
-        ids = np.where(swap, rng.integers(0, self.vocab, len(ids)), ids)
-        return ids.tolist(), label.tolist()
-
-
-class _MlmCollator:
-    """Masking for training batches, drawn afresh for each example in each epoch; validation batches
-    arrive masked and are only padded.
-
-    The draws come from a generator seeded by (seed, epoch, the example's tokens), not from the global
-    random state: so the masks do not depend on batch order or on which batches a resumed run skips,
-    and a run resumed from a checkpoint masks exactly as the uninterrupted run did. The training
-    machinery tells the collator the epoch (``set_epoch``, like a distributed sampler).
-    """
-
-    def __init__(self, tokenizer: Any, probability: float, seed: int = 42) -> None:
-        from transformers import DataCollatorForTokenClassification
-
-        self.masker = _Masker(tokenizer, probability)
-        self.padding = DataCollatorForTokenClassification(tokenizer)
-        self.seed, self.epoch = seed, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __call__(self, features: list[dict[str, Any]]) -> Any:
-        if "labels" in features[0]:
-            return self.padding(features)
-        import zlib
-
-        import numpy as np
-
-        masked = []
-        for feature in features:
-            key = zlib.crc32(np.asarray(feature["input_ids"], dtype=np.int64).tobytes())
-            ids, labels = self.masker(feature["input_ids"], np.random.default_rng([self.seed, self.epoch, key]))
-            masked.append({**feature, "input_ids": ids, "labels": labels})
-        return self.padding(masked)
-
-
 def _collator(task: str, tokenizer: Any, mlm_probability: float = 0.15, seed: int = 42) -> Any:
     from transformers import DataCollatorForLanguageModeling, DataCollatorWithPadding
 
     if task == "classify":
         return DataCollatorWithPadding(tokenizer)
     if task == "mlm":
-        return _MlmCollator(tokenizer, mlm_probability, seed)
+        return MlmCollator(tokenizer, mlm_probability, seed)
     return DataCollatorForLanguageModeling(tokenizer, mlm=False)
 
 
 # --------------------------------------------------------------------------- metrics
 
 
-def classification_metrics(eval_pred: Any) -> dict[str, float]:
-    """Accuracy and macro-F1 (the unweighted mean of per-class F1 over the classes that occur)."""
+def trainer_metrics(eval_pred: Any) -> dict[str, float]:
+    """Accuracy and macro-F1 of an evaluation (Trainer's ``compute_metrics``), as ``evaluate`` computes them."""
     import numpy as np
+
+    from llmtool.metrics import classification_metrics, confusion
 
     logits = eval_pred.predictions[0] if isinstance(eval_pred.predictions, tuple) else eval_pred.predictions
-    labels = np.asarray(eval_pred.label_ids)
-    predicted = np.asarray(logits).argmax(-1)
-    return {"accuracy": float((predicted == labels).mean()), "macro_f1": macro_f1(labels, predicted)}
-
-
-def macro_f1(labels: Any, predicted: Any) -> float:
-    import numpy as np
-
-    labels, predicted = np.asarray(labels), np.asarray(predicted)
-    scores = []
-    for cls in np.union1d(labels, predicted):
-        tp = float(np.sum((predicted == cls) & (labels == cls)))
-        fp = float(np.sum((predicted == cls) & (labels != cls)))
-        fn = float(np.sum((predicted != cls) & (labels == cls)))
-        scores.append(2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0)
-    return float(np.mean(scores)) if scores else 0.0
+    labels = np.asarray(eval_pred.label_ids).tolist()
+    predicted = np.asarray(logits).argmax(-1).tolist()
+    classes = int(np.asarray(logits).shape[-1])
+    metrics = classification_metrics(confusion(labels, predicted, classes), [str(i) for i in range(classes)])
+    return {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"]}
 
 
 # --------------------------------------------------------------------------- records
@@ -454,6 +286,8 @@ def dry_run(train_path: str, settings: FinetuneSettings, model_options: ModelOpt
     Loads the tokenizer and the model's config, never its weights; writes nothing that stays.
     """
     settings.check()
+    model_options.check()
+    prepare_environment(model_options.offline, model_options.verbose)
     with tempfile.TemporaryDirectory(prefix="llmtool-dry-run-") as cache:
         data = _prepare_data(train_path, settings, cache)
         tokenizer, limit = _tokenizer_and_limit(settings, model_options)
@@ -482,17 +316,11 @@ def dry_run(train_path: str, settings: FinetuneSettings, model_options: ModelOpt
 def _tokenizer_and_limit(settings: FinetuneSettings, opts: ModelOptions) -> tuple[Any, int]:
     from types import SimpleNamespace
 
-    from transformers import AutoConfig
+    from llmtool.models import load_config, load_tokenizer, locate
 
-    from llmtool.models import _load_kwargs, _model_error, load_tokenizer, locate
-
-    where = locate(opts)
-    tokenizer = load_tokenizer(opts, where)
-    try:
-        config = AutoConfig.from_pretrained(where, **_load_kwargs(opts))
-    except Exception as exc:
-        raise _model_error(exc, where, "model config") from exc
-    return tokenizer, _length_limit(settings, tokenizer, SimpleNamespace(config=config))
+    ref = locate(opts)
+    tokenizer = load_tokenizer(ref)
+    return tokenizer, _length_limit(settings, tokenizer, SimpleNamespace(config=load_config(ref)))
 
 
 def _token_lengths(dataset: Any, tokenizer: Any, task: str, sample: int = 20_000) -> list[int]:
@@ -504,7 +332,7 @@ def _token_lengths(dataset: Any, tokenizer: Any, task: str, sample: int = 20_000
             pair = batch.get("text_pair")
             encoded = tokenizer(batch["text"], pair, add_special_tokens=True)["input_ids"]
         else:
-            encoded = _ids(tokenizer, batch["text"], task)
+            encoded = token_ids(tokenizer, batch["text"], task)
         lengths.extend(len(ids) for ids in encoded)
     return lengths
 
@@ -548,25 +376,6 @@ def _steps_estimate(train_examples: int, s: FinetuneSettings) -> dict[str, Any]:
 # --------------------------------------------------------------------------- text output
 
 
-def format_result(result: dict[str, Any]) -> str:
-    """The final metrics for people: a few aligned lines (``--json`` gives everything)."""
-    valid = result.get("valid") or {}
-    train = result.get("train") or {}
-    lines = [f"model   {result.get('model')}"]
-    task = result.get("task", "")
-    if result.get("labels"):
-        task += f" (labels: {', '.join(str(x) for x in result['labels'])})"
-    lines.append(f"task    {task}")
-    if valid:
-        scores = "  ".join(f"{k} {_num(v)}" for k, v in valid.items())
-        lines.append(f"valid   {scores}  (best at step {result.get('best_step')})")
-    lines.append(
-        f"train   loss {_num(train.get('loss'))}, {train.get('steps')} steps, {train.get('epochs')} epochs, "
-        f"{train.get('seconds')} s"
-    )
-    return "\n".join(lines)
-
-
 def format_report(report: dict[str, Any]) -> str:
     """The --dry-run report for people."""
     cols = ", ".join(f"{k}={v!r}" for k, v in report["columns"].items() if v) or "every line is a text"
@@ -596,7 +405,3 @@ def format_report(report: dict[str, Any]) -> str:
     )
     lines += [f"warning  {w}" for w in report.get("warnings", [])]
     return "\n".join(lines)
-
-
-def _num(value: Any) -> str:
-    return f"{value:.4f}" if isinstance(value, float) else str(value)

@@ -14,12 +14,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from llmtool.errors import ModelError, UsageError, one_line
+from llmtool.settings import DTYPES, ModelOptions
 
 if TYPE_CHECKING:
     import torch
 
 DEVICES_HELP = "auto|cpu|cuda[:N]|mps"
-DTYPES = ("auto", "float32", "bfloat16", "float16")
 TOKENIZER_FILES = (
     "tokenizer.json",
     "vocab.txt",
@@ -34,18 +34,30 @@ class MissingHeadError(ModelError):
     """The checkpoint lacks weights of the head a task needs (see ``load_model(require_head=...)``)."""
 
 
-@dataclass
-class ModelOptions:
-    """Where a model comes from and how it is placed. Mirrors the shared CLI flags."""
+@dataclass(frozen=True)
+class ModelRef:
+    """A located model: what to load from, resolved once by :func:`locate` (immutable).
 
-    model: str
-    revision: str | None = None  # a branch, tag or commit on the Hub
-    offline: bool = False  # never touch the network (also: HF_HUB_OFFLINE=1)
-    device: str = "auto"  # auto picks cuda, then mps, then cpu
-    dtype: str = "auto"  # auto: bfloat16/float16 on a GPU, float32 on the CPU
-    allow_pickle: bool = False  # permit pickled *.bin weights, which can run code when loaded
-    trust_remote_code: bool = False  # run the model repository's own Python code
-    verbose: bool = False  # let Transformers and the Hub print their warnings and bars
+    ``source`` is the local folder, or the Hub id; ``local_files_only`` is True offline, and also
+    when the Hub cache already holds the whole model, so that loading never waits on the network.
+    """
+
+    options: ModelOptions
+    source: str
+    local_files_only: bool
+    folder: Path | None = None  # the files on disk: the local folder, or the model's snapshot in the Hub cache
+
+    @property
+    def name(self) -> str:
+        return self.options.model
+
+    def kwargs(self) -> dict[str, Any]:
+        """The keyword arguments every ``from_pretrained`` call takes."""
+        return {
+            "revision": self.options.revision,
+            "trust_remote_code": self.options.trust_remote_code,
+            "local_files_only": self.local_files_only,
+        }
 
 
 def prepare_environment(offline: bool = False, verbose: bool = False) -> None:
@@ -61,7 +73,7 @@ def prepare_environment(offline: bool = False, verbose: bool = False) -> None:
         import warnings
 
         warnings.filterwarnings("ignore", module=r"(transformers|torch|huggingface_hub|accelerate)(\..*)?")
-    if "transformers" in sys.modules:
+    if sys.modules.get("transformers") is not None:
         _set_library_verbosity(verbose)
 
 
@@ -107,8 +119,9 @@ def looks_like_path(name: str) -> bool:
     )
 
 
-def locate(opts: ModelOptions) -> str:
-    """The folder or Hub id to load from, after the cheap checks that fail fast and clearly."""
+def locate(opts: ModelOptions) -> ModelRef:
+    """Where the model is, after the cheap checks that fail fast and clearly (before heavy imports)."""
+    opts.check()
     name = opts.model
     if looks_like_path(name):
         folder = Path(name).expanduser()
@@ -123,27 +136,62 @@ def locate(opts: ModelOptions) -> str:
             json.loads(config.read_text(encoding="utf-8"))
         except (ValueError, UnicodeDecodeError) as exc:
             raise ModelError(f"{config}: not valid JSON ({one_line(str(exc))})") from None
-        return str(folder)
+        return ModelRef(opts, str(folder), offline_mode(opts), folder)
     from huggingface_hub import try_to_load_from_cache
     from huggingface_hub.constants import ENDPOINT, HF_HUB_CACHE
 
-    cached = isinstance(try_to_load_from_cache(name, "config.json", revision=opts.revision), str)
-    if cached:
+    cached = try_to_load_from_cache(name, "config.json", revision=opts.revision)
+    snapshot = Path(cached).parent if isinstance(cached, str) else None
+    missing = missing_files(snapshot) if snapshot is not None else ["config.json"]
+    if not missing:
         # Load from the cache without a network round trip: a CLI in a pipe or CI should not
         # depend on the Hub being up for a model it already has. `hf download` refreshes it.
-        opts.offline = True
-    elif offline_mode(opts):
+        return ModelRef(opts, name, True, snapshot)
+    if offline_mode(opts):
+        if snapshot is not None:  # an interrupted download: say what is missing
+            raise ModelError(
+                f"model {name!r} is only partly in the local cache ({snapshot}): {', '.join(missing)} missing, "
+                f"and offline mode is on; fetch it once with network (`hf download {name}`)"
+            )
         raise ModelError(
             f"model {name!r} is not in the local cache ({HF_HUB_CACHE}) and offline mode is on; "
             f"fetch it once with network (`hf download {name}`), or pass a local folder to --model"
         )
-    elif not _reachable(ENDPOINT):
+    if not _reachable(ENDPOINT):
         # Fail in seconds; the Hub client would otherwise retry with back-off for about a minute.
-        raise ModelError(
-            f"model {name!r} is not in the local cache and {ENDPOINT} cannot be reached; "
-            "check the network (or proxy settings), or pass a local folder to --model"
+        state = (
+            "is not in the local cache" if snapshot is None else f"is only partly cached ({', '.join(missing)} missing)"
         )
-    return name
+        raise ModelError(
+            f"model {name!r} {state} and {ENDPOINT} cannot be reached; check the network (or proxy "
+            "settings, or HF_ENDPOINT for a mirror), or pass a local folder to --model"
+        )
+    return ModelRef(opts, name, False, None)
+
+
+WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
+
+
+def missing_files(folder: Path) -> list[str]:
+    """What a model folder lacks to be loaded without the network: config, weights (every shard), tokenizer."""
+    missing = [] if (folder / "config.json").is_file() else ["config.json"]
+    index = next((folder / n for n in WEIGHT_FILES if n.endswith(".json") and (folder / n).is_file()), None)
+    if index is not None:
+        try:
+            shards = sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()))
+        except (OSError, ValueError, KeyError, AttributeError):
+            shards = []
+        missing += [s for s in shards if not (folder / s).is_file()]
+    elif not any((folder / n).is_file() for n in WEIGHT_FILES) and not any(folder.glob("*.safetensors")):
+        missing.append("the weights (model.safetensors)")
+    if not any((folder / n).is_file() for n in TOKENIZER_FILES):
+        missing.append("the tokenizer (tokenizer.json)")
+    return missing
 
 
 def _reachable(endpoint: str, timeout: float = 5.0) -> bool:
@@ -209,49 +257,29 @@ def resolve_dtype(spec: str, device: torch.device) -> torch.dtype:
     return dtype
 
 
-def _load_kwargs(opts: ModelOptions) -> dict[str, Any]:
-    return {
-        "revision": opts.revision,
-        "trust_remote_code": opts.trust_remote_code,
-        "local_files_only": offline_mode(opts),
-    }
-
-
-def load_tokenizer(opts: ModelOptions, source: str | None = None, **kwargs: Any) -> Any:
-    prepare_environment(opts.offline, opts.verbose)
+def load_tokenizer(ref: ModelRef, **kwargs: Any) -> Any:
     from transformers import AutoTokenizer
 
-    where = source or locate(opts)
-    folder = Path(where)
-    if folder.is_dir() and not any((folder / name).exists() for name in TOKENIZER_FILES):
+    if ref.folder is not None and not any((ref.folder / name).exists() for name in TOKENIZER_FILES):
         # Transformers 5 would build an empty tokenizer from the config and predict nonsense.
-        raise ModelError(f"{folder}: no tokenizer files (expected one of {', '.join(TOKENIZER_FILES)})")
+        raise ModelError(f"{ref.folder}: no tokenizer files (expected one of {', '.join(TOKENIZER_FILES)})")
     try:
-        return AutoTokenizer.from_pretrained(where, **_load_kwargs(opts), **kwargs)
+        return AutoTokenizer.from_pretrained(ref.source, **ref.kwargs(), **kwargs)
     except Exception as exc:
-        raise _model_error(exc, where, "tokenizer") from exc
+        raise model_error(exc, ref.source, "tokenizer") from exc
 
 
-def load_config(opts: ModelOptions, source: str | None = None) -> Any:
+def load_config(ref: ModelRef) -> Any:
     """The model's config alone (no weights): enough to tell what kind of model it is, cheaply."""
-    prepare_environment(opts.offline, opts.verbose)
     from transformers import AutoConfig
 
-    where = source or locate(opts)
     try:
-        return AutoConfig.from_pretrained(where, **_load_kwargs(opts))
+        return AutoConfig.from_pretrained(ref.source, **ref.kwargs())
     except Exception as exc:
-        raise _model_error(exc, where, "config") from exc
+        raise model_error(exc, ref.source, "config") from exc
 
 
-def load_model(
-    auto_class: Any,
-    opts: ModelOptions,
-    source: str | None = None,
-    *,
-    require_head: str | None = None,
-    **kwargs: Any,
-) -> Any:
+def load_model(auto_class: Any, ref: ModelRef, *, require_head: str | None = None, **kwargs: Any) -> Any:
     """Load weights with ``auto_class`` (an ``AutoModelFor*``), move them, and set eval mode.
 
     ``require_head`` names the head the task needs (e.g. "sequence-classification head"). When
@@ -259,38 +287,45 @@ def load_model(
     random initialisation, which would give confident-looking nonsense (a masked LM loaded as a
     classifier, a BERT without its next-sentence head).
     """
-    prepare_environment(opts.offline, opts.verbose)
-    where = source or locate(opts)
+    opts = ref.options
     device = resolve_device(opts.device)
     dtype = resolve_dtype(opts.dtype, device)
-    _refuse_pickle_only(where, opts)
+    _refuse_pickle_only(ref)
     try:
         loaded = auto_class.from_pretrained(
-            where,
+            ref.source,
             dtype=dtype,
             use_safetensors=None if opts.allow_pickle else True,
             output_loading_info=require_head is not None,
-            **_load_kwargs(opts),
+            **ref.kwargs(),
             **kwargs,
         )
     except Exception as exc:
-        raise _model_error(exc, where, "model") from exc
+        raise model_error(exc, ref.source, "model") from exc
     model = loaded
     if require_head is not None:
         model, info = loaded
-        _check_complete(model, info, where, require_head)
+        _check_complete(model, info, ref.source, require_head)
     model.to(device)
     model.eval()
     return model
 
 
-def load(auto_class: Any, opts: ModelOptions, where: str | None = None, **model_kwargs: Any) -> tuple[Any, Any]:
-    """Tokenizer and model, both from the same located source (checked once: pass ``where``
-    from an earlier :func:`locate` to skip the check)."""
-    prepare_environment(opts.offline, opts.verbose)
-    where = where or locate(opts)
-    tokenizer = load_tokenizer(opts, where)
-    return tokenizer, load_model(auto_class, opts, where, **model_kwargs)
+def load(auto_class: Any, ref: ModelRef, **model_kwargs: Any) -> tuple[Any, Any]:
+    """Tokenizer and model, both from the same located source."""
+    return load_tokenizer(ref), load_model(auto_class, ref, **model_kwargs)
+
+
+def ensure_pad_token(tokenizer: Any, name: str) -> int:
+    """The pad id batches are padded with: the tokenizer's own, else its end-of-text token (GPT-2 has
+    no pad token; padded positions are masked out, so which token stands there does not matter)."""
+    if tokenizer.pad_token_id is None:
+        if tokenizer.eos_token_id is None:
+            raise ModelError(f"{name}: the tokenizer has neither a pad nor an end-of-text token")
+        tokenizer.pad_token = tokenizer.eos_token
+        if tokenizer.pad_token_id is None:  # a tokenizer whose pad id does not follow its pad token
+            tokenizer.pad_token_id = tokenizer.eos_token_id
+    return int(tokenizer.pad_token_id)
 
 
 def architecture(config: Any) -> str:
@@ -315,10 +350,10 @@ def _check_complete(model: Any, info: dict[str, Any], where: str, head: str) -> 
     raise MissingHeadError(f"{where} ({kind}) has no trained {head}: the checkpoint lacks {shown}")
 
 
-def _refuse_pickle_only(where: str, opts: ModelOptions) -> None:
+def _refuse_pickle_only(ref: ModelRef) -> None:
     """A local folder with pickled weights only: say so plainly, before Transformers does it vaguely."""
-    folder = Path(where)
-    if opts.allow_pickle or not folder.is_dir():
+    folder = ref.folder
+    if ref.options.allow_pickle or folder is None:
         return
     if any(folder.glob("*.safetensors")):
         return
@@ -331,7 +366,7 @@ def _refuse_pickle_only(where: str, opts: ModelOptions) -> None:
     raise ModelError(f"{folder}: no model weights (*.safetensors) found")
 
 
-def _model_error(exc: Exception, where: str, what: str) -> Exception:
+def model_error(exc: Exception, where: str, what: str) -> Exception:
     """Turn a loading failure into one line naming the model (and the file, when we know it)."""
     if isinstance(exc, ModelError | UsageError):
         return exc
@@ -344,7 +379,7 @@ def _model_error(exc: Exception, where: str, what: str) -> Exception:
     if "OfflineModeIsEnabled" in names or "LocalEntryNotFoundError" in names or "couldn't connect" in text.lower():
         return ModelError(
             f"cannot reach the Hugging Face Hub to fetch {what} {where!r} and it is not cached; "
-            "check the network, or pass a local folder to --model"
+            "check the network (or HF_ENDPOINT, for a mirror), or pass a local folder to --model"
         )
     if "RepositoryNotFoundError" in names or "is not a local folder and is not a valid model identifier" in text:
         return ModelError(f"model {where!r} not found: not a local folder, and no such model on the Hub")

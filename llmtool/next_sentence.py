@@ -13,44 +13,18 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from llmtool.batching import by_length, pad
+from llmtool import engine as engines
+from llmtool.batching import by_length
+from llmtool.classify import probabilities
 from llmtool.errors import InputError, ModelError, UsageError
-from llmtool.models import (
-    MissingHeadError,
-    ModelOptions,
-    architecture,
-    load,
-    load_config,
-    max_input_length,
-    supports_task,
-)
-from llmtool.streams import (
-    ARGUMENT,
-    Formatter,
-    Record,
-    chunked,
-    csv_rows,
-    read_records,
-    resolve_column,
-)
+from llmtool.models import MissingHeadError, ModelRef, architecture, load, load_config, max_input_length, supports_task
+from llmtool.settings import ModelOptions, NextSentenceOptions
+from llmtool.streams import ARGUMENT, Formatter, Record, chunked, read_records
+from llmtool.tables import csv_rows, find_column, is_table
 
 DEFAULT_MODEL = "bert-base-uncased"
-
-
-@dataclass
-class NextSentenceOptions:
-    batch_size: int = 32  # pairs per forward pass
-    max_length: int | None = None  # truncate each pair to this many tokens (None: the model's limit)
-    window: int = 8  # batches read ahead and sorted by length together
-
-    def check(self) -> None:
-        if self.batch_size < 1:
-            raise UsageError("--batch-size must be at least 1")
-        if self.max_length is not None and self.max_length < 4:
-            raise UsageError("--max-length must be at least 4")
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,15 +60,11 @@ def read_pairs(
         return iter([Pair(0, 1, first, second)])
     if second is not None:
         raise UsageError("'-' reads pairs from stdin; a second argument does not go with it")
-    if (first_column or second_column) and not _is_table(input_path):
+    if (first_column or second_column) and not is_table(input_path):
         raise UsageError("--first-column/--second-column need --input FILE.csv (or .tsv)")
-    if input_path is not None and _is_table(input_path):
+    if input_path is not None and is_table(input_path):
         return _table_pairs(input_path, first_column, second_column, encoding)
     return _tab_pairs(read_records(first, input_path, encoding=encoding))
-
-
-def _is_table(path: str | None) -> bool:
-    return path is not None and Path(path).suffix.lower() in (".csv", ".tsv")
 
 
 def _tab_pairs(records: Iterable[Record]) -> Iterator[Pair]:
@@ -112,11 +82,11 @@ def _tab_pairs(records: Iterable[Record]) -> Iterator[Pair]:
 
 
 def _table_pairs(path: str, first_column: str | None, second_column: str | None, encoding: str) -> Iterator[Pair]:
-    header, rows = csv_rows(path, encoding, delimiter="\t" if path.lower().endswith(".tsv") else ",")
+    header, rows = csv_rows(path, encoding)
     if len(header) < 2 and (first_column is None or second_column is None):
         raise InputError(f"need two text columns, found {len(header)}", source=path, line=1)
-    a = resolve_column(header, first_column, path) if first_column else 0
-    b = resolve_column(header, second_column, path) if second_column else (1 if a != 1 else 0)
+    a = find_column(header, first_column, path, "--first-column") if first_column else 0
+    b = find_column(header, second_column, path, "--second-column") if second_column else (1 if a != 1 else 0)
     if a == b:
         raise UsageError(f"the first and second sentences are both column {header[a]!r}")
 
@@ -141,36 +111,31 @@ def as_pairs(inputs: Iterable[tuple[str, str] | Pair]) -> Iterator[Pair]:
 # --------------------------------------------------------------------------- model
 
 
-def load_nsp(opts: ModelOptions, where: str | None = None) -> tuple[Any, Any]:
-    """Tokenizer and next-sentence model; models without a trained NSP head are refused."""
+def load_nsp(ref: ModelRef) -> tuple[Any, Any]:
+    """Tokenizer and next-sentence model for the torch engine; models without a trained NSP head are refused."""
     from transformers import AutoModelForNextSentencePrediction
 
-    config = load_config(opts, where)
+    config = load_config(ref)
     if not supports_task(config, "MODEL_FOR_NEXT_SENTENCE_PREDICTION_MAPPING_NAMES"):
         raise ModelError(
-            f"{opts.model} ({architecture(config)}) has no next-sentence head; next-sentence needs a BERT-style "
+            f"{ref.name} ({architecture(config)}) has no next-sentence head; next-sentence needs a BERT-style "
             "model pre-trained with NSP (BertForPreTraining, BertForNextSentencePrediction)"
         )
     try:
-        return load(AutoModelForNextSentencePrediction, opts, where, require_head="next-sentence head")
+        return load(AutoModelForNextSentencePrediction, ref, require_head="next-sentence head")
     except MissingHeadError as exc:
         raise ModelError(f"{exc}; pre-train one with `llmtool pretrain --objective mlm --nsp`") from None
 
 
 class NextSentence:
-    """A loaded NSP model that turns pairs into probability records."""
+    """A next-sentence model (any engine) that turns pairs into probability records."""
 
-    def __init__(self, tokenizer: Any, model: Any, options: NextSentenceOptions) -> None:
-        import torch
-
+    def __init__(self, tokenizer: Any, encoder: Any, options: NextSentenceOptions) -> None:
         options.check()
-        self.torch = torch
         self.tokenizer = tokenizer
-        self.model = model
+        self.encoder = encoder
         self.options = options
-        self.device = next(model.parameters()).device
-        self.max_length = options.max_length or max_input_length(tokenizer, model)
-        self.pad_id: int = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        self.max_length = options.max_length or max_input_length(tokenizer, encoder)
 
     def __call__(self, pairs: Iterable[Pair]) -> Iterator[dict[str, Any]]:
         window = max(1, self.options.batch_size * self.options.window)
@@ -196,12 +161,8 @@ class NextSentence:
             yield {"index": pair.index, "first": pair.first, "second": pair.second, "is_next": probs[i]}
 
     def _predict(self, batch: Sequence[dict[str, list[int]]]) -> list[float]:
-        torch = self.torch
-        with torch.inference_mode():
-            logits = self.model(**pad(batch, self.pad_id, self.device)).logits.float()
-            # label 0 is "B is the continuation of A" in BERT's NSP head
-            result: list[float] = logits.softmax(dim=-1)[:, 0].tolist()
-        return result
+        # label 0 is "B is the continuation of A" in BERT's NSP head
+        return [float(p) for p in probabilities(self.encoder.nsp_logits(batch))[:, 0]]
 
 
 # --------------------------------------------------------------------------- formats
@@ -230,12 +191,14 @@ def next_sentence(
     model_options: ModelOptions | None = None,
     **kwargs: Any,
 ) -> Iterator[dict[str, Any]]:
-    """P(B follows A) for each ``(A, B)``; yields one dict per pair, in order.
+    """P(B follows A) for each ``(A, B)``; yields one dict per pair, in order (the records
+    ``llmtool next-sentence --json`` prints: the CLI calls this too).
 
     >>> for r in next_sentence([("I went to the shop.", "I bought milk.")]):
     ...     print(r["is_next"])  # doctest: +SKIP
     """
     opts = options or NextSentenceOptions(**kwargs)
     opts.check()
-    tokenizer, nsp = load_nsp(model_options or ModelOptions(model=model))
-    return NextSentence(tokenizer, nsp, opts)(as_pairs(pairs))
+    ref = engines.prepare(model_options or ModelOptions(model=model))
+    tokenizer, encoder = engines.open_encoder(ref, "next-sentence", load_nsp)
+    return NextSentence(tokenizer, encoder, opts)(as_pairs(pairs))

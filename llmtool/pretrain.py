@@ -22,17 +22,20 @@ import json
 import os
 import random
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from llmtool.data import ColumnSpec, Layout, fingerprint, quiet_datasets, resolve_layout
+from llmtool import data
+from llmtool.data import ColumnSpec, Layout, quiet_datasets, resolve_layout
 from llmtool.errors import InputError, ModelError, UsageError
+from llmtool.lm_examples import BlockPacker, LineEncoder, MlmCollator, fingerprint, mask_once, num_proc
+from llmtool.models import prepare_environment
+from llmtool.settings import MIN_FREQUENCY, OBJECTIVES, SIZES, VOCAB_SIZE, PretrainSettings
 from llmtool.streams import Console
 from llmtool.tokenizer_train import TokenizerOptions, check_pretrained_tokenizer, train_tokenizer
-from llmtool.training import TrainingRun, TrainSettings, perplexity, world_size
+from llmtool.training import TrainingRun, perplexity, signals_deferred, world_size
 
-OBJECTIVES = ("mlm", "clm")
 ARCHITECTURES = {"mlm": "bert", "clm": "gpt2"}
 TOKENIZER_DIR = "tokenizer"  # where the trained tokenizer is kept (in the run's cache) for the other processes
 MAX_DOCUMENT_LINES = 1000  # a longer document is cut into pieces of this many lines (memory stays bounded)
@@ -40,88 +43,39 @@ SHORT_SEQ_PROB = 0.1  # BERT: share of next-sentence examples made shorter than 
 NSP_PAIRINGS = 5  # BERT's dupe_factor: each document is cut into pairs this many times, each time differently
 
 
-@dataclass(frozen=True)
-class Size:
-    """The shape of a size preset; the feed-forward layer is 4 x hidden wide, as in BERT and GPT-2."""
-
-    layers: int
-    hidden: int
-    heads: int
-
-
-# BERT-Tiny/Mini/Small/Base (Turc et al. 2019, "Well-Read Students Learn Better"); GPT-2 gets the same
-# shapes, and "base" is GPT-2's smallest released model (124M parameters with its 50257-token vocabulary).
-SIZES: dict[str, Size] = {
-    "tiny": Size(layers=2, hidden=128, heads=2),
-    "mini": Size(layers=4, hidden=256, heads=4),
-    "small": Size(layers=4, hidden=512, heads=8),
-    "base": Size(layers=12, hidden=768, heads=12),
-}
 POSITIONS = {"mlm": 512, "clm": 1024}  # the context of every preset: BERT's 512 tokens, GPT-2's 1024
-
-
-@dataclass
-class PretrainSettings(TrainSettings):
-    """``TrainSettings`` plus what pre-training reads and builds. Defaults differ from fine-tuning:
-    new weights learn with a larger rate, warm-up and weight decay, for more epochs."""
-
-    objective: str = "mlm"  # mlm: BERT (masked LM), clm: GPT-2 (next-token prediction)
-    nsp: bool = False  # mlm: also train BERT's next-sentence head on sentence pairs (BERT's original recipe)
-    size: str = "tiny"  # tiny | mini | small | base (see SIZES)
-    config: str | None = None  # config.json: a whole model config, or only the keys that change the preset
-    tokenizer: str | None = None  # reuse this tokenizer (folder or Hub id) instead of training one
-    vocab_size: int = 8192  # the largest vocabulary the new tokenizer may learn
-    min_frequency: int = 2  # a merge must occur this often in the corpus to enter the vocabulary
-    block_size: int = 128  # tokens per training example
-    line_by_line: bool = False  # one example per line (truncated to block_size) instead of packed blocks
-    mlm_probability: float = 0.15  # mlm: share of tokens masked (BERT: 0.15)
-    text_column: str | None = None  # CSV/JSONL text column; None: 'text', then 'sentence', then the only one
-    valid: str | None = None  # validation corpus; None: split off valid_split of the documents
-    valid_split: float = 0.0  # share of the documents held out for validation (seeded); 0: none
-    encoding: str = "utf-8"  # text encoding of the corpus files
-    num_proc: int | None = None  # tokenization processes; None: one (several for big corpora, see finetune)
-    # Pre-training defaults (fields of TrainSettings given new values)
-    epochs: float = 10.0  # passes over the corpus
-    lr: float = 1e-3  # peak learning rate: right for the small presets; use ~1e-4 for base
-    batch_size: int = 32  # examples per device per step
-    warmup_ratio: float = 0.05  # share of steps spent warming the rate up (new weights need it)
-    weight_decay: float = 0.01  # AdamW weight decay, as BERT and GPT-2 used
-
-    def check(self) -> None:
-        super().check()
-        if self.objective not in OBJECTIVES:
-            raise UsageError(f"unknown --objective {self.objective!r}; use mlm or clm")
-        if self.nsp and self.objective != "mlm":
-            raise UsageError("--nsp (next-sentence prediction) goes with --objective mlm")
-        if self.nsp and self.line_by_line:
-            raise UsageError("--nsp builds sentence pairs; it does not go with --line-by-line")
-        if self.size not in SIZES:
-            raise UsageError(f"unknown --size {self.size!r}; use {', '.join(SIZES)}")
-        if self.tokenizer is not None and (self.vocab_size != 8192 or self.min_frequency != 2):
-            raise UsageError("--vocab-size and --min-frequency train a new tokenizer; they do not go with --tokenizer")
-        TokenizerOptions(self.vocab_size, self.min_frequency).check()
-        if self.block_size < 8:
-            raise UsageError("--block-size must be at least 8")
-        if not 0 < self.mlm_probability < 1:
-            raise UsageError("--mlm-probability must be between 0 and 1")
-        if self.valid is None and not 0 <= self.valid_split < 1:
-            raise UsageError(f"--valid-split must be in [0, 1) (got {self.valid_split})")
-        if self.num_proc is not None and self.num_proc < 1:
-            raise UsageError("--num-proc must be at least 1")
 
 
 # --------------------------------------------------------------------------- the command
 
 
 def pretrain(
-    corpus: Sequence[str], output_dir: str, settings: PretrainSettings, console: Console | None = None
+    corpus: Sequence[str],
+    output_dir: str,
+    settings: PretrainSettings,
+    console: Console | None = None,
+    *,
+    offline: bool = False,
 ) -> dict[str, Any]:
     """Pre-train a new model on the ``corpus`` files; write it to ``output_dir``; return the final metrics."""
     settings.check()
     console = console or Console()
-    layouts = corpus_layouts(corpus, settings)  # cheap checks of every file before anything is written
-    overrides = read_config(settings.config, settings.objective) if settings.config else {}
-    check_positions(settings, overrides)
+    prepare_environment(offline, console.verbose)
+    with signals_deferred():
+        layouts = corpus_layouts(corpus, settings)  # cheap checks of every file before anything is written
+        overrides = read_config(settings.config, settings.objective) if settings.config else {}
+        check_positions(settings, overrides)
+        return _pretrain(corpus, layouts, overrides, output_dir, settings, console)
+
+
+def _pretrain(
+    corpus: Sequence[str],
+    layouts: list[Layout],
+    overrides: dict[str, Any],
+    output_dir: str,
+    settings: PretrainSettings,
+    console: Console,
+) -> dict[str, Any]:
     with TrainingRun(output_dir, settings, console) as run:
         train_docs, valid_docs = run.main_first(lambda: load_documents(layouts, settings, run.cache_dir))
         run.console.info(_corpus_summary(layouts, train_docs, valid_docs))
@@ -208,7 +162,7 @@ def _documents_dataset(layouts: list[Layout], cache_dir: str) -> Any:
         if next(iter_documents(layout), None) is None:
             raise InputError("no text (only blank lines, or only a header)", source=layout.path)
     quiet_datasets()
-    key = hashlib.sha256(json.dumps([fingerprint(x) for x in layouts] + [MAX_DOCUMENT_LINES]).encode()).hexdigest()
+    key = hashlib.sha256(json.dumps([data.fingerprint(x) for x in layouts] + [MAX_DOCUMENT_LINES]).encode()).hexdigest()
     try:
         return Dataset.from_generator(
             _generate_documents,
@@ -218,9 +172,7 @@ def _documents_dataset(layouts: list[Layout], cache_dir: str) -> Any:
             fingerprint=key[:32],
         )
     except Exception as exc:  # datasets wraps what the generator raised
-        from llmtool.data import _llmtool_cause
-
-        cause = _llmtool_cause(exc)
+        cause = data.llmtool_cause(exc)
         if cause is not None:
             raise cause from None
         raise
@@ -290,8 +242,8 @@ def _tokenizer(settings: PretrainSettings, documents: Any, cache_dir: str, resum
     if settings.tokenizer is not None:
         return _usable(_load_tokenizer(settings.tokenizer), settings, settings.tokenizer)
     options = TokenizerOptions(
-        vocab_size=settings.vocab_size,
-        min_frequency=settings.min_frequency,
+        vocab_size=settings.vocab_size or VOCAB_SIZE,
+        min_frequency=settings.min_frequency or MIN_FREQUENCY,
         model_max_length=POSITIONS[settings.objective],
     )
     tokenizer = train_tokenizer(_texts(documents), settings.objective, options)  # type: ignore[arg-type]
@@ -300,20 +252,22 @@ def _tokenizer(settings: PretrainSettings, documents: Any, cache_dir: str, resum
 
 
 def _load_tokenizer(name: str) -> Any:
-    from llmtool.models import ModelOptions, load_tokenizer
+    from llmtool.models import ModelOptions, ModelRef, load_tokenizer, locate
 
     folder = Path(name).expanduser()
     if folder.exists() and not folder.is_dir():
         raise ModelError(f"--tokenizer {name}: a file; pass the folder that holds tokenizer.json")
     # A tokenizer folder needs no config.json, so a folder is loaded as is (no model checks).
-    return load_tokenizer(ModelOptions(model=name), str(folder) if folder.is_dir() else None)
+    options = ModelOptions(model=name)
+    ref = ModelRef(options, str(folder), True, folder) if folder.is_dir() else locate(options)
+    return load_tokenizer(ref)
 
 
 def _usable(tokenizer: Any, settings: PretrainSettings, source: str) -> Any:
+    from llmtool.models import ensure_pad_token
+
     check_pretrained_tokenizer(tokenizer, settings.objective, source)  # type: ignore[arg-type]
-    if tokenizer.pad_token is None:
-        # GPT-2 has no padding token; batches of lines need one, and padded positions are never learned.
-        tokenizer.pad_token = tokenizer.eos_token
+    ensure_pad_token(tokenizer, source)  # batches of lines need one; padded positions are never learned
     return tokenizer
 
 
@@ -424,39 +378,37 @@ def build_examples(train_docs: Any, valid_docs: Any | None, tokenizer: Any, s: P
 
 def _examples(docs: Any, tokenizer: Any, s: PretrainSettings, split: str) -> Any:
     """Token ids per example: packed blocks (default), lines (--line-by-line) or sentence pairs (--nsp)."""
-    from llmtool.finetune import _BlockPacker, _LineEncoder, _mask_once
-
     key = [docs._fingerprint, _tokenizer_hash(tokenizer), s.objective, s.nsp, s.block_size, s.line_by_line, split]
-    procs = _num_proc(s, len(docs))
+    procs = num_proc(s.num_proc, len(docs))
     if s.nsp:
         segments = docs.map(
             _SegmentEncoder(tokenizer), batched=True, remove_columns=docs.column_names, num_proc=procs,
-            new_fingerprint=_fingerprint([*key, "segments"]), desc=None,
+            new_fingerprint=fingerprint([*key, "segments"]), desc=None,
         )  # fmt: skip
         builder = _NspBuilder(segments, tokenizer, s.block_size, s.seed)
         out = segments.map(
             builder, batched=True, with_indices=True, remove_columns=segments.column_names,
-            new_fingerprint=_fingerprint([*key, "pairs", s.seed, NSP_PAIRINGS]), desc=None,
+            new_fingerprint=fingerprint([*key, "pairs", s.seed, NSP_PAIRINGS]), desc=None,
         )  # fmt: skip
     else:
         texts = docs.map(
             _lines if s.line_by_line else _joined, batched=True, remove_columns=docs.column_names,
-            new_fingerprint=_fingerprint([*key, "texts"]), desc=None,
+            new_fingerprint=fingerprint([*key, "texts"]), desc=None,
         )  # fmt: skip
-        encoder = _LineEncoder(tokenizer, s.block_size if s.line_by_line else None, s.objective)
+        encoder = LineEncoder(tokenizer, s.block_size if s.line_by_line else None, s.objective)
         out = texts.map(
             encoder, batched=True, remove_columns=texts.column_names, num_proc=procs,
-            new_fingerprint=_fingerprint([*key, "ids"]), desc=None,
+            new_fingerprint=fingerprint([*key, "ids"]), desc=None,
         )  # fmt: skip
         if not s.line_by_line:
             out = out.map(
-                _BlockPacker(s.block_size), batched=True, batch_size=1000, remove_columns=out.column_names,
-                new_fingerprint=_fingerprint([*key, "blocks"]), desc=None,
+                BlockPacker(s.block_size), batched=True, batch_size=1000, remove_columns=out.column_names,
+                new_fingerprint=fingerprint([*key, "blocks"]), desc=None,
             )  # fmt: skip
     if s.objective == "clm":
-        out = out.map(_with_labels, batched=True, new_fingerprint=_fingerprint([*key, "labels"]), desc=None)
+        out = out.map(_with_labels, batched=True, new_fingerprint=fingerprint([*key, "labels"]), desc=None)
     elif split == "valid":
-        out = _mask_once(out, tokenizer, s.mlm_probability, s.seed)
+        out = mask_once(out, tokenizer, s.mlm_probability, s.seed)
     return out
 
 
@@ -473,19 +425,6 @@ def _with_labels(batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
     """clm labels: the inputs themselves (the model shifts them). Given explicitly so that padding, and
     only padding, is ignored: GPT-2 pads with its end-of-text token, which must still be learned."""
     return {"labels": [list(ids) for ids in batch["input_ids"]]}
-
-
-def _num_proc(s: PretrainSettings, rows: int) -> int | None:
-    from llmtool.finetune import BIG_DATA_ROWS
-
-    if s.num_proc is not None:
-        return s.num_proc if s.num_proc > 1 else None
-    cores = os.cpu_count() or 1
-    return min(cores, 8) if rows >= BIG_DATA_ROWS and cores > 1 else None
-
-
-def _fingerprint(key: list[Any]) -> str:
-    return hashlib.sha256(json.dumps(key, default=str).encode()).hexdigest()[:32]
 
 
 def _tokenizer_hash(tokenizer: Any) -> str:
@@ -603,9 +542,7 @@ def _collator(s: PretrainSettings, tokenizer: Any) -> Any:
     from transformers import DataCollatorForTokenClassification
 
     if s.objective == "mlm":
-        from llmtool.finetune import _MlmCollator
-
-        return _MlmCollator(tokenizer, s.mlm_probability, s.seed)
+        return MlmCollator(tokenizer, s.mlm_probability, s.seed)
     return DataCollatorForTokenClassification(tokenizer)  # pads input_ids with the pad token, labels with -100
 
 

@@ -25,42 +25,23 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from llmtool.batching import by_length, pad
+from llmtool import engine as engines
+from llmtool.batching import by_length
 from llmtool.errors import InputError, ModelError, UsageError
 from llmtool.models import (
     MissingHeadError,
-    ModelOptions,
+    ModelRef,
     architecture,
+    ensure_pad_token,
     load,
-    load_config,
     max_input_length,
     supports_task,
 )
-from llmtool.streams import Formatter, Record, as_records, chunked
+from llmtool.settings import ModelOptions, ScoreOptions
+from llmtool.streams import Formatter, Record, as_records, chunked, error_record
 
 Objective = Literal["clm", "mlm"]
 DEFAULT_MODEL = "gpt2"
-
-
-@dataclass
-class ScoreOptions:
-    batch_size: int = 8  # sequences per forward pass (masked LMs: one per scored token)
-    max_length: int | None = None  # window size in tokens (None: the model's context)
-    stride: int | None = None  # tokens between window starts (None: half the window)
-    bos: bool = True  # causal LMs: put BOS first so the first token is scored too
-    total: bool = False  # end with a record that pools all lines
-    skip_invalid: bool = False  # write an error record for a line with nothing to score
-    window: int = 4  # batches read ahead and sorted by length together
-
-    def check(self) -> None:
-        if self.batch_size < 1:
-            raise UsageError("--batch-size must be at least 1")
-        if self.max_length is not None and self.max_length < 2:
-            raise UsageError("--max-length must be at least 2")
-        if self.stride is not None and self.stride < 1:
-            raise UsageError("--stride must be at least 1")
-        if self.stride is not None and self.max_length is not None and self.stride >= self.max_length:
-            raise UsageError(f"--stride must be below the window (--max-length {self.max_length})")
 
 
 # --------------------------------------------------------------------------- which kind of LM
@@ -86,26 +67,47 @@ def lm_objective(config: Any) -> Objective | None:
     return "mlm" if masked else None
 
 
-def check_language_model(opts: ModelOptions, where: str | None = None) -> tuple[Any, Objective]:
+def check_language_model(ref: ModelRef) -> tuple[Any, Objective]:
     """The config and objective, checked before any weights load."""
-    config = load_config(opts, where)
+    config = engines.model_config(ref)
     objective = lm_objective(config)
     if objective is None:
-        raise ModelError(f"{opts.model} ({architecture(config)}) is not a causal or masked language model")
+        raise ModelError(f"{ref.name} ({architecture(config)}) is not a causal or masked language model")
     return config, objective
 
 
-def load_language_model(opts: ModelOptions, where: str | None = None) -> tuple[Any, Any, Objective]:
-    """Tokenizer, model and objective; a checkpoint without its language-model head is refused."""
-    from transformers import AutoModelForCausalLM, AutoModelForMaskedLM
+def language_model_loader(objective: Objective) -> engines.TorchLoader:
+    """Loads the tokenizer and LM for the torch engine; a checkpoint without its LM head is refused."""
 
-    _, objective = check_language_model(opts, where)
-    auto = AutoModelForCausalLM if objective == "clm" else AutoModelForMaskedLM
-    try:
-        tokenizer, model = load(auto, opts, where, require_head="language-model head")
-    except MissingHeadError as exc:
-        raise ModelError(f"{exc}; score needs a causal or masked LM with its head (not a bare encoder)") from None
-    return tokenizer, model, objective
+    def load_language_model(ref: ModelRef) -> tuple[Any, Any]:
+        from transformers import AutoModelForCausalLM, AutoModelForMaskedLM
+
+        auto = AutoModelForCausalLM if objective == "clm" else AutoModelForMaskedLM
+        try:
+            tokenizer, model = load(auto, ref, require_head="language-model head")
+        except MissingHeadError as exc:
+            raise ModelError(f"{exc}; score needs a causal or masked LM with its head (not a bare encoder)") from None
+        ensure_pad_token(tokenizer, ref.name)
+        return tokenizer, model
+
+    return load_language_model
+
+
+def open_scorer(model_options: ModelOptions, options: ScoreOptions) -> Scorer:
+    """Locate the model, tell its objective, and load it (on the engine :mod:`llmtool.engine` chooses)."""
+    ref = engines.prepare(model_options)
+    _, objective = check_language_model(ref)
+    return load_scorer(ref, objective, options)
+
+
+def load_scorer(ref: ModelRef, objective: Objective, options: ScoreOptions) -> Scorer:
+    """A Scorer over the located model, whose objective is known."""
+    loader = language_model_loader(objective)
+    if objective == "clm":
+        tokenizer, lm = engines.open_decoder(ref, "score-clm", loader)
+    else:
+        tokenizer, lm = engines.open_encoder(ref, "score-mlm", loader)
+    return Scorer(tokenizer, lm, objective, options, ref.name)
 
 
 # --------------------------------------------------------------------------- windows
@@ -145,28 +147,20 @@ def windows(n: int, max_length: int, stride: int, first: int, slot: int = 0) -> 
 class Scorer:
     """A loaded causal or masked LM that turns text records into likelihood records."""
 
-    def __init__(self, tokenizer: Any, model: Any, objective: Objective, options: ScoreOptions) -> None:
-        import torch
-
+    def __init__(self, tokenizer: Any, lm: Any, objective: Objective, options: ScoreOptions, name: str = "") -> None:
         options.check()
-        self.torch = torch
         self.tokenizer = tokenizer
-        self.model = model
+        self.lm = lm  # a decoder engine (clm) or an encoder engine (mlm): see llmtool.torch_engine
         self.objective = objective
         self.options = options
-        self.device = next(model.parameters()).device
-        limit = max_input_length(tokenizer, model)
+        limit = max_input_length(tokenizer, lm)
         self.max_length = min(options.max_length or limit, limit)
-        self.pad_id: int = next((t for t in (tokenizer.pad_token_id, tokenizer.eos_token_id) if t is not None), 0)
         self.prefix: list[int] = []
         self.suffix: list[int] = []
         if objective == "mlm":
             if tokenizer.mask_token_id is None:
-                raise ModelError(f"{model.name_or_path}: the tokenizer has no mask token; is it a masked LM?")
+                raise ModelError(f"{name}: the tokenizer has no mask token; is it a masked LM?")
             self.prefix, self.suffix = _special_frame(tokenizer)
-            from llmtool.fill_mask import _mlm_head
-
-            self.head = _mlm_head(model)
         span = self.max_length - len(self.prefix) - len(self.suffix)  # tokens of text per window
         if span < 2:
             raise UsageError(f"--max-length {self.max_length} leaves no room for text in a window")
@@ -228,7 +222,7 @@ class Scorer:
                     reason = "nothing to score: the text has no tokens"
                 if not self.options.skip_invalid:
                     raise InputError(reason, source=record.source, line=record.line)
-                yield {"index": record.index, "line": record.line, "input": record.text, "error": reason}
+                yield error_record(record, reason)
                 continue
             self.lines += 1
             self.tokens += counts[slot]
@@ -241,37 +235,23 @@ class Scorer:
                 "perplexity": perplexity(sums[slot], counts[slot]),
             }
 
-    def _pad(self, rows: list[list[int]]) -> tuple[Any, Any]:
-        inputs = pad([{"input_ids": row} for row in rows], self.pad_id, self.device)
-        return inputs["input_ids"], inputs["attention_mask"]
-
     def _causal(self, token_ids: list[list[int]], pieces: list[Window]) -> Iterator[tuple[int, float, int]]:
         """(slot, summed log-probability, tokens scored) per window."""
-        torch = self.torch
         for batch in by_length(pieces, lambda w: w.end - w.start, self.options.batch_size):
-            ids, attention = self._pad([token_ids[w.slot][w.start : w.end] for w in batch])
-            # Only the positions whose next token is scored go through the softmax.
-            predict = torch.zeros_like(ids, dtype=torch.bool)
-            for row, w in enumerate(batch):
-                predict[row, w.first - w.start - 1 : w.end - w.start - 1] = True
-            with torch.inference_mode():
-                logits = self.model(input_ids=ids, attention_mask=attention).logits
-                rows, cols = predict.nonzero(as_tuple=True)
-                logprobs = logits[rows, cols].float().log_softmax(dim=-1)
-                picked = logprobs.gather(1, ids[rows, cols + 1].unsqueeze(1)).squeeze(1)
-            per_row = torch.zeros(len(batch), dtype=torch.float64, device=picked.device)
-            per_row.index_add_(0, rows, picked.double())
-            for row, w in enumerate(batch):
-                yield w.slot, float(per_row[row]), w.end - w.first
+            rows = [token_ids[w.slot][w.start : w.end] for w in batch]
+            logprobs = self.lm.token_logprobs(rows, [w.first - w.start for w in batch])
+            for w, values in zip(batch, logprobs, strict=True):
+                yield w.slot, float(values.astype("float64").sum()), w.end - w.first
 
     def _masked(self, token_ids: list[list[int]], pieces: list[Window]) -> Iterator[tuple[int, float, int]]:
         """Pseudo-log-likelihood: one copy of the window per scored token, with that token masked."""
-        torch = self.torch
+        import numpy as np
+
         mask_id = self.tokenizer.mask_token_id
         copies = [(w, t) for w in pieces for t in range(w.first, w.end)]
         for batch in by_length(copies, lambda c: c[0].end - c[0].start, self.options.batch_size):
-            rows_in: list[list[int]] = []
-            positions: list[int] = []
+            rows: list[list[int]] = []
+            positions: list[tuple[int, int]] = []
             targets: list[int] = []
             for w, t in batch:
                 text = token_ids[w.slot]
@@ -279,21 +259,13 @@ class Scorer:
                 pos = len(self.prefix) + t - w.start
                 targets.append(row[pos])
                 row[pos] = mask_id
-                rows_in.append(row)
-                positions.append(pos)
-            ids, attention = self._pad(rows_in)
-            index = torch.arange(len(batch), device=ids.device)
-            where = torch.tensor(positions, device=ids.device)
-            with torch.inference_mode():
-                if self.head is not None:
-                    base, head = self.head
-                    hidden = base(input_ids=ids, attention_mask=attention).last_hidden_state
-                    logits = head(hidden[index, where])
-                else:
-                    logits = self.model(input_ids=ids, attention_mask=attention).logits[index, where]
-                logprobs = logits.float().log_softmax(dim=-1)
-                picked = logprobs.gather(1, torch.tensor(targets, device=ids.device).unsqueeze(1)).squeeze(1)
-            for (w, _), value in zip(batch, picked.double().tolist(), strict=True):
+                positions.append((len(rows), pos))
+                rows.append(row)
+            logits = self.lm.mlm_logits(rows, positions)
+            peak = logits.max(axis=-1, keepdims=True)
+            log_total = peak[:, 0] + np.log(np.exp(logits - peak).sum(axis=-1))
+            picked = logits[np.arange(len(batch)), targets] - log_total
+            for (w, _), value in zip(batch, picked.astype("float64").tolist(), strict=True):
                 yield w.slot, value, 1
 
 
@@ -359,7 +331,8 @@ def score(
     model_options: ModelOptions | None = None,
     **kwargs: Any,
 ) -> Iterator[dict[str, Any]]:
-    """Score each input; yields one dict per input in order (then a total with ``total=True``).
+    """Score each input; yields one dict per input in order (then a total with ``total=True``): the
+    records ``llmtool score --json`` prints (the CLI calls this too).
 
     ``kwargs`` are :class:`ScoreOptions` fields (``stride=256``, ``total=True``).
 
@@ -368,5 +341,4 @@ def score(
     """
     opts = options or ScoreOptions(**kwargs)
     opts.check()
-    tokenizer, lm, objective = load_language_model(model_options or ModelOptions(model=model))
-    return Scorer(tokenizer, lm, objective, opts)(as_records(inputs))
+    return open_scorer(model_options or ModelOptions(model=model), opts)(as_records(inputs))

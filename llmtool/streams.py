@@ -24,7 +24,6 @@ from llmtool.errors import InputError, UsageError
 
 STDIN = "<stdin>"
 ARGUMENT = "<argument>"
-TEXT_COLUMNS = ("text", "sentence")  # tried in this order when no --column is given
 
 OutputFormat = Literal["text", "jsonl", "tsv", "csv"]  # csv: only for commands whose Formatter has it
 T = TypeVar("T")
@@ -74,7 +73,7 @@ def read_records(
     tty = stdin_is_tty if stdin_is_tty is not None else _isatty(binary)
     if tty:
         raise UsageError("no input: give TEXT, --input FILE, or pipe lines on stdin (stdin is a terminal)")
-    return _records(decode_lines(binary, STDIN, encoding), STDIN)
+    return records_of(decode_lines(binary, STDIN, encoding), STDIN)
 
 
 def _primed(records: Iterator[Record]) -> Iterator[Record]:
@@ -86,18 +85,20 @@ def _primed(records: Iterator[Record]) -> Iterator[Record]:
 
 def read_file(path: str, column: str | None = None, *, encoding: str = "utf-8") -> Iterator[Record]:
     """Records from a ``.txt`` (a line each), ``.jsonl`` (a field) or ``.csv``/``.tsv`` (a column)."""
-    _check_readable(path)
+    check_readable(path)
     suffix = Path(path).suffix.lower()
     if suffix in (".jsonl", ".ndjson"):
         return _jsonl_records(path, column or "text", encoding)
     if suffix in (".csv", ".tsv"):
-        return _csv_records(path, column, encoding, delimiter="\t" if suffix == ".tsv" else ",")
+        from llmtool.tables import column_records
+
+        return column_records(path, column, encoding)
     if column is not None:
         raise UsageError(f"--column applies to .csv, .tsv and .jsonl input, not {path}")
-    return _records(decode_lines(_open_binary(path), path, encoding), path)
+    return records_of(decode_lines(open_binary(path), path, encoding), path)
 
 
-def _check_readable(path: str) -> None:
+def check_readable(path: str) -> None:
     p = Path(path)
     if not p.exists():
         raise InputError("no such file", source=path)
@@ -107,7 +108,7 @@ def _check_readable(path: str) -> None:
         raise InputError("permission denied", source=path)
 
 
-def _open_binary(path: str) -> IO[bytes]:
+def open_binary(path: str) -> IO[bytes]:
     return open(path, "rb")
 
 
@@ -197,7 +198,7 @@ def _split_lines(binary: IO[bytes]) -> Iterator[bytes]:
             yield raw
 
 
-def _records(lines: Iterable[tuple[int, str]], source: str) -> Iterator[Record]:
+def records_of(lines: Iterable[tuple[int, str]], source: str) -> Iterator[Record]:
     index = 0
     for lineno, line in lines:
         if line.strip():
@@ -207,7 +208,7 @@ def _records(lines: Iterable[tuple[int, str]], source: str) -> Iterator[Record]:
 
 def _jsonl_records(path: str, field: str, encoding: str) -> Iterator[Record]:
     index = 0
-    for lineno, line in decode_lines(_open_binary(path), path, encoding):
+    for lineno, line in decode_lines(open_binary(path), path, encoding):
         if not line.strip():
             continue
         try:
@@ -234,102 +235,20 @@ def suggest(name: str, choices: Sequence[str]) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-def resolve_column(
-    header: Sequence[str],
-    requested: str | None,
-    source: str,
-    *,
-    defaults: Sequence[str] = TEXT_COLUMNS,
-    what: str = "text column",
-    flag: str = "--column",
-) -> int:
-    """Index of the requested column, else of the first default present, else an error that lists them."""
-    columns = ", ".join(repr(h) for h in header)
-    if requested is not None:
-        if requested in header:
-            return header.index(requested)
-        raise InputError(
-            f"no column {requested!r}{suggest(requested, header)}; columns: {columns}", source=source, line=1
-        )
-    for name in defaults:
-        if name in header:
-            return header.index(name)
-    if len(header) == 1:
-        return 0
-    raise InputError(f"which {what}? pass {flag} (columns: {columns})", source=source, line=1)
-
-
-def csv_rows(
-    path: str, encoding: str = "utf-8", delimiter: str = ","
-) -> tuple[list[str], Iterator[tuple[int, list[str]]]]:
-    """The header (cells stripped, BOM dropped) and ``(line, row)`` for each row after it.
-
-    Ragged rows, unclosed quotes, blank or duplicate header names are errors with a location.
-    Rows are read lazily: memory stays flat for any file size.
-    """
-    lines = decode_lines(_open_binary(path), path, encoding)
-    line_of: list[int] = [0]
-
-    def text_lines() -> Iterator[str]:
-        for lineno, line in lines:
-            line_of[0] = lineno
-            yield line + "\n"
-
-    reader = csv.reader(text_lines(), delimiter=delimiter, strict=True)
-    try:
-        header = next(reader)
-    except StopIteration:
-        raise InputError("empty file (no header row)", source=path) from None
-    except csv.Error as exc:
-        raise InputError(f"bad CSV: {exc}", source=path, line=line_of[0]) from None
-    header = [h.strip() for h in header]
-    for i, name in enumerate(header):
-        if not name:
-            raise InputError("blank column name in the header", source=path, line=1, column=i + 1)
-        if name in header[:i]:
-            raise InputError(f"duplicate column name {name!r} in the header", source=path, line=1, column=i + 1)
-
-    def rows() -> Iterator[tuple[int, list[str]]]:
-        start = line_of[0] + 1
-        while True:
-            try:
-                row = next(reader)
-            except StopIteration:
-                return
-            except csv.Error as exc:
-                text = str(exc)
-                what = "unclosed quote" if "EOF" in text or "end of data" in text else text
-                raise InputError(f"bad CSV: {what}", source=path, line=start) from None
-            if not row or (len(row) == 1 and not row[0].strip() and len(header) > 1):
-                start = line_of[0] + 1
-                continue  # blank line
-            if len(row) != len(header):
-                raise InputError(f"{len(row)} fields, but the header has {len(header)}", source=path, line=start)
-            yield start, row
-            start = line_of[0] + 1
-
-    return header, rows()
-
-
-def _csv_records(path: str, column: str | None, encoding: str, delimiter: str) -> Iterator[Record]:
-    header, rows = csv_rows(path, encoding, delimiter)
-    col = resolve_column(header, column, path)
-    index = 0
-    for lineno, row in rows:
-        value = row[col]
-        if value.strip():
-            yield Record(index, lineno, value, path)
-            index += 1
+def error_record(item: Any, reason: str) -> dict[str, Any]:
+    """The record of an input that could not be processed (--skip-invalid): where it was, and why."""
+    return {"index": item.index, "line": item.line, "input": item.text, "error": reason}
 
 
 def as_records(inputs: str | Iterable[str] | Iterable[Record]) -> Iterator[Record]:
-    """Records from a string, strings, or records (from :func:`llmtool.streams.read_records`)."""
+    """Records from a string, strings (an open text file's lines too: their line ends are dropped), or
+    records (from :func:`llmtool.streams.read_records`)."""
     items: Iterable[str | Record] = [inputs] if isinstance(inputs, str) else inputs
     for index, item in enumerate(items):
         if isinstance(item, Record):
             yield item
         elif item.strip():
-            yield Record(index, index + 1, item, ARGUMENT)
+            yield Record(index, index + 1, item.rstrip("\r\n"), ARGUMENT)
 
 
 # --------------------------------------------------------------------------- batching

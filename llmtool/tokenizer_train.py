@@ -14,19 +14,19 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from llmtool.errors import InputError, UsageError
+from llmtool.settings import MIN_FREQUENCY, MIN_VOCAB, VOCAB_SIZE
 
 Objective = Literal["mlm", "clm"]
 
 # BERT's special tokens, in BERT's order: [PAD] is id 0, as BertConfig.pad_token_id assumes.
 BERT_SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 GPT2_EOS = "<|endoftext|>"  # GPT-2's only special token: end of text, also its BOS and UNK
-MIN_VOCAB = 300  # byte-level BPE needs 256 byte symbols first; WordPiece needs its characters
 
 
 @dataclass
 class TokenizerOptions:
-    vocab_size: int = 8192  # the largest vocabulary to learn (fewer when the corpus has fewer words)
-    min_frequency: int = 2  # a merge must occur this often in the corpus to be learned
+    vocab_size: int = VOCAB_SIZE  # the largest vocabulary to learn (fewer when the corpus has fewer words)
+    min_frequency: int = MIN_FREQUENCY  # a merge must occur this often in the corpus to be learned
     lowercase: bool = True  # mlm only: lower-case and strip accents, as bert-base-uncased does
     model_max_length: int = 512  # what the tokenizer reports as its longest input (the model's context)
 

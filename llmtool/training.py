@@ -36,17 +36,17 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, TypeVar
 
 from llmtool import interrupts
 from llmtool.errors import LlmtoolError, Terminated, UsageError
+from llmtool.settings import TrainSettings
 from llmtool.streams import Console, ProgressHandle
 
 T = TypeVar("T")
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 CHECKPOINTS = "checkpoints"  # Trainer checkpoints, inside the output folder
 CACHE = ".llmtool-cache"  # Arrow copies of the data and tokenized data, inside the output folder
 LOCK = ".llmtool.lock"  # held while a run writes the output folder
@@ -55,60 +55,53 @@ METRICS_FILE = "metrics.json"  # the final metrics, beside the model
 LOWER_IS_BETTER = ("loss", "perplexity")
 
 
-@dataclass
-class TrainSettings:
-    """How to train: every knob shared by the training commands, with its default and meaning."""
+# --------------------------------------------------------------------------- signals and results
 
-    epochs: float = 3.0  # passes over the training data
-    max_steps: int | None = None  # optimizer steps to run; overrides epochs when set
-    lr: float = 5e-5  # peak learning rate (AdamW), reached after warm-up, then linear decay to 0
-    batch_size: int = 16  # examples per device per forward pass
-    grad_accum: int = 1  # forward passes per optimizer step (effective batch = batch * accum * devices)
-    warmup_ratio: float = 0.0  # fraction of all steps spent raising the learning rate from 0
-    weight_decay: float = 0.0  # AdamW weight decay (Trainer exempts biases and LayerNorm weights)
-    seed: int = 42  # seeds new weights, data order, dropout and masking: same seed, same run
-    precision: str = "auto"  # auto|fp32|bf16|fp16; auto: bf16 on GPUs that have it, else fp16, fp32 on CPU
-    gradient_checkpointing: bool = False  # recompute activations during backward: less memory, slower
-    save_steps: int | None = None  # evaluate and checkpoint every N steps; None: at each epoch's end
-    save_total_limit: int = 2  # checkpoints kept on disk (the best one is always kept too)
-    patience: int | None = None  # stop after N evaluations without improvement; None: never early
-    eval_on_start: bool = False  # evaluate the untrained model first: a baseline (step 0) in the history
-    best_metric: str | None = None  # validation metric that picks the best checkpoint; None: the task's
-    report_to: list[str] = field(default_factory=lambda: ["none"])  # Trainer integrations (tensorboard, wandb)
-    eval_batch_size: int | None = None  # None: the training batch size
-    logging_steps: int = 10  # optimizer steps between loss readings (progress bar, log history)
-    device: str = "auto"  # auto|cpu|cuda: cpu trains on the CPU even when a GPU is present
-    num_workers: int = 0  # DataLoader worker processes (0: load batches in the training process)
-    find_unused_parameters: bool = False  # DDP: True only for models whose forward skips some parameters
-    overwrite: bool = False  # replace a non-empty output folder (the old model stays until the new one is done)
-    resume: bool = False  # continue from the latest checkpoint in the output folder
-    keep_checkpoints: bool = False  # keep DIR/checkpoints after success (default: the final model only)
 
-    def check(self) -> None:
-        """Cheap checks of the values, before anything is read or loaded."""
-        if self.max_steps is None and not self.epochs > 0:
-            raise UsageError("--epochs must be greater than 0")
-        if self.max_steps is not None and self.max_steps < 1:
-            raise UsageError("--max-steps must be at least 1")
-        if not self.lr > 0:
-            raise UsageError("--lr must be greater than 0")
-        for name in ("batch_size", "grad_accum", "save_total_limit", "logging_steps"):
-            if getattr(self, name) < 1:
-                raise UsageError(f"--{name.replace('_', '-')} must be at least 1")
-        if not 0 <= self.warmup_ratio < 1:
-            raise UsageError("--warmup-ratio must be in [0, 1)")
-        if self.weight_decay < 0:
-            raise UsageError("--weight-decay must not be negative")
-        if self.precision not in PRECISIONS:
-            raise UsageError(f"unknown precision {self.precision!r}; use {', '.join(PRECISIONS)}")
-        if self.save_steps is not None and self.save_steps < 1:
-            raise UsageError("--save-steps must be at least 1")
-        if self.patience is not None and self.patience < 1:
-            raise UsageError("--patience must be at least 1")
-        if self.device not in ("auto", "cpu", "cuda"):
-            raise UsageError(f"unknown --device {self.device!r} for training; use auto, cpu or cuda")
-        if self.overwrite and self.resume:
-            raise UsageError("--overwrite and --resume contradict each other; give one")
+@contextlib.contextmanager
+def signals_deferred() -> Iterator[None]:
+    """A training command's set-up with Ctrl-C/SIGTERM deferred (llmtool.interrupts): training resumes
+    them when it starts (``_GracefulStop``); a signal received before then is raised when set-up ends."""
+    interrupts.defer()
+    try:
+        yield
+    except BaseException:
+        interrupts.restore()  # set-up or training ended early (an error): nothing left to defer
+        raise
+    interrupts.resume()
+
+
+def print_result(result: dict[str, Any], as_json: bool = False) -> None:
+    """The final metrics on stdout, from the main process only: JSON, or a few lines for people."""
+    if not is_main_process():
+        return
+    from llmtool.streams import json_line
+
+    sys.stdout.write((json_line(result) if as_json else format_result(result)) + "\n")
+    sys.stdout.flush()
+
+
+def format_result(result: dict[str, Any]) -> str:
+    """The final metrics for people: a few aligned lines (``--json`` gives everything)."""
+    valid = result.get("valid") or {}
+    train = result.get("train") or {}
+    lines = [f"model   {result.get('model')}"]
+    task = result.get("task", "")
+    if result.get("labels"):
+        task += f" (labels: {', '.join(str(x) for x in result['labels'])})"
+    lines.append(f"task    {task}")
+    if valid:
+        scores = "  ".join(f"{k} {_num(v)}" for k, v in valid.items())
+        lines.append(f"valid   {scores}  (best at step {result.get('best_step')})")
+    lines.append(
+        f"train   loss {_num(train.get('loss'))}, {train.get('steps')} steps, {train.get('epochs')} epochs, "
+        f"{train.get('seconds')} s"
+    )
+    return "\n".join(lines)
+
+
+def _num(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
 # --------------------------------------------------------------------------- processes
@@ -153,6 +146,7 @@ class OutputFolder:
         self.created_dir = False  # this run made DIR: a failure before any checkpoint removes it
         self.created: list[Path] = []  # what this run made inside an existing DIR
         self.locked = False
+        self._filelock: Any = None
 
     @property
     def checkpoints(self) -> Path:
@@ -197,8 +191,7 @@ class OutputFolder:
         holder = self._lock_holder()
         if holder is not None:
             raise UsageError(
-                f"--output {self.path} is in use by another llmtool run ({holder}); wait for it or stop it "
-                f"(if that run is gone, remove {self.path / LOCK})"
+                f"--output {self.path} is in use by another llmtool run ({holder}); wait for it or stop it"
             )
         if not entries or self.overwrite:
             return
@@ -225,42 +218,46 @@ class OutputFolder:
     # ---------------------------------------------------------- the lock
 
     def _lock_holder(self) -> str | None:
-        """``pid N on HOST`` if a live run holds the lock; a stale lock (its process is gone) is None."""
+        """``pid N`` (``on HOST``) if a live run holds the lock, else None. The lock is an OS file lock
+        (``filelock``): a run that dies releases it, so a lock file left behind is never taken for a run."""
+        from filelock import FileLock, Timeout
+
         lock = self.path / LOCK
+        if self.locked or not lock.exists():
+            return None
+        probe = FileLock(str(lock), thread_local=False)
         try:
-            info = json.loads(lock.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return None
-        pid, host = int(info.get("pid", 0)), str(info.get("host", ""))
-        if host != socket.gethostname():
-            return f"pid {pid} on {host}"  # cannot check another machine's processes: assume it is alive
-        if pid == os.getpid():
-            return None
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return None
-        except PermissionError:
-            pass
-        return f"pid {pid}"
+            probe.acquire(timeout=0)
+        except Timeout:
+            try:
+                info = json.loads(lock.read_text(encoding="utf-8"))
+                pid, host = int(info.get("pid", 0)), str(info.get("host", ""))
+            except (OSError, ValueError, TypeError, AttributeError):
+                return "another process"
+            return f"pid {pid}" if host == socket.gethostname() else f"pid {pid} on {host}"
+        probe.release()
+        return None
 
     def _lock(self) -> None:
-        lock = self.path / LOCK
-        if lock.exists() and self._lock_holder() is None:
-            lock.unlink(missing_ok=True)  # stale
+        from filelock import FileLock, Timeout
+
+        lock = FileLock(str(self.path / LOCK), thread_local=False)
         try:
-            fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        except FileExistsError:
+            lock.acquire(timeout=0)
+        except Timeout:
             raise UsageError(
                 f"--output {self.path} is in use by another llmtool run ({self._lock_holder() or 'just started'})"
             ) from None
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump({"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}, f)
+        # Who holds it, for the message another run prints (the OS lock itself is what counts).
+        info = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}
+        (self.path / LOCK).write_text(json.dumps(info), encoding="utf-8")
+        self._filelock = lock
         self.locked = True
 
     def unlock(self) -> None:
         if self.locked:
             (self.path / LOCK).unlink(missing_ok=True)
+            self._filelock.release()
             self.locked = False
 
     # ---------------------------------------------------------- checkpoints
@@ -300,7 +297,9 @@ class OutputFolder:
         old = self.path.parent / f".{self.path.name}.llmtool-old-{os.getpid()}"
         os.rename(self.path, old)
         os.rename(tmp, self.path)
-        self.locked = False  # the lock went with the old folder
+        (old / LOCK).unlink(missing_ok=True)  # the lock went with the old folder
+        self._filelock.release()
+        self.locked = False
         shutil.rmtree(old, ignore_errors=True)
 
     def clean_up_failure(self, interrupted: bool) -> str | None:

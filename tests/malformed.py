@@ -125,7 +125,12 @@ CASES: list[Case] = [
         ":1: no column 'text' (did you mean 'txt'?)",
         args=("--column", "text"),
     ),
-    Case("ambiguous-columns.csv", raw(f"a,b\n{GOOD},x\n".encode()), BAD, ":1: which text column? pass --column"),
+    Case(
+        "ambiguous-columns.csv",
+        raw(f"a,b\n{GOOD},x\n".encode()),
+        BAD,
+        ":1: which column is the text? pass --text-column",
+    ),
     Case("empty-cells.csv", raw(f"text,label\n,1\n{GOOD},0\n  ,1\n".encode()), OK, outputs=1),
     Case("multiline-cell.csv", raw(f'text\n"{GOOD}\nsecond line"\n'.encode()), OK, outputs=2, records=1),  # kept
     Case("semicolon.tsv", raw(f"text\tlabel\n{GOOD}\t1\n".encode()), OK, outputs=1),

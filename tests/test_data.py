@@ -267,12 +267,18 @@ def test_a_second_run_refuses_a_locked_folder(tmp_path: Path) -> None:
     data = write(tmp_path / "a.csv", "text,label\n" + "".join(f"t{i},{i % 2}\n" for i in range(20)))
     out = tmp_path / "out"
     out.mkdir()
-    lock = {"pid": os.getpid(), "host": socket.gethostname()}  # this live test process "holds" it
+    from filelock import FileLock
+
+    # This live test process holds the lock, as a running llmtool does (an OS file lock, and who holds it).
+    held = FileLock(str(out / ".llmtool.lock"), thread_local=False)
+    held.acquire()
+    lock = {"pid": os.getpid(), "host": socket.gethostname()}
     (out / ".llmtool.lock").write_text(json.dumps(lock))
     result = run_cli(["finetune", str(data), "--model", "x", "--output", str(out), "--overwrite"])
     assert result.returncode == 2
     assert f"is in use by another llmtool run (pid {os.getpid()})" in result.stderr
-    lock["pid"] = 2**22 + 12345  # a process that does not exist: a stale lock is taken over
+    held.release()  # the holder is gone (a dead process releases its lock too): the lock file left is no lock
+    lock["pid"] = 2**22 + 12345
     (out / ".llmtool.lock").write_text(json.dumps(lock))
     result = run_cli(["finetune", str(data), "--model", str(tmp_path / "none"), "--output", str(out), "--overwrite"])
     assert result.returncode == 3, result.stderr  # got past the lock, to the missing model

@@ -156,8 +156,10 @@ def test_python_api(tiny_bert: Path) -> None:
     assert all(len(r["masks"][0]["predictions"]) == 2 for r in records)
 
 
-def test_memory_stays_flat_on_a_long_stream(tmp_path: Path) -> None:
-    """Peak memory must not grow with the length of piped input (streaming, bench row 7).
+@pytest.mark.parametrize("door", ["cli", "api"])
+def test_memory_stays_flat_on_a_long_stream(door: str, tmp_path: Path) -> None:
+    """Peak memory must not grow with the length of piped input (streaming, bench row 7), through the
+    CLI and through the Python API alike.
 
     Lines of 5-60 words come in batches of ever-new shapes; oneDNN's kernel cache, left at its
     default, kept one kernel per shape: this very run grew by 27 MB from 500 to 8,000 lines (443 ->
@@ -185,9 +187,13 @@ def test_memory_stays_flat_on_a_long_stream(tmp_path: Path) -> None:
     def peak_mb(n: int) -> float:
         path = tmp_path / f"{n}.txt"
         path.write_text("\n".join(lines[:n]) + "\n", encoding="utf-8")
+        command = [llmtool_executable(), "fill-mask", "-m", str(model)]
+        if door == "api":
+            script = f"import llmtool, sys\nfor r in llmtool.fill_mask(sys.stdin, model={str(model)!r}): pass\n"
+            command = [sys.executable, "-c", script]
         with path.open("rb") as stdin:
             proc = subprocess.Popen(
-                [llmtool_executable(), "fill-mask", "-m", str(model)],
+                command,
                 stdin=stdin,
                 stdout=subprocess.DEVNULL,
                 env=cli_env(),

@@ -48,7 +48,7 @@ READER_CASES = [c for c in CASES if not c.fill_mask_only]
 # empty text cell is an error rather than skipped; it names its column option --text-column.
 CLASSIFY_OUTCOMES = {
     "empty-cells.csv": (BAD, ":2: empty text in column 'text'"),
-    "ambiguous-columns.csv": (BAD, ":1: which text column? pass --text-column"),
+    "ambiguous-columns.csv": (BAD, ":1: which column is the text? pass --text-column"),
 }
 
 

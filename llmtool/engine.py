@@ -1,0 +1,233 @@
+"""Which engine runs an inference command, and opening it: the one place the choice is made.
+
+Every inference command's single entry (``fill_mask.fill_mask``, ``generate.generate``, ...) calls
+:func:`prepare`, then :func:`open_encoder` or :func:`open_decoder` with a function that loads the
+model for the torch engine (with the command's own checks). What comes back is a tokenizer and an
+engine object with the interface described in :mod:`llmtool.torch_engine`.
+
+``--engine auto`` (the default; also ``LLMTOOL_ENGINE``) runs CTranslate2 when it can run the
+model's architecture, the device and every option asked for, else torch, silently unless
+``--verbose`` (one line says which engine ran and why). ``--engine ctranslate2`` asked for
+something it cannot do is a usage error naming the reason. Models are converted on first use
+(:mod:`llmtool.ct2`); a large one (over ``LLMTOOL_CONVERT_MAX``, 2 GB of weights) is not converted
+unasked: ``auto`` runs torch and says once how to convert it.
+
+The CTranslate2 path imports neither torch nor transformers once the model is converted.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Sequence
+from types import SimpleNamespace
+from typing import Any
+
+from llmtool.errors import ModelError, UsageError
+from llmtool.models import ModelRef, locate, prepare_environment, prepare_streaming
+from llmtool.settings import ModelOptions
+
+TorchLoader = Callable[[ModelRef], tuple[Any, Any]]  # ref -> (tokenizer, Transformers model)
+ENCODER_TASKS = ("fill-mask", "classify", "next-sentence", "score-mlm")
+DECODER_TASKS = ("generate", "score-clm")
+
+
+def prepare(options: ModelOptions) -> ModelRef:
+    """The first steps of every inference command: the libraries' switches, then the model located
+    (failing fast, before any heavy import, when it is missing or not cached)."""
+    prepare_environment(options.offline, options.verbose)
+    prepare_streaming()
+    return locate(options)
+
+
+def open_encoder(ref: ModelRef, task: str, load_torch: TorchLoader) -> tuple[Any, Any]:
+    """(tokenizer, encoder engine) for fill-mask, classify, next-sentence and masked-LM scoring."""
+    opened = _open_ct2(ref, task)
+    if opened is not None:
+        return opened
+    from llmtool.torch_engine import TorchEncoder
+
+    tokenizer, model = load_torch(ref)
+    return tokenizer, TorchEncoder(tokenizer, model)
+
+
+def open_decoder(ref: ModelRef, task: str, load_torch: TorchLoader) -> tuple[Any, Any]:
+    """(tokenizer, decoder engine) for generate and causal-LM scoring."""
+    opened = _open_ct2(ref, task)
+    if opened is not None:
+        return opened
+    from llmtool.torch_engine import TorchDecoder
+
+    tokenizer, model = load_torch(ref)
+    return tokenizer, TorchDecoder(tokenizer, model)
+
+
+def config_of(ref: ModelRef) -> dict[str, Any] | None:
+    """The model's config.json as a dict, read from disk (no transformers import); None if not on disk."""
+    if ref.folder is None:
+        return None
+    try:
+        config = json.loads((ref.folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return config if isinstance(config, dict) else None
+
+
+def model_config(ref: ModelRef) -> Any:
+    """The model's config, enough to tell what kind of model it is: read from config.json when it names
+    its architecture (no transformers import), else from Transformers' ``AutoConfig``."""
+    config = config_of(ref)
+    if config is not None and config.get("architectures"):
+        return SimpleNamespace(**config)
+    from llmtool.models import load_config
+
+    return load_config(ref)
+
+
+# --------------------------------------------------------------------------- the choice
+
+
+def _say(line: str) -> None:
+    try:
+        sys.stderr.write(f"llmtool: {line}\n")
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass
+
+
+def ct2_obstacle(ref: ModelRef, task: str) -> str | None:
+    """Why the CTranslate2 engine cannot run ``task`` with this model and these options (None: it can)."""
+    opts = ref.options
+    if ref.folder is None:
+        return "the model is not on disk yet (the torch engine downloads it)"
+    if opts.trust_remote_code:
+        return "--trust-remote-code models run their own code, under torch"
+    if not any(ref.folder.glob("*.safetensors")):
+        return "the CTranslate2 converter reads safetensors weights, and the model has none"
+    config = config_of(ref)
+    if config is None:
+        return "config.json could not be read"
+    try:
+        from llmtool import ct2
+    except ImportError:
+        return "the ctranslate2 package is not installed (pip install ctranslate2)"
+    reason = ct2.supported(config, task)
+    if reason is not None:
+        return reason
+    placed = _placement(opts)
+    return placed if isinstance(placed, str) else None
+
+
+def _placement(opts: ModelOptions) -> tuple[str, str, str] | str:
+    """(device, entry quantization, compute type) for CTranslate2, or why it cannot place the model so."""
+    import ctranslate2
+
+    spec = opts.device.strip().lower()
+    dtype = opts.dtype.strip().lower()
+    cuda = ctranslate2.get_cuda_device_count() if spec in ("auto", "cuda") or spec.startswith("cuda") else 0
+    if spec == "mps":
+        return "CTranslate2 does not run on Apple MPS"
+    if spec.startswith("cuda") and spec not in ("cuda", "cuda:0"):
+        return f"--device {spec}: llmtool runs CTranslate2 on the first CUDA device only"
+    device = "cuda" if spec.startswith("cuda") or (spec == "auto" and cuda > 0) else "cpu"
+    if device == "cuda" and cuda == 0:
+        return "CTranslate2 finds no CUDA device"
+    if device == "cpu":
+        if dtype not in ("auto", "float32"):
+            return f"--dtype {dtype} on the CPU runs under torch (CTranslate2 runs float32 or int8 there)"
+        return ("cpu", "int8", "int8") if opts.quantize == "int8" else ("cpu", "float32", "float32")
+    if opts.quantize == "int8":
+        return "cuda", "int8", "int8_float16"
+    if dtype == "auto":
+        dtype = "bfloat16" if "bfloat16" in ctranslate2.get_supported_compute_types("cuda") else "float16"
+    return "cuda", "float32", dtype
+
+
+def _open_ct2(ref: ModelRef, task: str) -> tuple[Any, Any] | None:
+    """The tokenizer and CTranslate2 engine for ``task``, or None when torch runs it (``auto``)."""
+    opts = ref.options
+    if opts.engine == "torch":
+        _note(opts, "engine: torch (--engine torch)")
+        return None
+    explicit = opts.engine == "ctranslate2"
+    reason = ct2_obstacle(ref, task)
+    if reason is not None:
+        if explicit:
+            raise UsageError(f"--engine ctranslate2 cannot run {ref.name}: {reason}")
+        _note(opts, f"engine: torch ({reason})")
+        return None
+    from llmtool import ct2
+
+    assert ref.folder is not None
+    placed = _placement(opts)
+    assert not isinstance(placed, str)
+    device, quantization, compute_type = placed
+    try:
+        limit = None if explicit else ct2.default_convert_max()
+        entry = ct2.ensure_entry(ref.folder, quantization, convert_max_bytes=limit, allow_convert=explicit)
+        tokenizer = ct2.load_tokenizer(entry)
+        if task in DECODER_TASKS:
+            engine: Any = _Ct2Decoder(ct2.load_decoder(entry, device, compute_type))
+        else:
+            engine = _Ct2Encoder(ct2.load_encoder(entry, device, compute_type))
+    except ct2.CacheError as exc:
+        if explicit:
+            raise
+        _note(opts, f"engine: torch (the CTranslate2 cache cannot be used: {exc})")
+        return None
+    except ModelError as exc:
+        if explicit or "llmtool cache add" not in str(exc):
+            raise
+        _say(str(exc))  # too large to convert unasked: said once, and torch runs it
+        return None
+    engine.config = SimpleNamespace(**(config_of(ref) or {}))
+    _note(opts, f"engine: ctranslate2 ({compute_type} on {device}; {entry})")
+    return tokenizer, engine
+
+
+def _note(opts: ModelOptions, line: str) -> None:
+    if opts.verbose:
+        _say(line)
+
+
+# --------------------------------------------------------------------------- adapters
+
+
+class _Ct2Encoder:
+    """A CTranslate2 encoder behind the torch engine's interface."""
+
+    name = "ctranslate2"
+    config: Any
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    def mlm_logits(self, batch: Sequence[Sequence[int]], positions: Sequence[tuple[int, int]]) -> Any:
+        return self.inner.mlm_logits(batch, positions)
+
+    def sequence_logits(self, batch: Sequence[dict[str, list[int]]]) -> Any:
+        return self.inner.sequence_logits(batch)
+
+    def nsp_logits(self, batch: Sequence[dict[str, list[int]]]) -> Any:
+        return self.inner.nsp_logits(batch)
+
+
+class _Ct2Decoder:
+    """A CTranslate2 generator behind the torch engine's interface."""
+
+    name = "ctranslate2"
+    config: Any
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.eos_token_id = inner.eos_token_id
+
+    def token_logprobs(self, rows: Sequence[Sequence[int]], firsts: Sequence[int] | None = None) -> list[Any]:
+        values = self.inner.token_logprobs(rows)
+        if firsts is None:
+            return list(values)
+        return [v[first - 1 :] for v, first in zip(values, firsts, strict=True)]
+
+    def generate(self, prompts: Sequence[Sequence[int]], *, seed: int | None, row_seeds: Any, **kwargs: Any) -> Any:
+        # CTranslate2 draws from one seeded generator per run (llmtool.ct2), not one per sequence.
+        return self.inner.generate(prompts, seed=seed, **kwargs)

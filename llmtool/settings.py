@@ -1,0 +1,386 @@
+"""Every command's settings: one typed dataclass per command, each default and help text stated once.
+
+The CLI reads its defaults and ``--help`` texts from here (``help_of``, ``defaults``), and the
+Python API takes the same dataclasses, so the two can never disagree. ``check()`` is the one place
+a setting's value is validated. This module imports only the standard library: ``llmtool --help``
+stays free of torch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar
+
+from llmtool.errors import UsageError
+
+T = TypeVar("T")
+
+Engine = Literal["auto", "torch", "ctranslate2"]
+ENGINES: tuple[str, ...] = ("auto", "torch", "ctranslate2")
+QUANTIZATIONS: tuple[str, ...] = ("none", "int8")
+DTYPES: tuple[str, ...] = ("auto", "float32", "bfloat16", "float16")
+PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16", "fp16")
+TASKS: tuple[str, ...] = ("classify", "clm", "mlm")
+OBJECTIVES: tuple[str, ...] = ("mlm", "clm")
+
+
+def setting(default: Any = dataclasses.MISSING, help: str = "", **kwargs: Any) -> Any:
+    """A dataclass field with its ``--help`` text."""
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata={"help": help}, **kwargs)
+    return field(default=default, metadata={"help": help}, **kwargs)
+
+
+def help_of(cls: type, name: str) -> str:
+    """The help text of field ``name`` of settings class ``cls``."""
+    for f in dataclasses.fields(cls):
+        if f.name == name:
+            return str(f.metadata.get("help", ""))
+    raise KeyError(f"{cls.__name__} has no field {name!r}")
+
+
+def defaults(cls: type[T]) -> T:
+    """An instance with every default (the classes here have a default for every field)."""
+    return cls()
+
+
+def env_default(name: str, fallback: T) -> T | str:
+    """``LLMTOOL_<NAME>`` when set and not empty, else ``fallback``: a flag given on the command line wins."""
+    value = os.environ.get(f"LLMTOOL_{name}", "").strip()
+    return value if value else fallback
+
+
+def at_least(value: int | None, minimum: int, flag: str) -> None:
+    if value is not None and value < minimum:
+        raise UsageError(f"{flag} must be at least {minimum}")
+
+
+# --------------------------------------------------------------------------- models
+
+
+@dataclass(frozen=True)
+class ModelOptions:
+    """Where a model comes from and how it is placed: the flags every command that loads a model shares."""
+
+    model: str = setting("", "Hub id or local folder.")
+    revision: str | None = setting(None, "Hub branch, tag or commit.")
+    offline: bool = setting(False, "Never use the network (as HF_HUB_OFFLINE=1); fail fast if not cached.")
+    device: str = setting("auto", "auto|cpu|cuda[:N]|mps.")
+    dtype: str = setting("auto", "auto|float32|bfloat16|float16 (auto: bf16/fp16 on GPU, fp32 on CPU).")
+    allow_pickle: bool = setting(False, "Also load pickled *.bin weights (they can run code: trust needed).")
+    trust_remote_code: bool = setting(False, "Run the model repository's own Python code.")
+    verbose: bool = setting(False, "Show Transformers/Hub warnings and bars.")
+    engine: str = setting(
+        "auto",
+        "auto|torch|ctranslate2: the inference engine (auto: CTranslate2 when it can run the model and every "
+        "option asked for, else torch).",
+    )
+    quantize: str = setting("none", "none|int8: the CTranslate2 engine's weights (int8: faster, close to float32).")
+
+    def check(self) -> None:
+        if self.dtype.strip().lower() not in DTYPES:
+            raise UsageError(f"unknown --dtype {self.dtype!r}; use {'|'.join(DTYPES)}")
+        if self.engine not in ENGINES:
+            raise UsageError(f"unknown --engine {self.engine!r}; use {'|'.join(ENGINES)}")
+        if self.quantize not in QUANTIZATIONS:
+            raise UsageError(f"unknown --quantize {self.quantize!r}; use {'|'.join(QUANTIZATIONS)}")
+        if self.quantize != "none" and self.engine == "torch":
+            raise UsageError("--quantize applies to the CTranslate2 engine; it does not go with --engine torch")
+
+
+# --------------------------------------------------------------------------- inference commands
+
+
+@dataclass
+class FillMaskOptions:
+    top_k: int = setting(5, "Predictions per mask.")
+    targets: list[str] | None = setting(None, "Comma-separated candidate words; each must be one token.")
+    batch_size: int = setting(32, "Inputs per forward pass.")
+    skip_invalid: bool = setting(False, "Write an error record for a bad line and go on (default: stop, exit 2).")
+    window: int = setting(8, "Batches read ahead and sorted by length together.")
+    seed: int | None = setting(None, "Random seed, for repeatable output.")
+
+    def check(self) -> None:
+        at_least(self.top_k, 1, "--top-k")
+        at_least(self.batch_size, 1, "--batch-size")
+        if self.targets is not None and not self.targets:
+            raise UsageError("--targets is empty")
+
+
+@dataclass
+class GenerateOptions:
+    max_new_tokens: int = setting(50, "Tokens to generate.")
+    greedy: bool = setting(False, "Take the most likely token each step (no sampling).")
+    temperature: float = setting(1.0, "Sampling temperature.")
+    top_k: int = setting(50, "Sample from the k most likely tokens (0: all).")
+    top_p: float = setting(1.0, "Nucleus sampling probability mass.")
+    repetition_penalty: float = setting(1.0, ">1 discourages repeats.")
+    num_return_sequences: int = setting(1, "Outputs per prompt.")
+    stop: list[str] = setting([], "Cut the output before STR (repeatable).")
+    include_prompt: bool = setting(True, "Output the prompt and its continuation (False: the continuation only).")
+    seed: int | None = setting(None, "Random seed, for repeatable output.")
+    batch_size: int = setting(32, "Prompts per forward pass.")
+    chat: bool = setting(False, "Wrap the prompt as a user message (chat template).")
+    stream: bool | None = setting(None, "Print tokens as they come [default: one prompt to a terminal].")
+
+    def check(self) -> None:
+        at_least(self.max_new_tokens, 1, "--max-new-tokens")
+        at_least(self.num_return_sequences, 1, "--num-return-sequences")
+        at_least(self.batch_size, 1, "--batch-size")
+        if self.temperature <= 0:
+            raise UsageError("--temperature must be above 0 (use --greedy for deterministic output)")
+        if not 0 < self.top_p <= 1:
+            raise UsageError("--top-p must be in (0, 1]")
+        if self.top_k < 0:
+            raise UsageError("--top-k must be 0 (no limit) or more")
+        if self.repetition_penalty <= 0:
+            raise UsageError("--repetition-penalty must be above 0")
+        if any(not s for s in self.stop):
+            raise UsageError("--stop must not be empty")
+        if self.stream and self.num_return_sequences != 1:
+            raise UsageError("--stream needs --format text and one sequence per prompt")
+
+
+@dataclass
+class ClassifyOptions:
+    top_k: int = setting(1, "Labels per input, most probable first.")
+    batch_size: int = setting(32, "Inputs per forward pass.")
+    max_length: int | None = setting(None, "Truncate inputs to this many tokens (default: the model's limit).")
+    skip_invalid: bool = setting(False, "Write an error record for a bad row and go on (default: stop, exit 2).")
+    window: int = setting(8, "Batches read ahead and sorted by length together.")
+
+    def check(self) -> None:
+        at_least(self.top_k, 1, "--top-k")
+        at_least(self.batch_size, 1, "--batch-size")
+        at_least(self.max_length, 2, "--max-length")
+
+
+@dataclass
+class ScoreOptions:
+    batch_size: int = setting(8, "Sequences per forward pass (masked LMs: one per scored token).")
+    max_length: int | None = setting(None, "Window size in tokens (default: the model's context).")
+    stride: int | None = setting(
+        None,
+        "Texts longer than the window: tokens between window starts (default: half the window). Each token "
+        "is scored once, with at least window minus stride tokens of left context.",
+    )
+    bos: bool = setting(True, "Causal LMs: put BOS first, so the first token is scored too.")
+    total: bool = setting(False, "End with a corpus total: log-likelihoods pooled by token count.")
+    skip_invalid: bool = setting(False, "Write an error record for a line with nothing to score and go on.")
+    window: int = setting(4, "Batches read ahead and sorted by length together.")
+
+    def check(self) -> None:
+        at_least(self.batch_size, 1, "--batch-size")
+        at_least(self.max_length, 2, "--max-length")
+        at_least(self.stride, 1, "--stride")
+        if self.stride is not None and self.max_length is not None and self.stride >= self.max_length:
+            raise UsageError(f"--stride must be below the window (--max-length {self.max_length})")
+
+
+@dataclass
+class NextSentenceOptions:
+    batch_size: int = setting(32, "Pairs per forward pass.")
+    max_length: int | None = setting(None, "Truncate each pair to this many tokens (default: the model's limit).")
+    window: int = setting(8, "Batches read ahead and sorted by length together.")
+
+    def check(self) -> None:
+        at_least(self.batch_size, 1, "--batch-size")
+        at_least(self.max_length, 4, "--max-length")
+
+
+@dataclass
+class EvaluateOptions:
+    text_column: str | None = setting(None, "Text column (default: the table rule, see the README).")
+    pair_column: str | None = setting(None, "Second text column, for sentence-pair classifiers.")
+    label_column: str = setting("label", "Gold labels: the model's label names or ids.")
+    batch_size: int = setting(32, "Inputs per forward pass.")
+    max_length: int | None = setting(
+        None, "Classifiers: truncate to this many tokens. LMs: the scoring window. (Default: the model's limit.)"
+    )
+    stride: int | None = setting(None, "LMs: sliding-window stride (see score).")
+    bos: bool = setting(True, "Causal LMs: score the first token of each line given BOS.")
+    encoding: str = setting("utf-8", "Text encoding of DATA.")
+
+    def check(self) -> None:
+        at_least(self.batch_size, 1, "--batch-size")
+        at_least(self.max_length, 2, "--max-length")
+        at_least(self.stride, 1, "--stride")
+
+
+# --------------------------------------------------------------------------- training
+
+
+@dataclass
+class TrainSettings:
+    """How to train: every knob shared by the training commands, with its default and meaning."""
+
+    epochs: float = setting(3.0, "Passes over the training data.")
+    max_steps: int | None = setting(None, "Optimizer steps; overrides --epochs.")
+    lr: float = setting(5e-5, "Peak learning rate (AdamW, linear decay).")
+    batch_size: int = setting(16, "Examples per device per step.")
+    grad_accum: int = setting(1, "Batches per optimizer step.")
+    warmup_ratio: float = setting(0.0, "Share of steps warming the rate up.")
+    weight_decay: float = setting(0.0, "AdamW weight decay (biases and LayerNorm weights exempt).")
+    seed: int = setting(42, "Seed for new weights, split, order, dropout, masking.")
+    precision: str = setting("auto", "auto|fp32|bf16|fp16; auto: bf16 on GPUs that have it, else fp16; fp32 on CPU.")
+    gradient_checkpointing: bool = setting(False, "Less memory, slower: recompute activations.")
+    save_steps: int | None = setting(None, "Evaluate and checkpoint every N steps (default: every epoch).")
+    save_total_limit: int = setting(2, "Checkpoints kept on disk (the best one is always kept too).")
+    patience: int | None = setting(None, "Stop after N evaluations without improvement.")
+    eval_on_start: bool = setting(False, "Evaluate the model before training too (a baseline).")
+    best_metric: str | None = setting(
+        None,
+        "Validation metric that picks the best checkpoint: loss, accuracy, macro_f1, perplexity "
+        "(default: accuracy for classify, loss for clm/mlm).",
+    )
+    report_to: list[str] = setting(
+        ["none"], "Trainer integration (tensorboard, wandb, ...); repeatable [default: none]."
+    )
+    eval_batch_size: int | None = setting(None, "Evaluation batch size (default: the training batch size).")
+    logging_steps: int = setting(10, "Steps between loss readings.")
+    device: str = setting("auto", "auto|cpu|cuda.")
+    num_workers: int = setting(0, "DataLoader worker processes (0: load batches in the training process).")
+    find_unused_parameters: bool = setting(False, "DDP: only for models whose forward skips some parameters.")
+    overwrite: bool = setting(False, "Replace a non-empty --output folder.")
+    resume: bool = setting(False, "Continue from the latest checkpoint in --output.")
+    keep_checkpoints: bool = setting(False, "Keep --output/checkpoints after success.")
+
+    def check(self) -> None:
+        """Cheap checks of the values, before anything is read or loaded."""
+        if self.max_steps is None and not self.epochs > 0:
+            raise UsageError("--epochs must be greater than 0")
+        at_least(self.max_steps, 1, "--max-steps")
+        if not self.lr > 0:
+            raise UsageError("--lr must be greater than 0")
+        for name in ("batch_size", "grad_accum", "save_total_limit", "logging_steps"):
+            at_least(getattr(self, name), 1, f"--{name.replace('_', '-')}")
+        if not 0 <= self.warmup_ratio < 1:
+            raise UsageError("--warmup-ratio must be in [0, 1)")
+        if self.weight_decay < 0:
+            raise UsageError("--weight-decay must not be negative")
+        if self.precision not in PRECISIONS:
+            raise UsageError(f"unknown precision {self.precision!r}; use {', '.join(PRECISIONS)}")
+        at_least(self.save_steps, 1, "--save-steps")
+        at_least(self.patience, 1, "--patience")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise UsageError(f"unknown --device {self.device!r} for training; use auto, cpu or cuda")
+        if self.overwrite and self.resume:
+            raise UsageError("--overwrite and --resume contradict each other; give one")
+
+
+def precision_flag(bf16: bool, fp16: bool, fp32: bool) -> str:
+    """The precision named by the --bf16/--fp16/--fp32 flags (at most one)."""
+    if sum((bf16, fp16, fp32)) > 1:
+        raise UsageError("give at most one of --bf16, --fp16, --fp32")
+    return "bf16" if bf16 else "fp16" if fp16 else "fp32" if fp32 else "auto"
+
+
+@dataclass
+class FinetuneSettings(TrainSettings):
+    """``TrainSettings`` plus what fine-tuning reads and how it turns text into examples."""
+
+    task: str = setting("classify", "classify | clm | mlm.")
+    text_column: str | None = setting(None, "Text column (default: the table rule, see the README).")
+    text_pair_column: str | None = setting(None, "Second text column, for sentence pairs (classify).")
+    label_column: str | None = setting(None, "Label column (classify) (default: label).")
+    valid: str | None = setting(None, "Validation file with the same columns (default: split off TRAIN).")
+    valid_split: float = setting(0.1, "Share of TRAIN held out (seeded; stratified for classify); 0: none.")
+    encoding: str = setting("utf-8", "Text encoding of the data files.")
+    max_length: int | None = setting(None, "classify: tokens per example (default: the model's limit).")
+    block_size: int | None = setting(None, "clm/mlm: tokens per block (default: model limit, up to 1024).")
+    line_by_line: bool = setting(False, "clm/mlm: one example per line instead of packed blocks.")
+    mlm_probability: float = setting(0.15, "mlm: share of tokens masked.")
+    num_proc: int | None = setting(None, "Tokenization processes (default: every core for big data, else 1).")
+
+    def check(self) -> None:
+        super().check()
+        if self.task not in TASKS:
+            raise UsageError(f"unknown --task {self.task!r}; use {', '.join(TASKS)}")
+        if self.valid is None and not 0 <= self.valid_split < 1:
+            raise UsageError(f"--valid-split must be in [0, 1) (got {self.valid_split})")
+        if self.task == "classify" and (self.block_size is not None or self.line_by_line):
+            raise UsageError("--block-size and --line-by-line apply to --task clm and mlm")
+        if self.task != "classify" and self.max_length is not None:
+            raise UsageError("--max-length applies to --task classify; for clm and mlm use --block-size")
+        for name in ("max_length", "block_size", "num_proc"):
+            at_least(getattr(self, name), 1, f"--{name.replace('_', '-')}")
+        if not 0 < self.mlm_probability < 1:
+            raise UsageError("--mlm-probability must be between 0 and 1")
+
+
+@dataclass(frozen=True)
+class Size:
+    """The shape of a size preset; the feed-forward layer is 4 x hidden wide, as in BERT and GPT-2."""
+
+    layers: int
+    hidden: int
+    heads: int
+
+
+# BERT-Tiny/Mini/Small/Base (Turc et al. 2019, "Well-Read Students Learn Better"); GPT-2 gets the same
+# shapes, and "base" is GPT-2's smallest released model (124M parameters with its 50257-token vocabulary).
+SIZES: dict[str, Size] = {
+    "tiny": Size(layers=2, hidden=128, heads=2),
+    "mini": Size(layers=4, hidden=256, heads=4),
+    "small": Size(layers=4, hidden=512, heads=8),
+    "base": Size(layers=12, hidden=768, heads=12),
+}
+VOCAB_SIZE = 8192  # the largest vocabulary a new tokenizer learns, unless --vocab-size says otherwise
+MIN_FREQUENCY = 2  # occurrences a merge needs, unless --min-frequency says otherwise
+MIN_VOCAB = 300  # byte-level BPE needs 256 byte symbols first; WordPiece needs its characters
+
+
+@dataclass
+class PretrainSettings(TrainSettings):
+    """``TrainSettings`` plus what pre-training reads and builds. Defaults differ from fine-tuning:
+    new weights learn with a larger rate, warm-up and weight decay, for more epochs."""
+
+    objective: str = setting("mlm", "mlm: a BERT (masked LM); clm: a GPT-2 (next-token prediction).")
+    nsp: bool = setting(False, "mlm: also train BERT's next-sentence head on sentence pairs.")
+    size: str = setting("tiny", "Model size preset: tiny, mini, small, base (see the README's table).")
+    config: str | None = setting(
+        None, "config.json: a whole model config, or just the keys that change the --size preset."
+    )
+    tokenizer: str | None = setting(None, "Reuse this tokenizer (folder or Hub id) instead of training one.")
+    vocab_size: int | None = setting(None, f"Largest vocabulary of the new tokenizer [default: {VOCAB_SIZE}].")
+    min_frequency: int | None = setting(
+        None, f"Occurrences a merge needs to enter the new tokenizer's vocabulary [default: {MIN_FREQUENCY}]."
+    )
+    block_size: int = setting(128, "Tokens per training example.")
+    line_by_line: bool = setting(False, "One example per line (truncated to --block-size) instead of packed blocks.")
+    mlm_probability: float = setting(0.15, "mlm: share of tokens masked.")
+    text_column: str | None = setting(None, "Text column of .csv/.tsv/.jsonl corpora (default: the table rule).")
+    valid: str | None = setting(None, "Validation corpus (default: --valid-split of the corpus).")
+    valid_split: float = setting(0.0, "Share of the documents held out for validation (seeded); 0: none.")
+    encoding: str = setting("utf-8", "Text encoding of the corpus files.")
+    num_proc: int | None = setting(None, "Tokenization processes (default: several for big corpora only).")
+    # Pre-training defaults (fields of TrainSettings given new values)
+    epochs: float = setting(10.0, "Passes over the corpus.")
+    lr: float = setting(1e-3, "Peak learning rate: right for the small presets; use ~1e-4 for base.")
+    batch_size: int = setting(32, "Examples per device per step.")
+    warmup_ratio: float = setting(0.05, "Share of steps warming the rate up (new weights need it).")
+    weight_decay: float = setting(0.01, "AdamW weight decay, as BERT and GPT-2 used.")
+
+    def check(self) -> None:
+        super().check()
+        if self.objective not in OBJECTIVES:
+            raise UsageError(f"unknown --objective {self.objective!r}; use mlm or clm")
+        if self.nsp and self.objective != "mlm":
+            raise UsageError("--nsp (next-sentence prediction) goes with --objective mlm")
+        if self.nsp and self.line_by_line:
+            raise UsageError("--nsp builds sentence pairs; it does not go with --line-by-line")
+        if self.size not in SIZES:
+            raise UsageError(f"unknown --size {self.size!r}; use {', '.join(SIZES)}")
+        if self.tokenizer is not None and (self.vocab_size is not None or self.min_frequency is not None):
+            raise UsageError("--vocab-size and --min-frequency train a new tokenizer; they do not go with --tokenizer")
+        at_least(self.vocab_size, MIN_VOCAB, "--vocab-size")
+        at_least(self.min_frequency, 1, "--min-frequency")
+        if self.block_size < 8:
+            raise UsageError("--block-size must be at least 8")
+        if not 0 < self.mlm_probability < 1:
+            raise UsageError("--mlm-probability must be between 0 and 1")
+        if self.valid is None and not 0 <= self.valid_split < 1:
+            raise UsageError(f"--valid-split must be in [0, 1) (got {self.valid_split})")
+        at_least(self.num_proc, 1, "--num-proc")

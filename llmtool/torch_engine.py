@@ -1,0 +1,229 @@
+"""The torch engine: a Transformers model behind the small compute interface every task module uses.
+
+Task modules (fill_mask, classify, next_sentence, score, generate) do everything that does not
+depend on the engine (reading, tokenizing, batching by length, top-k, windows, stop strings,
+records) and ask an engine for numbers only:
+
+- an encoder: ``mlm_logits`` (masked-LM logits at chosen positions), ``sequence_logits``
+  (classifier or next-sentence logits);
+- a decoder: ``token_logprobs`` (log P(token | the tokens before it)) and ``generate`` (new tokens).
+
+Rows come unpadded (lists of token ids); results come back as numpy float32 arrays. The
+CTranslate2 engine (:mod:`llmtool.ct2`) answers the same calls, so the same records come out
+whichever engine ran.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+OnToken = Callable[[int, int], bool]  # (sequence, token id) -> stop this sequence?
+
+
+class _TorchModel:
+    """A tokenizer and a Transformers model on its device."""
+
+    name = "torch"
+
+    def __init__(self, tokenizer: Any, model: Any) -> None:
+        self.tokenizer = tokenizer
+        self.model = model
+        self.config = model.config
+        self.device = next(model.parameters()).device
+
+    def _pad(self, rows: Sequence[dict[str, list[int]]], side: str = "right") -> dict[str, Any]:
+        """Padded tensors on the model's device (``tokenizer.pad``: input ids with the pad id,
+        segment ids with the pad segment, and the attention mask)."""
+        inputs = self.tokenizer.pad(list(rows), padding=True, return_tensors="pt", padding_side=side)
+        return {key: value.to(self.device) for key, value in inputs.items()}
+
+
+class TorchEncoder(_TorchModel):
+    """A masked LM, sequence classifier or next-sentence model."""
+
+    def __init__(self, tokenizer: Any, model: Any) -> None:
+        super().__init__(tokenizer, model)
+        self.head = mlm_head(model)
+
+    def mlm_logits(self, batch: Sequence[Sequence[int]], positions: Sequence[tuple[int, int]]) -> np.ndarray:
+        """Masked-LM logits (float32, one row per position) at the ``(row, column)`` positions only."""
+        import torch
+
+        inputs = self._pad([{"input_ids": list(ids)} for ids in batch])
+        rows = torch.tensor([r for r, _ in positions], device=self.device)
+        cols = torch.tensor([c for _, c in positions], device=self.device)
+        with torch.inference_mode():
+            if self.head is not None:
+                base, head = self.head
+                hidden = base(**inputs).last_hidden_state
+                logits = head(hidden[rows, cols])
+            else:
+                logits = self.model(**inputs).logits[rows, cols]
+            return logits.float().cpu().numpy()
+
+    def sequence_logits(self, batch: Sequence[dict[str, list[int]]]) -> np.ndarray:
+        """The model's logits per input (classifier classes, or next-sentence's two), float32."""
+        import torch
+
+        with torch.inference_mode():
+            return self.model(**self._pad(batch)).logits.float().cpu().numpy()
+
+    def nsp_logits(self, batch: Sequence[dict[str, list[int]]]) -> np.ndarray:
+        """Next-sentence logits (a ``...ForNextSentencePrediction`` model's own output), float32."""
+        return self.sequence_logits(batch)
+
+
+def mlm_head(model: Any) -> tuple[Any, Any] | None:
+    """(encoder, head) for the architectures whose head can run on mask positions alone.
+
+    BERT-family models keep it in ``cls``, RoBERTa-family in ``lm_head``; both take hidden states
+    and return vocabulary logits. Others fall back to the full forward pass (slower, same result).
+    """
+    import torch
+
+    base = getattr(model, "base_model", None)
+    if base is None or base is model:
+        return None
+    for name in ("cls", "lm_head"):
+        head = getattr(model, name, None)
+        if isinstance(head, torch.nn.Module):
+            return base, head
+    return None
+
+
+class TorchDecoder(_TorchModel):
+    """A causal LM: log-probabilities of given tokens, and generation."""
+
+    def __init__(self, tokenizer: Any, model: Any) -> None:
+        super().__init__(tokenizer, model)
+        self.eos_token_id = model.generation_config.eos_token_id  # None: the tokenizer's
+
+    def token_logprobs(self, rows: Sequence[Sequence[int]], firsts: Sequence[int] | None = None) -> list[np.ndarray]:
+        """Per row, log P(row[t] | row[:t]) for t from ``firsts[i]`` (default 1) to the row's end.
+
+        Only the positions asked for go through the softmax."""
+        import torch
+
+        firsts = list(firsts) if firsts is not None else [1] * len(rows)
+        inputs = self._pad([{"input_ids": list(r)} for r in rows])
+        ids, attention = inputs["input_ids"], inputs["attention_mask"]
+        predict = torch.zeros_like(ids, dtype=torch.bool)
+        for i, (row, first) in enumerate(zip(rows, firsts, strict=True)):
+            predict[i, first - 1 : len(row) - 1] = True
+        with torch.inference_mode():
+            logits = self.model(input_ids=ids, attention_mask=attention).logits
+            r, c = predict.nonzero(as_tuple=True)
+            logprobs = logits[r, c].float().log_softmax(dim=-1)
+            picked = logprobs.gather(1, ids[r, c + 1].unsqueeze(1)).squeeze(1).cpu().numpy()
+        out: list[np.ndarray] = []
+        start = 0
+        for row, first in zip(rows, firsts, strict=True):
+            n = max(0, len(row) - first)
+            out.append(picked[start : start + n])
+            start += n
+        return out
+
+    def generate(
+        self,
+        prompts: Sequence[Sequence[int]],
+        *,
+        max_new_tokens: int,
+        greedy: bool,
+        temperature: float,
+        top_k: int,
+        top_p: float,
+        repetition_penalty: float,
+        num_return_sequences: int,
+        seed: int | None,
+        row_seeds: Sequence[int] | None,
+        eos_ids: set[int],
+        on_token: OnToken | None = None,
+    ) -> list[list[int]]:
+        """New tokens per output sequence, prompt-major (prompt 0's sequences first), EOS included.
+
+        Sampling draws each sequence's tokens from its own generator (``row_seeds``, one per sequence,
+        derived from the run's ``seed``), so a prompt's samples do not depend on which prompts share
+        its batch. ``on_token(sequence, token)``
+        is called for each new token of a running sequence; True stops that sequence."""
+        import torch
+        from transformers import LogitsProcessorList, StoppingCriteriaList
+
+        n = num_return_sequences
+        inputs = self._pad([{"input_ids": list(p)} for p in prompts], side="left")  # new tokens follow each prompt
+        input_ids = inputs["input_ids"].repeat_interleave(n, dim=0)
+        attention = inputs["attention_mask"].repeat_interleave(n, dim=0)
+        kwargs: dict[str, Any] = {
+            "max_new_tokens": max_new_tokens,
+            "do_sample": False,  # sampling, when asked, happens in the row sampler with per-row generators
+            "num_beams": 1,
+            "pad_token_id": self.tokenizer.pad_token_id,
+        }
+        if repetition_penalty != 1.0:
+            kwargs["repetition_penalty"] = repetition_penalty
+        if not greedy:
+            assert row_seeds is not None
+            sampler = _row_sampler(list(row_seeds), temperature, top_k, top_p, self.device)
+            kwargs["logits_processor"] = LogitsProcessorList([sampler])
+        if on_token is not None:
+            kwargs["stopping_criteria"] = StoppingCriteriaList([_TokenWatcher(on_token, input_ids.shape[1], eos_ids)])
+        with torch.inference_mode():
+            output = self.model.generate(input_ids=input_ids, attention_mask=attention, **kwargs)
+        new_tokens: list[list[int]] = output[:, input_ids.shape[1] :].tolist()
+        return new_tokens
+
+
+def _row_sampler(seeds: list[int], temperature: float, top_k: int, top_p: float, device: Any) -> Any:
+    """A logits processor that samples each row with its own generator.
+
+    It applies the standard Transformers warpers (temperature, top-k, top-p), draws one token per
+    row, and returns scores where that token alone is finite, so greedy selection takes it.
+    """
+    import torch
+    from transformers import LogitsProcessor, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
+
+    warpers: list[Callable[[Any, Any], Any]] = []
+    if temperature != 1.0:
+        warpers.append(TemperatureLogitsWarper(temperature))
+    if top_k:
+        warpers.append(TopKLogitsWarper(top_k=top_k))
+    if top_p < 1.0:
+        warpers.append(TopPLogitsWarper(top_p=top_p))
+    generators = [torch.Generator(device=device).manual_seed(s) for s in seeds]
+
+    class RowSampler(LogitsProcessor):
+        def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+            for warp in warpers:
+                scores = warp(input_ids, scores)
+            probs = scores.float().softmax(dim=-1)
+            chosen = torch.stack(
+                [torch.multinomial(probs[i], 1, generator=generators[i]) for i in range(probs.shape[0])]
+            )
+            picked = torch.full_like(scores, float("-inf"))
+            picked.scatter_(1, chosen, 0.0)
+            return picked  # type: ignore[return-value]
+
+    return RowSampler()
+
+
+class _TokenWatcher:
+    """A stopping criterion that hands each new token of each running row to ``on_token`` (streaming,
+    stop strings); a row stops when ``on_token`` says so. Rows that ended (EOS, or stopped) are not
+    watched any more: generate keeps appending padding to them."""
+
+    def __init__(self, on_token: OnToken, prompt_length: int, eos_ids: set[int]) -> None:
+        self.on_token, self.prompt_length, self.eos_ids = on_token, prompt_length, eos_ids
+        self.done: set[int] = set()
+
+    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+        import torch
+
+        flags = []
+        last = input_ids[:, -1].tolist() if input_ids.shape[1] > self.prompt_length else []
+        for row, token in enumerate(last):
+            if row not in self.done and (token in self.eos_ids or self.on_token(row, token)):
+                self.done.add(row)
+            flags.append(row in self.done)
+        return torch.tensor(flags or [False] * input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
