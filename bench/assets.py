@@ -152,6 +152,24 @@ def build_gpt2(folder: Path, size: str = "base", seed: int = 0) -> Path:
     return folder
 
 
+def build_bert_classifier(folder: Path, size: str = "base", seed: int = 0) -> Path:
+    """A BertForSequenceClassification (two named labels) of the given size, random init: every weight
+    present, so llmtool's check for a trained head passes; the speed is that of a real one."""
+    if _done(folder):
+        return folder
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification
+
+    folder.mkdir(parents=True, exist_ok=True)
+    tokenizer = _bert_tokenizer(folder)
+    torch.manual_seed(seed)
+    kwargs = _shape_kwargs(size, ("num_hidden_layers", "hidden_size", "num_attention_heads", "intermediate_size"))
+    config = BertConfig(**kwargs, id2label={0: "negative", 1: "positive"}, label2id={"negative": 0, "positive": 1})
+    BertForSequenceClassification(config).save_pretrained(str(folder))
+    tokenizer.save_pretrained(str(folder))
+    return folder
+
+
 def _bert_tokenizer(folder: Path) -> Any:
     from transformers import BertTokenizer
 

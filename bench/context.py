@@ -158,6 +158,7 @@ class Context:
         env.pop("PYTHONDONTWRITEBYTECODE", None)
         env["PYTHONPYCACHEPREFIX"] = str(self.work.parent / "pycache")
         env.pop("PYTHONUNBUFFERED", None)  # both sides get the ordinary block-buffered pipes
+        env["LLMTOOL_CACHE"] = str(self.work.parent / "llmtool-cache")  # converted models, kept across runs
         # bench/ is not an installed package: the in-process worker finds it through the path.
         env["PYTHONPATH"] = os.pathsep.join([str(assets.BENCH_DIR.parent), env.get("PYTHONPATH", "")]).rstrip(
             os.pathsep
@@ -172,6 +173,10 @@ class Context:
 
     def run(self, argv: Sequence[str], stdin: bytes | None = None, keep_stdout: bool = False) -> Sample:
         return run_process(argv, stdin, env=self.env(), keep_stdout=keep_stdout)
+
+    def convert(self, model: Path, quantize: str = "none") -> Sample:
+        """Convert ``model`` for the CTranslate2 engine ahead of a row (timed; a no-op once converted)."""
+        return self.run([self.llmtool, "cache", "add", str(model), "--quantize", quantize, "-q"], keep_stdout=True)
 
     def device_args(self) -> list[str]:
         return ["--device", self.device]

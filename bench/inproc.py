@@ -50,7 +50,12 @@ def main(argv: list[str] | None = None) -> None:
         )
         tokenizer.decode(output[0], skip_special_tokens=True)
         sync()
+        produced["model.generate"] = tokenizer.decode(
+            output[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True
+        )
         return time.perf_counter() - start, int(output.shape[1] - inputs["input_ids"].shape[1])
+
+    produced: dict[str, str] = {}  # the text each side generated
 
     # llmtool, as its CLI does it (fp32 on the CPU: --dtype auto).
     ltok, lmodel = load(
@@ -64,7 +69,8 @@ def main(argv: list[str] | None = None) -> None:
         sync()
         return time.perf_counter() - start, int(result["generations"][0]["new_tokens"])
 
-    runs: dict[str, Callable[[], tuple[float, int]]] = {"llmtool": run_llmtool, "model.generate": run_baseline}
+    runs: dict[str, Callable[[], tuple[float, int]]] = {"llmtool torch": run_llmtool, "model.generate": run_baseline}
+    runs.update(ct2_runs(args, device.type, produced))
     for _ in range(args.warmup):
         for fn in runs.values():
             fn()
@@ -81,9 +87,11 @@ def main(argv: list[str] | None = None) -> None:
     weights = weight_bytes_per_token(lmodel)
     cache = kv_cache_bytes_per_token(lmodel, prompt_tokens, args.tokens)
     bandwidth = read_bandwidth(weights, device)
+    same = {name: text == produced.get("model.generate") for name, text in produced.items() if "ctranslate2" in name}
     print(
         json.dumps(
             {
+                "same_tokens": same,
                 "times_s": times,
                 "new_tokens": new_tokens,
                 "prompt_tokens": prompt_tokens,
@@ -95,6 +103,32 @@ def main(argv: list[str] | None = None) -> None:
             }
         )
     )
+
+
+def ct2_runs(args: Any, device: str, produced: dict[str, str]) -> dict[str, Callable[[], tuple[float, int]]]:
+    """llmtool's CTranslate2 engine at float32 and int8, as ``llmtool generate --greedy`` runs it: the
+    converted copy (converted here if it is not yet), its tokenizer, and the decoder's greedy generate."""
+    from llmtool import ct2
+    from llmtool.engine import Ct2DecoderAdapter
+    from llmtool.generate import GenerateOptions, Generator
+    from llmtool.streams import Record
+
+    runs: dict[str, Callable[[], tuple[float, int]]] = {}
+    for name, quantization in (("llmtool ctranslate2", "float32"), ("llmtool ctranslate2 int8", "int8")):
+        entry = ct2.ensure_entry(args.model, quantization, allow_convert=True)
+        compute = quantization if device == "cpu" else ("int8_float16" if quantization == "int8" else "float32")
+        tokenizer = ct2.load_tokenizer(entry)
+        decoder = Ct2DecoderAdapter(ct2.load_decoder(entry, device, compute))  # as the CLI runs it
+        generator = Generator(tokenizer, decoder, GenerateOptions(max_new_tokens=args.tokens, greedy=True))
+
+        def run(generator: Any = generator, name: str = name) -> tuple[float, int]:
+            start = time.perf_counter()
+            result = next(iter(generator([Record(0, 1, args.prompt)])))
+            produced[name] = result["generations"][0]["text"][len(args.prompt) :]
+            return time.perf_counter() - start, int(result["generations"][0]["new_tokens"])
+
+        runs[name] = run
+    return runs
 
 
 def weight_bytes_per_token(model: Any) -> int:

@@ -66,17 +66,22 @@ def row_first_result(ctx: Context) -> RowResult:
     result = RowResult(
         "2",
         "Time to first result",
-        "one fill-mask and one 20-token generation through the CLI in <= 0.7x the wall time of a "
-        "plain pipeline(...) script",
+        "one fill-mask and one 20-token generation through the CLI (CTranslate2 engine, model converted) "
+        ">= 3x faster than a plain pipeline(...) script",
     )
     bert, gpt2 = ctx.bert(), ctx.gpt2()
+    for model in (bert, gpt2):
+        ctx.convert(model)
     tokens = str(ctx.scale.first_tokens)
     dev = ctx.device_args()
+    fill = [ctx.llmtool, "fill-mask", FIRST_MASK, "-m", str(bert), *dev]
+    gen = [ctx.llmtool, "generate", FIRST_PROMPT, "-t", tokens, "--greedy", "-m", str(gpt2), *dev]
     variants = [
+        Variant("llmtool fill-mask", f'llmtool fill-mask "{FIRST_MASK}" -m {ctx.show(bert)}', lambda: ctx.run(fill)),
         Variant(
-            "llmtool fill-mask",
-            f'llmtool fill-mask "{FIRST_MASK}" -m {ctx.show(bert)}',
-            lambda: ctx.run([ctx.llmtool, "fill-mask", FIRST_MASK, "-m", str(bert), *dev]),
+            "llmtool fill-mask --engine torch",
+            f'llmtool fill-mask "{FIRST_MASK}" -m {ctx.show(bert)} --engine torch',
+            lambda: ctx.run([*fill, "--engine", "torch"]),
         ),
         Variant(
             "pipeline fill-mask script",
@@ -86,7 +91,12 @@ def row_first_result(ctx: Context) -> RowResult:
         Variant(
             "llmtool generate",
             f'llmtool generate "{FIRST_PROMPT}" -t {tokens} --greedy -m {ctx.show(gpt2)}',
-            lambda: ctx.run([ctx.llmtool, "generate", FIRST_PROMPT, "-t", tokens, "--greedy", "-m", str(gpt2), *dev]),
+            lambda: ctx.run(gen),
+        ),
+        Variant(
+            "llmtool generate --engine torch",
+            f'llmtool generate "{FIRST_PROMPT}" -t {tokens} --greedy -m {ctx.show(gpt2)} --engine torch',
+            lambda: ctx.run([*gen, "--engine", "torch"]),
         ),
         Variant(
             "pipeline generate script",
@@ -97,11 +107,15 @@ def row_first_result(ctx: Context) -> RowResult:
     measured = alternate(variants, ctx.scale.reps, ctx.scale.warmup, ctx.log)
     failures(measured, result)
     result.variants = variants_json(measured)
-    fill, fill_base, gen, gen_base = (median(m) for m in measured)
+    fill_ct2, fill_torch, fill_base, gen_ct2, gen_torch, gen_base = (median(m) for m in measured)
     result.checks = [
-        Check.at_most("fill-mask: llmtool / pipeline script", ratio(fill, fill_base), 0.7),
-        Check.at_most("generate: llmtool / pipeline script", ratio(gen, gen_base), 0.7),
+        Check.at_least("fill-mask: pipeline script / llmtool", ratio(fill_base, fill_ct2), 3),
+        Check.at_least("generate: pipeline script / llmtool", ratio(gen_base, gen_ct2), 3),
     ]
+    result.notes.append(
+        f"The torch engine (--engine torch) takes {ratio(fill_torch, fill_base) or 0:.2f}x (fill-mask) and "
+        f"{ratio(gen_torch, gen_base) or 0:.2f}x (generate) of the scripts' time: both pay for importing torch."
+    )
     return result
 
 
@@ -236,10 +250,14 @@ def row_generate_one(ctx: Context) -> RowResult:
                 "rate_per_s": tokens / stats.median,
             }
         )
-    ours, theirs = (v["rate_per_s"] for v in result.variants)
+    rates = {v["name"]: v["rate_per_s"] for v in result.variants}
+    ours, theirs = rates["llmtool torch"], rates["model.generate"]
+    ct2, int8 = rates.get("llmtool ctranslate2"), rates.get("llmtool ctranslate2 int8")
     result.checks = [
-        Check.at_least("llmtool tokens/s / model.generate tokens/s", ours / theirs, 1.0),
-        Check.at_least("llmtool tokens/s / bandwidth bound", ours / bound, 0.7, ""),
+        Check.at_least("llmtool torch tokens/s / model.generate tokens/s", ours / theirs, 1.0),
+        Check.at_least("llmtool torch tokens/s / bandwidth bound", ours / bound, 0.7, ""),
+        Check.at_least("CTranslate2 float32 tokens/s / model.generate", None if ct2 is None else ct2 / theirs, 1.6),
+        Check.at_least("CTranslate2 int8 tokens/s / model.generate", None if int8 is None else int8 / theirs, 2.5),
     ]
     result.table.append(
         {
@@ -247,7 +265,9 @@ def row_generate_one(ctx: Context) -> RowResult:
             "KV cache read per token, mean (MB)": round(data["kv_cache_bytes_per_token"] / 1e6, 2),
             "sustained read bandwidth (GB/s)": round(data["bandwidth_bytes_per_s"] / 1e9, 2),
             "bound (tokens/s)": round(bound, 1),
-            "llmtool (tokens/s)": round(ours, 1),
+            "llmtool torch (tokens/s)": round(ours, 1),
+            "CTranslate2 float32 (tokens/s)": round(ct2 or 0, 1),
+            "CTranslate2 int8 (tokens/s)": round(int8 or 0, 1),
             "model.generate (tokens/s)": round(theirs, 1),
         }
     )
@@ -258,7 +278,9 @@ def row_generate_one(ctx: Context) -> RowResult:
         "large as the weights, divided by the bytes a decode step must read (weights + mean KV cache)."
     )
     if len(set(data["new_tokens"].values())) != 1:
-        result.notes.append(f"The two sides generated different numbers of tokens: {data['new_tokens']}.")
+        result.notes.append(f"The sides generated different numbers of tokens: {data['new_tokens']}.")
+    if "same_tokens" in data:
+        result.notes.append(f"Greedy tokens identical to model.generate's: {data['same_tokens']}.")
     return result
 
 
@@ -277,7 +299,9 @@ def row_generate_many(ctx: Context) -> RowResult:
     data = ctx.lines("prompts.txt", prompts)
     warm = ctx.lines("prompts-warm.txt", prompts[:2])
     dev = ctx.device_args()
+    ctx.convert(gpt2)
     ours = [ctx.llmtool, "generate", "--greedy", "-m", str(gpt2), *dev]
+    torch_engine = [*ours, "--engine", "torch"]
     theirs = ctx.baseline("generate_loop.py", str(gpt2), *dev)
     variants = [
         Variant(
@@ -285,6 +309,12 @@ def row_generate_many(ctx: Context) -> RowResult:
             f"llmtool generate --greedy -t {s.gen_tokens} -m {ctx.show(gpt2)} < {s.gen_prompts} prompts",
             lambda: ctx.run([*ours, "-t", str(s.gen_tokens)], data, True),
             lambda: ctx.run([*ours, "-t", "4"], warm),
+        ),
+        Variant(
+            "llmtool generate --engine torch",
+            f"llmtool generate --greedy -t {s.gen_tokens} -m {ctx.show(gpt2)} --engine torch < {s.gen_prompts} prompts",
+            lambda: ctx.run([*torch_engine, "-t", str(s.gen_tokens)], data, True),
+            lambda: ctx.run([*torch_engine, "-t", "4"], warm),
         ),
         Variant(
             "model.generate loop",
@@ -297,11 +327,19 @@ def row_generate_many(ctx: Context) -> RowResult:
     measured = alternate(variants, s.reps, s.warmup, ctx.log)
     failed = failures(measured, result)
     result.variants = variants_json(measured, {m.name: (s.gen_prompts * s.gen_tokens, "tokens") for m in measured})
-    speedup = None if failed else median(measured[1]) / median(measured[0])
-    result.checks = [Check.at_least("loop wall time / llmtool wall time", speedup, 4)]
-    agree = _agreement(measured[0].samples[-1].stdout, measured[1].samples[-1].stdout)
+    speedup = None if failed else median(measured[2]) / median(measured[0])
+    result.checks = [
+        Check.at_least("loop wall time / llmtool wall time", speedup, 4),
+        Check.at_least(
+            "torch engine wall time / CTranslate2 engine wall time", ratio(median(measured[1]), median(measured[0])), 1
+        ),
+    ]
+    agree = _agreement(measured[0].samples[-1].stdout, measured[2].samples[-1].stdout)
     if agree is not None:
         result.notes.append(f"Outputs identical for {agree:.0%} of the prompts (greedy; batching pads on the left).")
+    same = _agreement(measured[0].samples[-1].stdout, measured[1].samples[-1].stdout)
+    if same is not None:
+        result.notes.append(f"The two engines print the same text for {same:.0%} of the prompts.")
     result.notes.append("Wall times are end to end, model load included; llmtool runs with its default --batch-size.")
     return result
 
@@ -560,6 +598,152 @@ def _growth(result: RowResult) -> None:
             )
 
 
+# ---------------------------------------------------------------------------- row 9
+
+
+def row_engines(ctx: Context) -> RowResult:
+    s = ctx.scale
+    result = RowResult(
+        "9",
+        "The two engines on piped input",
+        f"fill-mask and classify on {s.fill_lines} lines, score on {s.fill_lines // 4} lines: the CTranslate2 "
+        "engine against the torch engine (>= 1x) and the plain baselines",
+    )
+    bert, gpt2 = ctx.bert(), ctx.gpt2()
+    classifier = assets.build_bert_classifier(ctx.work.parent / "models" / f"bert-classifier-{ctx.size or 'base'}")
+    for model in (bert, gpt2, classifier):
+        ctx.convert(model)
+    lines = assets.mask_lines(ctx.assets.sentences, s.fill_lines)
+    masked = ctx.lines("engines-fill.txt", lines)
+    plain = ctx.lines("engines-plain.txt", [line.replace("[MASK]", "it") for line in lines])
+    short = ctx.lines("engines-score.txt", [line.replace("[MASK]", "it") for line in lines[: s.fill_lines // 4]])
+    warm = ctx.lines("engines-warm.txt", lines[: s.warm_lines])
+    dev = ctx.device_args()
+    batch = str(ctx.pipeline_batch or 8)
+
+    def cli(*args: str) -> list[str]:
+        return [ctx.llmtool, *args, *dev]
+
+    jobs = [
+        ("fill-mask", cli("fill-mask", "-m", str(bert)), masked, s.fill_lines),
+        ("classify", cli("classify", "-m", str(classifier)), plain, s.fill_lines),
+        ("score", cli("score", "-m", str(gpt2)), short, s.fill_lines // 4),
+    ]
+    baselines = {
+        "fill-mask": ctx.baseline("fill_mask_pipeline.py", str(bert), "--batch-size", batch, *dev),
+        "classify": ctx.baseline("classify_pipeline.py", str(classifier), "--batch-size", batch, *dev),
+        "score": ctx.baseline("score_loop.py", str(gpt2), *dev),
+    }
+    variants: list[Variant] = []
+    counts: dict[str, tuple[int, str]] = {}
+    for name, argv, data, n in jobs:
+        for engine in ("ctranslate2", "torch"):
+            command = [*argv, "--engine", engine]
+            variants.append(
+                Variant(
+                    f"llmtool {name} --engine {engine}",
+                    f"{' '.join(ctx.show(Path(a)) if '/' in a else a for a in command[1:])} < {n} lines",
+                    lambda command=command, data=data: ctx.run(command, data, True),
+                    lambda command=command: ctx.run(command, warm if "score" not in command else short[:200]),
+                )
+            )
+            counts[variants[-1].name] = (n, "lines")
+        variants.append(
+            Variant(
+                f"{name} baseline",
+                f"python bench/baselines/{Path(baselines[name][1]).name} ... < {n} lines",
+                lambda argv=baselines[name], data=data: ctx.run(argv, data, True),
+            )
+        )
+        counts[variants[-1].name] = (n, "lines")
+    measured = alternate(variants, s.reps, s.warmup, ctx.log)
+    failures(measured, result)
+    result.variants = variants_json(measured, counts)
+    times = [median(m) for m in measured]
+    for i, (name, *_rest) in enumerate(jobs):
+        ct2, torch_engine, base = times[3 * i : 3 * i + 3]
+        result.checks.append(
+            Check.at_least(f"{name}: torch engine time / CTranslate2 time", ratio(torch_engine, ct2), 1)
+        )
+        result.table.append(
+            {
+                "task": name,
+                "CTranslate2 (s)": round(ct2, 2),
+                "torch engine (s)": round(torch_engine, 2),
+                "baseline (s)": round(base, 2),
+                "baseline / CTranslate2": round(ratio(base, ct2) or 0, 2),
+            }
+        )
+        same = _agreement(measured[3 * i].samples[-1].stdout, measured[3 * i + 1].samples[-1].stdout)
+        if same is not None:
+            result.notes.append(f"{name}: the two engines print the same line for {same:.1%} of the inputs.")
+    result.notes.append(
+        f"End to end, model load included. Baselines: pipeline(batch_size={batch}) for fill-mask and classify, "
+        "a forward pass per line (the Transformers perplexity recipe) for score."
+    )
+    return result
+
+
+# ---------------------------------------------------------------------------- row 10
+
+
+def row_conversion(ctx: Context) -> RowResult:
+    result = RowResult(
+        "10",
+        "CTranslate2 conversion and cold start",
+        "what converting costs (time, disk) per model, and where a converted model's first generation spends its time",
+    )
+    models = {"bert": ctx.bert(), "gpt2": ctx.gpt2()}
+    cache = Path(ctx.env()["LLMTOOL_CACHE"])
+    for quantize in ("none", "int8"):
+        for model in models.values():
+            ctx.run([ctx.llmtool, "cache", "rm", str(model), "-q"])  # removes both quantizations
+            sample = ctx.convert(model, quantize)
+            entry = Path(sample.stdout.strip().splitlines()[-1]) if sample.returncode == 0 else None
+            size = sum(f.stat().st_size for f in entry.rglob("*") if f.is_file()) if entry else 0
+            weights = sum(f.stat().st_size for f in model.glob("*.safetensors"))
+            result.table.append(
+                {
+                    "model": ctx.show(model),
+                    "quantization": "float32" if quantize == "none" else "int8",
+                    "conversion (s)": round(sample.wall_s, 1),
+                    "weights (MB)": round(weights / 1e6, 1),
+                    "cache entry (MB)": round(size / 1e6, 1),
+                }
+            )
+    ctx.convert(models["gpt2"])
+    probe = [
+        ctx.python,
+        "-c",
+        "import json, sys, time; t0 = time.perf_counter()\n"
+        "from llmtool import ct2\nfrom llmtool.engine import Ct2DecoderAdapter\n"
+        "import ctranslate2, numpy, tokenizers\nt1 = time.perf_counter()\n"
+        f"entry = ct2.ensure_entry({str(models['gpt2'])!r}, 'float32')\n"
+        "tok = ct2.load_tokenizer(entry); dec = ct2.load_decoder(entry, 'cpu', 'float32'); t2 = time.perf_counter()\n"
+        f"ids = tok({FIRST_PROMPT!r})['input_ids']\n"
+        "out = dec.generate([ids], max_new_tokens=1, greedy=True); t3 = time.perf_counter()\n"
+        f"out = dec.generate([ids], max_new_tokens={ctx.scale.first_tokens}, greedy=True); t4 = time.perf_counter()\n"
+        "print(json.dumps({'import': t1 - t0, 'load': t2 - t1, 'first token': t3 - t2, "
+        f"'{ctx.scale.first_tokens} tokens': t4 - t3, 'torch imported': 'torch' in sys.modules}}))",
+    ]
+    runs = [ctx.run(probe, keep_stdout=True) for _ in range(max(1, ctx.scale.reps))]
+    parsed = [json.loads(r.stdout.strip().splitlines()[-1]) for r in runs if r.returncode == 0]
+    if parsed:
+        row = {k: round(median_of([p[k] for p in parsed]), 3) for k in parsed[0] if k != "torch imported"}
+        result.table.append({"cold start of a converted GPT-2 (s, median)": "", **row})
+        result.notes.append(
+            f"Cold start measured in a fresh process {len(parsed)} times; "
+            f"torch imported: {parsed[0]['torch imported']}. "
+            f"Conversion runs CTranslate2's converter (which loads the model with Transformers) into {ctx.show(cache)}."
+        )
+    return result
+
+
+def median_of(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[len(ordered) // 2]
+
+
 ROWS: dict[str, Callable[[Context], RowResult]] = {
     "1": row_startup,
     "2": row_first_result,
@@ -569,4 +753,6 @@ ROWS: dict[str, Callable[[Context], RowResult]] = {
     "6": row_finetune,
     "7": row_streaming,
     "8": row_scaling,
+    "9": row_engines,
+    "10": row_conversion,
 }

@@ -25,7 +25,17 @@ from bench.harness import log_stderr
 from bench.rows import ROWS
 
 # Which model sizes each row needs (row 8 needs all of them).
-ROW_SIZES = {"1": (), "2": ("base",), "3": ("base",), "4": ("base",), "5": ("base",), "6": ("small",), "7": ("tiny",)}
+ROW_SIZES = {
+    "1": (),
+    "2": ("base",),
+    "3": ("base",),
+    "4": ("base",),
+    "5": ("base",),
+    "6": ("small",),
+    "7": ("tiny",),
+    "9": ("base",),
+    "10": ("base",),
+}
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:

@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from types import SimpleNamespace
 from typing import Any
 
-from llmtool.errors import ModelError, UsageError
+from llmtool.errors import LlmtoolError, ModelError, UsageError
 from llmtool.models import ModelRef, locate, prepare_environment, prepare_streaming
 from llmtool.settings import ModelOptions
 
@@ -124,6 +124,8 @@ def _placement(opts: ModelOptions) -> tuple[str, str, str] | str:
 
     spec = opts.device.strip().lower()
     dtype = opts.dtype.strip().lower()
+    if spec not in ("auto", "cpu", "cuda", "mps") and not spec.startswith("cuda:"):
+        return f"unknown --device {spec!r}"
     cuda = ctranslate2.get_cuda_device_count() if spec in ("auto", "cuda") or spec.startswith("cuda") else 0
     if spec == "mps":
         return "CTranslate2 does not run on Apple MPS"
@@ -157,8 +159,15 @@ def _open_ct2(ref: ModelRef, task: str) -> tuple[Any, Any] | None:
         _note(opts, f"engine: torch ({reason})")
         return None
     from llmtool import ct2
+    from llmtool.models import check_tokenizer_files, model_error
 
     assert ref.folder is not None
+    check_tokenizer_files(ref)
+    damaged = _unreadable_weights(ref.folder)
+    if damaged is not None:  # said by the torch engine under auto, in its words; here when asked for
+        if explicit:
+            raise ModelError(f"{damaged}: corrupt or truncated weights")
+        return None
     placed = _placement(opts)
     assert not isinstance(placed, str)
     device, quantization, compute_type = placed
@@ -167,22 +176,40 @@ def _open_ct2(ref: ModelRef, task: str) -> tuple[Any, Any] | None:
         entry = ct2.ensure_entry(ref.folder, quantization, convert_max_bytes=limit, allow_convert=explicit)
         tokenizer = ct2.load_tokenizer(entry)
         if task in DECODER_TASKS:
-            engine: Any = _Ct2Decoder(ct2.load_decoder(entry, device, compute_type))
+            engine: Any = Ct2DecoderAdapter(ct2.load_decoder(entry, device, compute_type))
         else:
-            engine = _Ct2Encoder(ct2.load_encoder(entry, device, compute_type))
+            engine = Ct2EncoderAdapter(ct2.load_encoder(entry, device, compute_type))
     except ct2.CacheError as exc:
         if explicit:
             raise
         _note(opts, f"engine: torch (the CTranslate2 cache cannot be used: {exc})")
         return None
-    except ModelError as exc:
-        if explicit or "llmtool cache add" not in str(exc):
+    except LlmtoolError as exc:
+        if explicit or not isinstance(exc, ModelError) or "llmtool cache add" not in str(exc):
             raise
         _say(str(exc))  # too large to convert unasked: said once, and torch runs it
+        return None
+    except Exception as exc:  # the converter failed on these weights (corrupt, truncated, unexpected)
+        if explicit:
+            raise model_error(exc, ref.source, "model") from exc
+        _note(opts, f"engine: torch (CTranslate2 could not convert the model: {type(exc).__name__})")
         return None
     engine.config = SimpleNamespace(**(config_of(ref) or {}))
     _note(opts, f"engine: ctranslate2 ({compute_type} on {device}; {entry})")
     return tokenizer, engine
+
+
+def _unreadable_weights(folder: Any) -> Any:
+    """The first safetensors file whose header cannot be read (checked before a conversion starts), or None."""
+    from safetensors import safe_open
+
+    for path in sorted(folder.glob("*.safetensors")):
+        try:
+            with safe_open(str(path), framework="numpy"):
+                pass
+        except Exception:
+            return path
+    return None
 
 
 def _note(opts: ModelOptions, line: str) -> None:
@@ -193,7 +220,7 @@ def _note(opts: ModelOptions, line: str) -> None:
 # --------------------------------------------------------------------------- adapters
 
 
-class _Ct2Encoder:
+class Ct2EncoderAdapter:
     """A CTranslate2 encoder behind the torch engine's interface."""
 
     name = "ctranslate2"
@@ -212,7 +239,7 @@ class _Ct2Encoder:
         return self.inner.nsp_logits(batch)
 
 
-class _Ct2Decoder:
+class Ct2DecoderAdapter:
     """A CTranslate2 generator behind the torch engine's interface."""
 
     name = "ctranslate2"

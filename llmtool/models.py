@@ -257,12 +257,17 @@ def resolve_dtype(spec: str, device: torch.device) -> torch.dtype:
     return dtype
 
 
+def check_tokenizer_files(ref: ModelRef) -> None:
+    """A model folder must hold its tokenizer: Transformers 5 would build an empty one from the
+    config (and the CTranslate2 converter with it), which predicts nonsense."""
+    if ref.folder is not None and not any((ref.folder / name).exists() for name in TOKENIZER_FILES):
+        raise ModelError(f"{ref.folder}: no tokenizer files (expected one of {', '.join(TOKENIZER_FILES)})")
+
+
 def load_tokenizer(ref: ModelRef, **kwargs: Any) -> Any:
     from transformers import AutoTokenizer
 
-    if ref.folder is not None and not any((ref.folder / name).exists() for name in TOKENIZER_FILES):
-        # Transformers 5 would build an empty tokenizer from the config and predict nonsense.
-        raise ModelError(f"{ref.folder}: no tokenizer files (expected one of {', '.join(TOKENIZER_FILES)})")
+    check_tokenizer_files(ref)
     try:
         return AutoTokenizer.from_pretrained(ref.source, **ref.kwargs(), **kwargs)
     except Exception as exc:

@@ -43,9 +43,20 @@ def llmtool_executable() -> str:
     return found
 
 
+# The engine the CLI runs under in tests that do not choose one. Most tests were written for (and
+# compare exactly with) Transformers, so they pin the torch engine; test_engines.py compares the two,
+# and modules that must hold on both engines set ENGINE to "auto" per test (see ``engine`` fixtures).
+ENGINE = "torch"
+# Converted models (the CTranslate2 engine's cache) of the CLI runs and of in-process API calls alike.
+TEST_CACHE = str(Path(os.environ.get("LLMTOOL_TEST_HF_HOME", "/tmp/llmtool-test-hf-home")) / "llmtool")
+os.environ.setdefault("LLMTOOL_CACHE", TEST_CACHE)
+
+
 def cli_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LLMTOOL_", "HF_", "TRANSFORMERS_"))}
     env.update({"HF_HUB_OFFLINE": "1", "NO_COLOR": "1", "PYTHONUNBUFFERED": "1", "COLUMNS": "120"})
+    env["LLMTOOL_ENGINE"] = ENGINE
+    env["LLMTOOL_CACHE"] = TEST_CACHE
     # Tiny models gain nothing from threads, and on a busy 2-core machine two threads per process
     # made them many times slower (measured 63 s vs 3 s for one scoring job).
     env.setdefault("OMP_NUM_THREADS", "1")
@@ -141,8 +152,16 @@ def invoke(args: Sequence[str]) -> subprocess.CompletedProcess[str]:
     from llmtool.cli import main
 
     out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main(list(args))
+    previous = os.environ.get("LLMTOOL_ENGINE")
+    os.environ["LLMTOOL_ENGINE"] = ENGINE  # as cli_env gives the subprocesses
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = main(list(args))
+    finally:
+        if previous is None:
+            os.environ.pop("LLMTOOL_ENGINE", None)
+        else:
+            os.environ["LLMTOOL_ENGINE"] = previous
     return subprocess.CompletedProcess(list(args), code, out.getvalue(), err.getvalue())
 
 

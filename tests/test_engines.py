@@ -16,9 +16,14 @@ TEXTS = ["the cat sat on the mat .", "once upon a time there lived a king .", "p
 PROMPTS = ["Once upon a time", "The capital of France is", "the dog"]
 
 
+def auto_env(**extra: str) -> dict[str, str]:
+    """The CLI's environment with the default engine, auto (the other tests pin torch)."""
+    return {**cli_env(**extra), "LLMTOOL_ENGINE": "auto"}
+
+
 @pytest.fixture(scope="module")
 def cache_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    return cli_env(LLMTOOL_CACHE=str(tmp_path_factory.mktemp("ct2-cache")))
+    return auto_env(LLMTOOL_CACHE=str(tmp_path_factory.mktemp("ct2-cache")))
 
 
 @pytest.fixture(scope="module")
@@ -126,6 +131,8 @@ def test_the_choice_of_engine(tiny_gpt2: Path, classifier: Path, cache_env: dict
     assert "engine: torch (--engine torch)" in from_env.stderr
     quiet = run_cli(["generate", "-m", str(tiny_gpt2), "-t", "2", "--greedy", "x"], env=cache_env)
     assert quiet.stderr == ""  # auto says nothing without -v
+    tpu = run_cli(["generate", "-m", str(tiny_gpt2), "--device", "tpu", "x"], env=cache_env)
+    assert tpu.returncode == 2 and "unknown --device 'tpu'" in tpu.stderr
     bad = run_cli(["generate", "-m", str(tiny_gpt2), "--engine", "tensorrt", "x"])
     assert bad.returncode == 2 and "unknown --engine 'tensorrt'" in bad.stderr
     both_flags = run_cli(["generate", "-m", str(tiny_gpt2), "--engine", "torch", "--quantize", "int8", "x"])
@@ -145,7 +152,7 @@ def test_int8_runs_close_to_float32(tiny_bert: Path, cache_env: dict[str, str]) 
 def test_unusable_cache_falls_back_to_torch_or_refuses(tiny_gpt2: Path, tmp_path: Path) -> None:
     blocked = tmp_path / "a-file"
     blocked.write_text("not a folder")
-    env = cli_env(LLMTOOL_CACHE=str(blocked / "cache"))
+    env = auto_env(LLMTOOL_CACHE=str(blocked / "cache"))
     auto = run_cli(["generate", "-m", str(tiny_gpt2), "-t", "3", "--greedy", "-v", "x"], env=env)
     assert auto.returncode == 0, auto.stderr
     assert "engine: torch (the CTranslate2 cache cannot be used:" in auto.stderr
@@ -155,7 +162,7 @@ def test_unusable_cache_falls_back_to_torch_or_refuses(tiny_gpt2: Path, tmp_path
 
 
 def test_a_large_model_is_not_converted_unasked(tiny_gpt2: Path, tmp_path: Path) -> None:
-    env = cli_env(LLMTOOL_CACHE=str(tmp_path / "cache"), LLMTOOL_CONVERT_MAX="1000")
+    env = auto_env(LLMTOOL_CACHE=str(tmp_path / "cache"), LLMTOOL_CONVERT_MAX="1000")
     auto = run_cli(["generate", "-m", str(tiny_gpt2), "-t", "3", "--greedy", "x"], env=env)
     assert auto.returncode == 0, auto.stderr
     assert "llmtool cache add" in auto.stderr and "--engine ctranslate2" in auto.stderr
@@ -166,7 +173,7 @@ def test_a_large_model_is_not_converted_unasked(tiny_gpt2: Path, tmp_path: Path)
 
 
 def test_cache_list_add_rm(tiny_bert: Path, tmp_path: Path) -> None:
-    env = cli_env(LLMTOOL_CACHE=str(tmp_path / "cache"))
+    env = auto_env(LLMTOOL_CACHE=str(tmp_path / "cache"))
     added = run_cli(["cache", "add", str(tiny_bert), "-q"], env=env)
     assert added.returncode == 0, added.stderr
     entry = Path(added.stdout.strip())

@@ -21,6 +21,14 @@ from conftest import run_cli
 PACKAGE = Path(__file__).resolve().parents[1] / "llmtool"
 
 
+@pytest.fixture(autouse=True)
+def default_engine(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CLI with its default engine (auto), as the Python API has it."""
+    import conftest
+
+    monkeypatch.setattr(conftest, "ENGINE", "auto")
+
+
 def _modules() -> list[Path]:
     return sorted(PACKAGE.rglob("*.py"))
 

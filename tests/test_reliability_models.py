@@ -11,6 +11,15 @@ import pytest
 from conftest import cli_env, llmtool_executable, run_cli
 
 
+@pytest.fixture(autouse=True, params=["torch", "auto"])
+def engine(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every broken model gets the same one-line error from either engine (auto: CTranslate2 first)."""
+    import conftest
+
+    monkeypatch.setattr(conftest, "ENGINE", request.param)
+    return str(request.param)
+
+
 def broken_copy(src: Path, dst: Path) -> Path:
     shutil.copytree(src, dst)
     return dst
