@@ -119,18 +119,22 @@ def _shape_kwargs(size: str, names: tuple[str, str, str, str]) -> dict[str, Any]
 
 def build_bert(folder: Path, size: str = "base", seed: int = 0) -> Path:
     """A BertForMaskedLM of the given size, random init, with the bert-base-uncased tokenizer."""
+    return _build_bert(folder, "BertForMaskedLM", size, seed)
+
+
+def _build_bert(folder: Path, architecture: str, size: str, seed: int, **config: Any) -> Path:
     if _done(folder):
         return folder
     import torch
-    from transformers import BertConfig, BertForMaskedLM
+    import transformers
 
     folder.mkdir(parents=True, exist_ok=True)
     tokenizer = _bert_tokenizer(folder)
     torch.manual_seed(seed)
     kwargs = _shape_kwargs(size, ("num_hidden_layers", "hidden_size", "num_attention_heads", "intermediate_size"))
     # vocab_size stays 30522 (bert-base-uncased) whatever tokenizer is used, so the shapes are real.
-    config = BertConfig(**kwargs)
-    BertForMaskedLM(config).save_pretrained(str(folder))
+    model = getattr(transformers, architecture)(transformers.BertConfig(**kwargs, **config))
+    model.save_pretrained(str(folder))
     tokenizer.save_pretrained(str(folder))
     return folder
 
@@ -155,19 +159,8 @@ def build_gpt2(folder: Path, size: str = "base", seed: int = 0) -> Path:
 def build_bert_classifier(folder: Path, size: str = "base", seed: int = 0) -> Path:
     """A BertForSequenceClassification (two named labels) of the given size, random init: every weight
     present, so llmtool's check for a trained head passes; the speed is that of a real one."""
-    if _done(folder):
-        return folder
-    import torch
-    from transformers import BertConfig, BertForSequenceClassification
-
-    folder.mkdir(parents=True, exist_ok=True)
-    tokenizer = _bert_tokenizer(folder)
-    torch.manual_seed(seed)
-    kwargs = _shape_kwargs(size, ("num_hidden_layers", "hidden_size", "num_attention_heads", "intermediate_size"))
-    config = BertConfig(**kwargs, id2label={0: "negative", 1: "positive"}, label2id={"negative": 0, "positive": 1})
-    BertForSequenceClassification(config).save_pretrained(str(folder))
-    tokenizer.save_pretrained(str(folder))
-    return folder
+    labels = {"id2label": {0: "negative", 1: "positive"}, "label2id": {"negative": 0, "positive": 1}}
+    return _build_bert(folder, "BertForSequenceClassification", size, seed, **labels)
 
 
 def _bert_tokenizer(folder: Path) -> Any:

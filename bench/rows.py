@@ -606,17 +606,18 @@ def row_engines(ctx: Context) -> RowResult:
     result = RowResult(
         "9",
         "The two engines on piped input",
-        f"fill-mask and classify on {s.fill_lines} lines, score on {s.fill_lines // 4} lines: the CTranslate2 "
+        f"fill-mask and classify on {s.fill_lines // 4} lines, score on {s.fill_lines // 8} lines: the CTranslate2 "
         "engine against the torch engine (>= 1x) and the plain baselines",
     )
     bert, gpt2 = ctx.bert(), ctx.gpt2()
     classifier = assets.build_bert_classifier(ctx.work.parent / "models" / f"bert-classifier-{ctx.size or 'base'}")
     for model in (bert, gpt2, classifier):
         ctx.convert(model)
-    lines = assets.mask_lines(ctx.assets.sentences, s.fill_lines)
+    n = s.fill_lines // 4  # a quarter of row 3's lines: the pipeline alone takes minutes on 2 cores
+    lines = assets.mask_lines(ctx.assets.sentences, n)
     masked = ctx.lines("engines-fill.txt", lines)
     plain = ctx.lines("engines-plain.txt", [line.replace("[MASK]", "it") for line in lines])
-    short = ctx.lines("engines-score.txt", [line.replace("[MASK]", "it") for line in lines[: s.fill_lines // 4]])
+    short = ctx.lines("engines-score.txt", [line.replace("[MASK]", "it") for line in lines[: n // 2]])
     warm = ctx.lines("engines-warm.txt", lines[: s.warm_lines])
     dev = ctx.device_args()
     batch = str(ctx.pipeline_batch or 8)
@@ -625,9 +626,9 @@ def row_engines(ctx: Context) -> RowResult:
         return [ctx.llmtool, *args, *dev]
 
     jobs = [
-        ("fill-mask", cli("fill-mask", "-m", str(bert)), masked, s.fill_lines),
-        ("classify", cli("classify", "-m", str(classifier)), plain, s.fill_lines),
-        ("score", cli("score", "-m", str(gpt2)), short, s.fill_lines // 4),
+        ("fill-mask", cli("fill-mask", "-m", str(bert)), masked, n),
+        ("classify", cli("classify", "-m", str(classifier)), plain, n),
+        ("score", cli("score", "-m", str(gpt2)), short, n // 2),
     ]
     baselines = {
         "fill-mask": ctx.baseline("fill_mask_pipeline.py", str(bert), "--batch-size", batch, *dev),
@@ -653,6 +654,9 @@ def row_engines(ctx: Context) -> RowResult:
                 f"{name} baseline",
                 f"python bench/baselines/{Path(baselines[name][1]).name} ... < {n} lines",
                 lambda argv=baselines[name], data=data: ctx.run(argv, data, True),
+                lambda argv=baselines[name]: ctx.run(
+                    argv, warm.replace(b"[MASK]", b"it") if "fill" not in argv[1] else warm
+                ),
             )
         )
         counts[variants[-1].name] = (n, "lines")
@@ -729,11 +733,11 @@ def row_conversion(ctx: Context) -> RowResult:
     runs = [ctx.run(probe, keep_stdout=True) for _ in range(max(1, ctx.scale.reps))]
     parsed = [json.loads(r.stdout.strip().splitlines()[-1]) for r in runs if r.returncode == 0]
     if parsed:
-        row = {k: round(median_of([p[k] for p in parsed]), 3) for k in parsed[0] if k != "torch imported"}
-        result.table.append({"cold start of a converted GPT-2 (s, median)": "", **row})
+        row = {k: median_of([p[k] for p in parsed]) for k in parsed[0] if k != "torch imported"}
+        parts = ", ".join(f"{k} {v:.3f} s" for k, v in row.items())
         result.notes.append(
-            f"Cold start measured in a fresh process {len(parsed)} times; "
-            f"torch imported: {parsed[0]['torch imported']}. "
+            f"Cold start of a converted {ctx.show(models['gpt2'])} (median of {len(parsed)} fresh processes): "
+            f"{parts}; torch imported: {parsed[0]['torch imported']}. "
             f"Conversion runs CTranslate2's converter (which loads the model with Transformers) into {ctx.show(cache)}."
         )
     return result

@@ -73,6 +73,33 @@ def test_generate_greedy_identical_and_sampling_repeatable(tiny_gpt2: Path, cach
     assert first.stdout == again.stdout  # repeatable within the engine (the two engines sample differently)
 
 
+@pytest.fixture(scope="module")
+def tiny_llama(models_dir: Path) -> Path:
+    from test_ct2 import build_llama
+
+    return build_llama(models_dir / "engines-llama")
+
+
+def test_llama_generate_chat_and_score(tiny_llama: Path, cache_env: dict[str, str]) -> None:
+    for extra in ([], ["--chat"], ["--repetition-penalty", "1.2", "-n", "1"]):
+        args = ["generate", "-m", str(tiny_llama), "-t", "10", "--greedy", *extra]
+        torch_out, ct2_out = both(args, cache_env, "\n".join(PROMPTS))
+        assert torch_out == ct2_out, extra
+    torch_out, ct2_out = both(["score", "-m", str(tiny_llama), "--total"], cache_env, "\n".join(TEXTS))
+    for t, c in zip(torch_out, ct2_out, strict=True):
+        assert c["log_likelihood"] == pytest.approx(t["log_likelihood"], abs=1e-3)
+
+
+def test_roberta_classifier(models_dir: Path, cache_env: dict[str, str]) -> None:
+    from test_ct2 import build_roberta_classifier
+
+    model = build_roberta_classifier(models_dir / "engines-roberta-classifier")
+    torch_out, ct2_out = both(["classify", "-m", str(model), "-k", "2"], cache_env, "\n".join(TEXTS))
+    for t, c in zip(torch_out, ct2_out, strict=True):
+        assert [p["id"] for p in t["predictions"]] == [p["id"] for p in c["predictions"]]
+        assert [p["score"] for p in c["predictions"]] == pytest.approx([p["score"] for p in t["predictions"]], abs=1e-4)
+
+
 def test_score_within_1e_3(tiny_gpt2: Path, tiny_bert: Path, cache_env: dict[str, str]) -> None:
     for model, extra in ((tiny_gpt2, ["--total", "--max-length", "6", "--stride", "3"]), (tiny_bert, [])):
         torch_out, ct2_out = both(["score", "-m", str(model), *extra], cache_env, "\n".join(TEXTS))
