@@ -95,8 +95,8 @@ def _say(line: str) -> None:
         pass
 
 
-def ct2_obstacle(ref: ModelRef, task: str) -> str | None:
-    """Why the CTranslate2 engine cannot run ``task`` with this model and these options (None: it can)."""
+def ct2_plan(ref: ModelRef, task: str) -> tuple[str, str, str] | str:
+    """Where CTranslate2 would run ``task`` (device, entry quantization, compute type), or why it cannot."""
     opts = ref.options
     if ref.folder is None:
         return "the model is not on disk yet (the torch engine downloads it)"
@@ -112,10 +112,7 @@ def ct2_obstacle(ref: ModelRef, task: str) -> str | None:
     except ImportError:
         return "the ctranslate2 package is not installed (pip install ctranslate2)"
     reason = ct2.supported(config, task)
-    if reason is not None:
-        return reason
-    placed = _placement(opts)
-    return placed if isinstance(placed, str) else None
+    return reason if reason is not None else _placement(opts)
 
 
 def _placement(opts: ModelOptions) -> tuple[str, str, str] | str:
@@ -152,12 +149,13 @@ def _open_ct2(ref: ModelRef, task: str) -> tuple[Any, Any] | None:
         _note(opts, "engine: torch (--engine torch)")
         return None
     explicit = opts.engine == "ctranslate2"
-    reason = ct2_obstacle(ref, task)
-    if reason is not None:
+    plan = ct2_plan(ref, task)
+    if isinstance(plan, str):
         if explicit:
-            raise UsageError(f"--engine ctranslate2 cannot run {ref.name}: {reason}")
-        _note(opts, f"engine: torch ({reason})")
+            raise UsageError(f"--engine ctranslate2 cannot run {ref.name}: {plan}")
+        _note(opts, f"engine: torch ({plan})")
         return None
+    device, quantization, compute_type = plan
     from llmtool import ct2
     from llmtool.models import check_tokenizer_files, model_error
 
@@ -168,9 +166,6 @@ def _open_ct2(ref: ModelRef, task: str) -> tuple[Any, Any] | None:
         if explicit:
             raise ModelError(f"{damaged}: corrupt or truncated weights")
         return None
-    placed = _placement(opts)
-    assert not isinstance(placed, str)
-    device, quantization, compute_type = placed
     try:
         limit = None if explicit else ct2.default_convert_max()
         entry = ct2.ensure_entry(ref.folder, quantization, convert_max_bytes=limit, allow_convert=explicit)
