@@ -704,7 +704,8 @@ class _FolderGuard(_LazyCallback):
 
 def _write_failure(exc: BaseException, folder: Path) -> BaseException:
     """Name the usual cause of a failed checkpoint write (torch reports a full disk obscurely)."""
-    if not (folder / LOCK).exists():
+    vanished = isinstance(exc, FileNotFoundError) and exc.filename and folder in Path(str(exc.filename)).parents
+    if vanished or not (folder / LOCK).exists():  # a file of this run's own folder gone: someone removed it
         return LlmtoolError(f"{folder}: the output folder (or its lock file) was removed during training")
     if isinstance(exc, OSError) and exc.errno is not None:
         return exc  # errors.describe already names ENOSPC, EROFS, EACCES with the file
