@@ -224,7 +224,7 @@ def bert(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any, Any]:
 def test_attention_rows_are_distributions_over_the_tokens(bert: tuple[Path, Any, Any]) -> None:
     import numpy as np
 
-    from llmtool.attention import attention
+    from llmtool.attention import weights_of as attention
 
     _, tokenizer, model = bert
     result = attention("The capital of France is Paris.", tokenizer, model)
@@ -254,7 +254,7 @@ def test_attention_rows_are_distributions_over_the_tokens(bert: tuple[Path, Any,
 def test_attention_checks_layer_and_head(
     bert: tuple[Path, Any, Any], layer: int | None, head: int | None, message: str
 ) -> None:
-    from llmtool.attention import attention
+    from llmtool.attention import weights_of as attention
 
     _, tokenizer, model = bert
     with pytest.raises(UsageError, match=message):
@@ -265,7 +265,7 @@ def test_attention_switches_a_model_loaded_with_sdpa_to_eager(bert: tuple[Path, 
     import numpy as np
     from transformers import AutoModel
 
-    from llmtool.attention import attention
+    from llmtool.attention import weights_of as attention
 
     folder, tokenizer, _ = bert
     model = AutoModel.from_pretrained(folder, attn_implementation="sdpa")
@@ -285,7 +285,7 @@ def test_attention_of_empty_text_and_a_missing_model(bert: tuple[Path, Any, Any]
 
 
 def test_attention_of_chinese_text_plotted(bert: tuple[Path, Any, Any], plots: Any, tmp_path: Path) -> None:
-    from llmtool.attention import attention
+    from llmtool.attention import weights_of as attention
 
     _, tokenizer, model = bert
     result = attention("我爱北京", tokenizer, model, layer=0)

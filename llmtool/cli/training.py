@@ -43,6 +43,7 @@ from llmtool.cli.options import (
     WarmupOpt,
     WeightDecayOpt,
     encoding,
+    model_envvars,
     model_options,
     option,
 )
@@ -84,6 +85,7 @@ def finetune_command(
             "-m",
             help="Hub id or local folder (default: bert-base-uncased; gpt2 for clm).",
             show_default=False,
+            envvar=model_envvars("finetune"),
         ),
     ] = MODEL.model,
     output: Annotated[
