@@ -432,3 +432,102 @@ def test_ci_doc_links_both_recipes_and_explains_the_exit_codes() -> None:
         text = (ROOT / "docs/ci" / recipe).read_text(encoding="utf-8")
         assert "download.pytorch.org/whl/cpu" in text and "HF_HUB_OFFLINE" in text and "MODEL_REVISION" in text
         assert "hf download" in text and "--json" in text and "jq" in text
+
+
+# --------------------------------------------------------------------------- the model's generation_config.json
+
+
+def _generations(proc: subprocess.CompletedProcess[str]) -> list[dict[str, Any]]:
+    assert proc.returncode == 0, proc.stderr
+    return [json.loads(line)["generations"][0] for line in proc.stdout.splitlines()]
+
+
+@pytest.fixture(scope="module")
+def configured_gpt2(tiny_gpt2: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny GPT-2 with a generation_config.json that asks for greedy decoding, 5 new tokens and a
+    repetition penalty (what a model's authors ship; llmtool's own defaults would sample 50)."""
+    folder = tmp_path_factory.mktemp("configured") / "gpt2"
+    shutil.copytree(tiny_gpt2, folder)
+    own_file = folder / "generation_config.json"
+    own = json.loads(own_file.read_text()) if own_file.is_file() else {}
+    own.update({"do_sample": False, "max_new_tokens": 5, "repetition_penalty": 1.5})
+    own_file.write_text(json.dumps(own))
+    return folder
+
+
+@pytest.mark.parametrize("engine", ["torch", "ctranslate2"])
+def test_generate_follows_the_models_generation_config_and_flags_win(
+    tiny_gpt2: Path, configured_gpt2: Path, engine: str, tmp_path: Path
+) -> None:
+    from conftest import cli_env, run_cli
+
+    env = cli_env(LLMTOOL_ENGINE=engine, LLMTOOL_CACHE=str(tmp_path / "cache"))
+    prompts = "\n".join(["the cat sat", "once upon a time"])
+
+    def gen(model: Path, *flags: str) -> list[dict[str, Any]]:
+        return _generations(run_cli(["generate", "-m", str(model), "--json", "--no-prompt", *flags], prompts, env))
+
+    # No flags: the model's settings (greedy, 5 tokens, penalty 1.5), the same as asking for them.
+    own = gen(configured_gpt2)
+    assert own == gen(tiny_gpt2, "--greedy", "-t", "5", "--repetition-penalty", "1.5")
+    assert all(g["new_tokens"] == 5 for g in own if g["finish_reason"] == "length")
+    # A flag wins over the model's value; the model's others still apply.
+    assert gen(configured_gpt2, "-t", "3") == gen(tiny_gpt2, "--greedy", "-t", "3", "--repetition-penalty", "1.5")
+    assert gen(configured_gpt2, "--repetition-penalty", "1.0") == gen(tiny_gpt2, "--greedy", "-t", "5")
+    # --sample (or a sampling flag) overrides do_sample=false: seeded sampling, repeatable.
+    sampled = gen(configured_gpt2, "--sample", "--seed", "3", "-t", "8")
+    assert sampled == gen(configured_gpt2, "--sample", "--seed", "3", "-t", "8")
+    assert sampled == gen(tiny_gpt2, "--seed", "3", "-t", "8", "--repetition-penalty", "1.5")
+
+
+def test_resolve_precedence_is_flag_then_model_then_llmtool() -> None:
+    from llmtool.generate import resolve
+    from llmtool.settings import GenerateOptions
+
+    silent = resolve(GenerateOptions(), None)
+    assert (silent.greedy, silent.max_new_tokens, silent.top_k, silent.temperature) == (False, 50, 50, 1.0)
+    model = {"do_sample": True, "temperature": 0.6, "top_p": 0.9, "top_k": 20, "eos_token_id": [7, 9]}
+    own = resolve(GenerateOptions(), model)
+    assert (own.greedy, own.temperature, own.top_p, own.top_k, own.eos_token_id) == (False, 0.6, 0.9, 20, [7, 9])
+    flagged = resolve(GenerateOptions(temperature=1.2, max_new_tokens=3), model)
+    assert (flagged.temperature, flagged.top_p, flagged.max_new_tokens) == (1.2, 0.9, 3)
+    assert resolve(GenerateOptions(greedy=True), model).greedy
+    greedy_model = {"do_sample": False, "temperature": 0.6}
+    assert resolve(GenerateOptions(), greedy_model).greedy
+    assert not resolve(GenerateOptions(top_k=5), greedy_model).greedy  # a sampling flag means sampling
+    assert resolve(GenerateOptions(), {"do_sample": True, "temperature": 0.0}).greedy
+
+
+# --------------------------------------------------------------------------- defaults from the environment
+
+
+def test_environment_defaults_flags_win_and_bad_values_name_the_variable(tiny_bert: Path, tiny_gpt2: Path) -> None:
+    from conftest import cli_env, run_cli
+
+    line = "the [MASK] sat on the mat ."
+    env = cli_env(LLMTOOL_MODEL=str(tiny_bert), LLMTOOL_GENERATE_MODEL=str(tiny_gpt2), LLMTOOL_FORMAT="jsonl")
+    filled = run_cli(["fill-mask", line], env=env)  # LLMTOOL_MODEL, and jsonl from LLMTOOL_FORMAT
+    assert filled.returncode == 0, filled.stderr
+    assert json.loads(filled.stdout)["input"] == line
+    generated = run_cli(["generate", "hello", "-t", "2", "--greedy"], env=env)  # the per-command variable first
+    assert generated.returncode == 0, generated.stderr
+    assert json.loads(generated.stdout)["generations"][0]["new_tokens"] <= 2
+    # Flags win: --format text over LLMTOOL_FORMAT, --json over it too, -m over LLMTOOL_MODEL.
+    text = run_cli(["fill-mask", line, "--format", "text", "-m", str(tiny_bert)], env=cli_env(LLMTOOL_FORMAT="tsv"))
+    assert text.returncode == 0 and "[MASK]" not in text.stdout and "\t" not in text.stdout
+    as_json = run_cli(["fill-mask", line, "--json"], env={**env, "LLMTOOL_FORMAT": "tsv"})
+    assert as_json.returncode == 0 and json.loads(as_json.stdout)["index"] == 0
+    # A bad value from the environment is a usage error naming the variable.
+    for name, value in [("LLMTOOL_BATCH_SIZE", "many"), ("LLMTOOL_DEVICE", "tpu"), ("LLMTOOL_DTYPE", "int3")]:
+        bad = run_cli(["fill-mask", line], env={**env, name: value})
+        assert bad.returncode == 2, bad.stderr
+        assert f"{name}='{value}'" in bad.stderr and bad.stderr.count("\n") == 1, bad.stderr
+    fmt = run_cli(["fill-mask", line], env={**env, "LLMTOOL_FORMAT": "xml"})
+    assert fmt.returncode == 2 and "unknown LLMTOOL_FORMAT 'xml'" in fmt.stderr
+    offline = run_cli(["fill-mask", line, "-m", "no-such/model-here"], env={**env, "LLMTOOL_OFFLINE": "1"})
+    assert offline.returncode == 3, offline.stderr
+    # --help names the variables.
+    shown = run_cli(["fill-mask", "--help"]).stdout
+    for name in ("LLMTOOL_FILL_MASK_MODEL", "LLMTOOL_MODEL", "LLMTOOL_DEVICE", "LLMTOOL_DTYPE", "LLMTOOL_FORMAT"):
+        assert name in shown
+    assert "LLMTOOL_OFFLINE" in shown and "LLMTOOL_BATCH_SIZE" in shown
