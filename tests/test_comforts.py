@@ -531,3 +531,50 @@ def test_environment_defaults_flags_win_and_bad_values_name_the_variable(tiny_be
     for name in ("LLMTOOL_FILL_MASK_MODEL", "LLMTOOL_MODEL", "LLMTOOL_DEVICE", "LLMTOOL_DTYPE", "LLMTOOL_FORMAT"):
         assert name in shown
     assert "LLMTOOL_OFFLINE" in shown and "LLMTOOL_BATCH_SIZE" in shown
+
+
+# --------------------------------------------------------------------------- pictures through the CLI
+
+
+def test_attention_command_writes_the_numbers_and_the_picture(tiny_bert: Path, tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    from conftest import run_cli
+
+    grid = tmp_path / "grid.png"
+    proc = run_cli(["attention", "the cat sat on the mat .", "-m", str(tiny_bert), "--output", str(grid), "--json"])
+    assert proc.returncode == 0, proc.stderr
+    record = json.loads(proc.stdout)
+    tokens = record["tokens"]
+    assert tokens[0] == "[CLS]" and tokens[-1] == "[SEP]" and record["head"] is None
+    assert (record["layer"], record["layers"], record["heads"]) == (1, 2, 2)
+    assert len(record["attentions"]) == 2 and all(len(row) == len(tokens) for row in record["attentions"][0])
+    assert all(math.isclose(sum(row), 1.0, abs_tol=1e-4) for head in record["attentions"] for row in head)
+    assert record["output"] == str(grid) and f"wrote {grid}" in proc.stderr
+    assert_picture(grid)
+    one = tmp_path / "one.png"
+    text = run_cli(["attention", "the cat house", "-m", str(tiny_bert), "--layer", "0", "--head", "-1", "-o", str(one)])
+    assert text.returncode == 0, text.stderr
+    rows = [line.split("\t") for line in text.stdout.splitlines()]
+    assert [r[0] for r in rows] == ["[CLS]", "the", "cat", "house", "[SEP]"] and all(0 < float(r[2]) <= 1 for r in rows)
+    assert_picture(one)
+    bad = run_cli(["attention", "the cat", "-m", str(tiny_bert), "--head", "7"])
+    assert bad.returncode == 2 and "--head 7 is out of range" in bad.stderr
+    assert run_cli(["attention", "x", "-m", str(tiny_bert), "-o", str(tmp_path / "a.jpg")]).returncode == 2
+
+
+def test_evaluate_plot_draws_the_confusion_matrix(models_dir: Path, tiny_gpt2: Path, tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    from conftest import run_cli
+
+    model = tiny_models.build_bert_classifier(models_dir / "comforts-classifier")
+    data = tmp_path / "dev.csv"
+    rows = tiny_models.sentiment_examples()
+    data.write_text("text,label\n" + "".join(f"{text},{label}\n" for text, label in rows))
+    picture = tmp_path / "cm.png"
+    proc = run_cli(["evaluate", str(data), "-m", str(model), "--plot", str(picture), "--json"])
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["plot"] == str(picture) and sum(map(sum, result["confusion_matrix"])) == len(rows)
+    assert_picture(picture)
+    lm = run_cli(["evaluate", str(data), "-m", str(tiny_gpt2), "--plot", str(picture)])
+    assert lm.returncode == 2 and "--plot draws a classifier's confusion matrix" in lm.stderr
