@@ -578,3 +578,28 @@ def test_evaluate_plot_draws_the_confusion_matrix(models_dir: Path, tiny_gpt2: P
     assert_picture(picture)
     lm = run_cli(["evaluate", str(data), "-m", str(tiny_gpt2), "--plot", str(picture)])
     assert lm.returncode == 2 and "--plot draws a classifier's confusion matrix" in lm.stderr
+
+
+def test_training_draws_its_curves_beside_metrics_json_and_goes_on_without_matplotlib(
+    tiny_bert: Path, tmp_path: Path
+) -> None:
+    pytest.importorskip("matplotlib")
+    from conftest import cli_env, run_cli
+    from synthetic import write_sentiment_csv
+
+    train = write_sentiment_csv(tmp_path / "train.csv", 60, seed=3)
+    out = tmp_path / "model"
+    args = ["finetune", str(train), "-m", str(tiny_bert), "--max-steps", "8", "--save-steps", "4", "-b", "8"]
+    proc = run_cli([*args, "--logging-steps", "2", "--output", str(out)])
+    assert proc.returncode == 0, proc.stderr
+    assert (out / "metrics.json").is_file()
+    assert_picture(out / "metrics.png")
+    # Without matplotlib (a package on PYTHONPATH that fails to import): trained all the same, one line says why.
+    blocker = tmp_path / "no-plot" / "matplotlib"
+    blocker.mkdir(parents=True)
+    (blocker / "__init__.py").write_text("raise ImportError('matplotlib is not installed here')\n")
+    bare = tmp_path / "bare"
+    plain = run_cli([*args, "--output", str(bare)], env=cli_env(PYTHONPATH=str(blocker.parent)))
+    assert plain.returncode == 0, plain.stderr
+    assert (bare / "metrics.json").is_file() and not (bare / "metrics.png").exists()
+    assert plain.stderr.count("pip install 'llmtool[plot]'") == 1
