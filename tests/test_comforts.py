@@ -603,3 +603,57 @@ def test_training_draws_its_curves_beside_metrics_json_and_goes_on_without_matpl
     assert plain.returncode == 0, plain.stderr
     assert (bare / "metrics.json").is_file() and not (bare / "metrics.png").exists()
     assert plain.stderr.count("pip install 'llmtool[plot]'") == 1
+
+
+# --------------------------------------------------------------------------- shell completion
+
+
+def test_bash_completion_installs_loads_and_completes_commands_and_flags(tmp_path: Path) -> None:
+    from conftest import cli_env, llmtool_executable, run_cli
+
+    if shutil.which("bash") is None:
+        pytest.skip("no bash here")
+    # The shell named explicitly (Typer otherwise detects the shell llmtool was started from).
+    env = cli_env(HOME=str(tmp_path), _TYPER_COMPLETE_TEST_DISABLE_SHELL_DETECTION="1")
+    installed = run_cli(["--install-completion", "bash"], env=env)
+    assert installed.returncode == 0, installed.stderr
+    script = tmp_path / ".bash_completions" / "llmtool.sh"
+    assert script.is_file() and str(script) in (tmp_path / ".bashrc").read_text()
+    shown = run_cli(["--show-completion", "bash"], env=env)
+    assert shown.returncode == 0 and shown.stdout.strip() == script.read_text().strip()
+    for shell in ("zsh", "fish"):
+        other = run_cli(["--show-completion", shell], env=env)
+        assert other.returncode == 0 and "_LLMTOOL_COMPLETE" in other.stdout, other.stderr
+
+    def complete(*words: str) -> list[str]:
+        """What bash offers at TAB after WORDS, through the installed script's own function."""
+        program = (
+            f"source {script} && COMP_WORDS=({' '.join(words)}) && COMP_CWORD={len(words) - 1} && "
+            "_llmtool_completion llmtool && printf '%s\\n' \"${COMPREPLY[@]}\""
+        )
+        path = f"{Path(llmtool_executable()).parent}:{os.environ['PATH']}"
+        proc = subprocess.run(
+            ["bash", "--norc", "-c", program],
+            capture_output=True,
+            text=True,
+            env={**env, "PATH": path},
+            timeout=60,
+            check=False,
+        )
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout.split()
+
+    assert complete("llmtool", "fi") == ["fill-mask", "finetune"]
+    assert complete("llmtool", "generate", "--eng") == ["--engine"]
+    # Completing imports no torch: the same light path as --help.
+    traced = subprocess.run(
+        [sys.executable, "-X", "importtime", llmtool_executable()],
+        capture_output=True,
+        text=True,
+        env={**env, "COMP_WORDS": "llmtool fi", "COMP_CWORD": "1", "_LLMTOOL_COMPLETE": "complete_bash"},
+        timeout=60,
+        check=False,
+    )
+    assert traced.stdout.split() == ["fill-mask", "finetune"]
+    imported = {line.split("|")[-1].strip().split(".")[0] for line in traced.stderr.splitlines() if "|" in line}
+    assert not imported & {"torch", "transformers", "datasets", "accelerate", "tokenizers"}

@@ -34,7 +34,7 @@ app = typer.Typer(
     "lines piped on stdin. Exit codes: 0 ok, 1 failure, 2 usage or bad input, 3 model unavailable, "
     "130 interrupted.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
