@@ -539,7 +539,7 @@ def attention_command(
     ] = "bert-base-uncased",
     layer: Annotated[int | None, option(AttentionOptions, "layer", "--layer", show_default=False)] = ATTN.layer,
     head: Annotated[int | None, option(AttentionOptions, "head", "--head", show_default=False)] = ATTN.head,
-    output_path: Annotated[
+    output: Annotated[
         str | None, option(AttentionOptions, "output", "--output", "-o", metavar="FILE.png", show_default=False)
     ] = ATTN.output,
     fmt: FormatOpt = "text",
@@ -567,11 +567,11 @@ def attention_command(
     from llmtool.attention import FORMATTER, attention
     from llmtool.streams import write_records
 
-    output = output_format(fmt, json_flag)
-    options = AttentionOptions(layer=layer, head=head, output=output_path)
+    out_format = output_format(fmt, json_flag)
+    options = AttentionOptions(layer=layer, head=head, output=output)
     options.check()
     console = Console(quiet, verbose)
     record = attention(text, options=options, model_options=model_options(**locals()), console=console)
-    write_records([record], output, FORMATTER)
-    if output_path is not None:
-        console.info(f"wrote {output_path}")
+    write_records([record], out_format, FORMATTER)
+    if output is not None:
+        console.info(f"wrote {output}")
