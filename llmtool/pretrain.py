@@ -408,7 +408,7 @@ def _examples(docs: Any, tokenizer: Any, s: PretrainSettings, split: str) -> Any
     if s.objective == "clm":
         out = out.map(_with_labels, batched=True, new_fingerprint=fingerprint([*key, "labels"]), desc=None)
     elif split == "valid":
-        out = mask_once(out, tokenizer, s.mlm_probability, s.seed)
+        out = mask_once(out, tokenizer, s.mlm_probability, s.seed, s.whole_word_mask)
     return out
 
 
@@ -552,7 +552,7 @@ def _collator(s: PretrainSettings, tokenizer: Any) -> Any:
     from transformers import DataCollatorForTokenClassification
 
     if s.objective == "mlm":
-        return MlmCollator(tokenizer, s.mlm_probability, s.seed)
+        return MlmCollator(tokenizer, s.mlm_probability, s.seed, s.whole_word_mask)
     return DataCollatorForTokenClassification(tokenizer)  # pads input_ids with the pad token, labels with -100
 
 

@@ -325,6 +325,11 @@ class FinetuneSettings(TrainSettings):
     block_size: int | None = setting(None, "clm/mlm: tokens per block (default: model limit, up to 1024).")
     line_by_line: bool = setting(False, "clm/mlm: one example per line instead of packed blocks.")
     mlm_probability: float = setting(0.15, "mlm: share of tokens masked.")
+    whole_word_mask: bool = setting(
+        False,
+        "mlm: mask whole words, not single tokens (a word: a token and its ## continuations; Chinese words: "
+        "jieba, pip install 'llmtool[zh]', else each character).",
+    )
     num_proc: int | None = setting(None, "Tokenization processes (default: every core for big data, else 1).")
 
     def check(self) -> None:
@@ -341,6 +346,8 @@ class FinetuneSettings(TrainSettings):
             at_least(getattr(self, name), 1, f"--{name.replace('_', '-')}")
         if not 0 < self.mlm_probability < 1:
             raise UsageError("--mlm-probability must be between 0 and 1")
+        if self.whole_word_mask and self.task != "mlm":
+            raise UsageError("--whole-word-mask goes with --task mlm")
 
 
 @dataclass(frozen=True)
@@ -384,6 +391,11 @@ class PretrainSettings(TrainSettings):
     block_size: int = setting(128, "Tokens per training example.")
     line_by_line: bool = setting(False, "One example per line (truncated to --block-size) instead of packed blocks.")
     mlm_probability: float = setting(0.15, "mlm: share of tokens masked.")
+    whole_word_mask: bool = setting(
+        False,
+        "mlm: mask whole words, not single tokens (a word: a token and its ## continuations; Chinese words: "
+        "jieba, pip install 'llmtool[zh]', else each character).",
+    )
     text_column: str | None = setting(None, "Text column of .csv/.tsv/.jsonl corpora (default: the table rule).")
     valid: str | None = setting(None, "Validation corpus (default: --valid-split of the corpus).")
     valid_split: float = setting(0.0, "Share of the documents held out for validation (seeded); 0: none.")
@@ -414,6 +426,8 @@ class PretrainSettings(TrainSettings):
             raise UsageError("--block-size must be at least 8")
         if not 0 < self.mlm_probability < 1:
             raise UsageError("--mlm-probability must be between 0 and 1")
+        if self.whole_word_mask and self.objective != "mlm":
+            raise UsageError("--whole-word-mask goes with --objective mlm")
         if self.valid is None and not 0 <= self.valid_split < 1:
             raise UsageError(f"--valid-split must be in [0, 1) (got {self.valid_split})")
         at_least(self.num_proc, 1, "--num-proc")

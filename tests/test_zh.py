@@ -7,8 +7,10 @@ output bias pushed towards [SEP] and the continuation "##京", so the prediction
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import cli_env, run_cli
@@ -94,3 +96,105 @@ def test_sentences_split_at_chinese_and_full_width_marks() -> None:
     assert split_sentences("他说：“你好。”然后走了。") == ["他说：“你好。”", "然后走了。"]
     assert split_sentences("It was 3 p.m. and late! Ok?") == ["It was 3 p.m. and late!", "Ok?"]
     assert split_sentences("没有标点的一句话") == ["没有标点的一句话"]
+
+
+# --------------------------------------------------------------------------- whole-word masking
+
+ZH_CORPUS = "\n\n".join(
+    [
+        "北京是中国的首都。北京有很多名胜古迹。故宫在北京的中心。",
+        "上海是中国最大的城市。上海在长江的入海口。很多公司的总部在上海。",
+        "成都是四川的省会。成都人喜欢吃火锅。成都有可爱的熊猫。",
+        "我每天早上七点起床。起床以后我先喝一杯水。然后我吃早饭。",
+    ]
+)
+
+
+def _shared_bert_tokenizer() -> object:
+    from conftest import SHARED_DATA
+    from transformers import BertTokenizer
+
+    folder = SHARED_DATA / "tokenizers" / "bert-base-uncased"
+    if not folder.is_dir():
+        pytest.skip("the shared bert-base-uncased tokenizer is absent")
+    return BertTokenizer.from_pretrained(str(folder))
+
+
+def test_whole_word_masking_masks_words_and_repeats_exactly() -> None:
+    import numpy as np
+
+    from llmtool.lm_examples import Masker, MlmCollator, WordSplitter
+
+    tokenizer: Any = _shared_bert_tokenizer()
+    text = "unbelievably walking 北京是中国的首都"
+    ids = tokenizer(text)["input_ids"]
+    words = WordSplitter(tokenizer)(ids)
+    tokens = tokenizer.convert_ids_to_tokens(ids)
+    assert words[0] == -1 and words[-1] == -1  # [CLS], [SEP]
+    un = tokens.index("un")
+    assert len({int(w) for w in words[un : un + 5]}) == 1  # un ##bel ##ie ##va ##bly: one word
+    if importlib.util.find_spec("jieba") is not None:  # 北京 / 是 / 中国 / 的 / 首都
+        bei = tokens.index("北")
+        assert words[bei] == words[bei + 1] != words[bei + 2] != words[bei + 3] == words[bei + 4]
+    masker = Masker(tokenizer, 0.3, whole_word=True)
+    for seed in range(20):  # every word is masked whole or not at all (80/10/10 then applies per token)
+        _, labels = masker(ids, np.random.default_rng(seed))
+        chosen = np.asarray(labels) != -100
+        for word in set(words.tolist()) - {-1}:
+            assert len(set(chosen[words == word].tolist())) == 1
+    # The training collator: a function of (seed, epoch, tokens), whatever else shares the batch.
+    collator = MlmCollator(tokenizer, 0.3, seed=5, whole_word=True)
+    other = tokenizer("the capital of france is paris")["input_ids"]
+    alone = collator([{"input_ids": ids}])["labels"][0]
+    together = collator([{"input_ids": other}, {"input_ids": ids}])["labels"][1][: len(ids)]
+    assert alone.tolist() == together.tolist()
+    plain = Masker(tokenizer, 0.3)(ids, np.random.default_rng(1))
+    assert plain == Masker(tokenizer, 0.3, whole_word=False)(ids, np.random.default_rng(1))
+
+
+def test_chinese_pretrain_with_whole_word_masks_and_nsp_then_fill_mask_and_next_sentence(tmp_path: Path) -> None:
+    corpus = tmp_path / "zh.txt"
+    corpus.write_text(ZH_CORPUS + "\n", encoding="utf-8")
+    out = tmp_path / "zh-bert"
+    flags = "--nsp --whole-word-mask --size tiny --block-size 32 --batch-size 8 --max-steps 6 --seed 1 --json"
+    trained = run_cli(["pretrain", str(corpus), *flags.split(), "--output", str(out)])
+    assert trained.returncode == 0, trained.stderr
+    assert json.loads(trained.stdout)["train"]["steps"] == 6
+    settings = json.loads((out / "llmtool_settings.json").read_text())
+    assert settings["training"]["whole_word_mask"] is True
+    filled = run_cli(["fill-mask", "-m", str(out), "北京是中国的首[MASK]。"])
+    assert filled.returncode == 0, filled.stderr
+    line = filled.stdout.rstrip("\n")
+    assert line.startswith("北京是中国的首") and line.endswith("。") and " " not in line and "[" not in line
+    pairs = "成都是四川的省会。\t成都人喜欢吃火锅。\n我每天早上七点起床。\t上海在长江的入海口。\n"
+    nsp = run_cli(["next-sentence", "-m", str(out)], input=pairs)
+    assert nsp.returncode == 0, nsp.stderr
+    assert [0 <= float(row.split("\t")[0]) <= 1 for row in nsp.stdout.splitlines()] == [True, True]
+    refused = run_cli(["pretrain", str(corpus), "--objective", "clm", "--whole-word-mask", "-o", str(tmp_path / "x")])
+    assert refused.returncode == 2 and "--whole-word-mask goes with --objective mlm" in refused.stderr
+
+
+@pytest.mark.slow
+def test_whole_word_masking_resumes_bit_exactly(tmp_path: Path) -> None:
+    import signal
+
+    from conftest import interrupt_after_first_epoch
+
+    corpus = tmp_path / "zh.txt"
+    corpus.write_text("\n\n".join([ZH_CORPUS] * 6) + "\n", encoding="utf-8")
+    flags = "--whole-word-mask --block-size 16 --batch-size 4 --valid-split 0.2 --epochs 3 --seed 3 --json"
+    common = ["pretrain", str(corpus), *flags.split()]
+    env = cli_env(OMP_NUM_THREADS="1")
+    whole = run_cli([*common, "--output", str(tmp_path / "whole")], env=env, timeout=900)
+    assert whole.returncode == 0, whole.stderr
+    out = tmp_path / "interrupted"
+    code, stderr = interrupt_after_first_epoch([*common, "--output", str(out)], signal.SIGINT, env, 900)
+    assert code == 130, stderr
+    resumed = run_cli([*common, "--output", str(out), "--resume"], env=env, timeout=900)
+    assert resumed.returncode == 0, resumed.stderr
+    expected, got = json.loads(whole.stdout), json.loads(resumed.stdout)
+    assert got["history"] == expected["history"] and got["train"]["loss"] == expected["train"]["loss"]
+    from safetensors.torch import load_file
+
+    a, b = load_file(tmp_path / "whole" / "model.safetensors"), load_file(out / "model.safetensors")
+    assert a.keys() == b.keys() and all(bool((a[k] == b[k]).all()) for k in a)

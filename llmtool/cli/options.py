@@ -212,6 +212,7 @@ TrainDeviceOpt = Annotated[
 DataEncodingOpt = Annotated[str, option(FinetuneSettings, "encoding", "--encoding")]
 LineByLineOpt = Annotated[bool, option(FinetuneSettings, "line_by_line", "--line-by-line")]
 MlmProbabilityOpt = Annotated[float, option(FinetuneSettings, "mlm_probability", "--mlm-probability")]
+WholeWordMaskOpt = Annotated[bool, option(FinetuneSettings, "whole_word_mask", "--whole-word-mask")]
 TextColumnTrainOpt = Annotated[str | None, option(FinetuneSettings, "text_column", "--text-column", show_default=False)]
 ValidSplitPretrainOpt = Annotated[float, option(PretrainSettings, "valid_split", "--valid-split")]
 
