@@ -214,20 +214,20 @@ def test_plots_without_matplotlib_say_how_to_install_it(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def bert(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any, Any]:
-    from llmtool import attention
+    from llmtool.attention import load
 
     folder = tiny_models.build_bert(tmp_path_factory.mktemp("comforts") / "bert")
-    tokenizer, model = attention.load(folder)
+    tokenizer, model = load(folder)
     return folder, tokenizer, model
 
 
 def test_attention_rows_are_distributions_over_the_tokens(bert: tuple[Path, Any, Any]) -> None:
     import numpy as np
 
-    from llmtool.attention import weights_of as attention
+    from llmtool.attention import weights_of
 
     _, tokenizer, model = bert
-    result = attention("The capital of France is Paris.", tokenizer, model)
+    result = weights_of("The capital of France is Paris.", tokenizer, model)
     assert result["tokens"] == ["[CLS]", "the", "capital", "of", "france", "is", "paris", ".", "[SEP]"]
     assert (result["layer"], result["layers"], result["heads"], result["head"]) == (1, 2, 2, None)
     weights = np.array(result["attentions"])
@@ -236,9 +236,9 @@ def test_attention_rows_are_distributions_over_the_tokens(bert: tuple[Path, Any,
     assert (weights >= 0).all()
     json.dumps(result)  # plain lists and numbers
 
-    one = attention("The capital of France is Paris.", tokenizer, model, layer=0, head=-1)
+    one = weights_of("The capital of France is Paris.", tokenizer, model, layer=0, head=-1)
     assert (one["layer"], one["head"]) == (0, 1)
-    first_layer = attention("The capital of France is Paris.", tokenizer, model, layer=-2)
+    first_layer = weights_of("The capital of France is Paris.", tokenizer, model, layer=-2)
     assert np.allclose(np.array(one["attentions"]), np.array(first_layer["attentions"])[1])
 
 
@@ -254,41 +254,41 @@ def test_attention_rows_are_distributions_over_the_tokens(bert: tuple[Path, Any,
 def test_attention_checks_layer_and_head(
     bert: tuple[Path, Any, Any], layer: int | None, head: int | None, message: str
 ) -> None:
-    from llmtool.attention import weights_of as attention
+    from llmtool.attention import weights_of
 
     _, tokenizer, model = bert
     with pytest.raises(UsageError, match=message):
-        attention("the cat", tokenizer, model, layer=layer, head=head)
+        weights_of("the cat", tokenizer, model, layer=layer, head=head)
 
 
 def test_attention_switches_a_model_loaded_with_sdpa_to_eager(bert: tuple[Path, Any, Any]) -> None:
     import numpy as np
     from transformers import AutoModel
 
-    from llmtool.attention import weights_of as attention
+    from llmtool.attention import weights_of
 
     folder, tokenizer, _ = bert
     model = AutoModel.from_pretrained(folder, attn_implementation="sdpa")
-    weights = np.array(attention("the cat and the dog", tokenizer, model)["attentions"])
+    weights = np.array(weights_of("the cat and the dog", tokenizer, model)["attentions"])
     assert model.config._attn_implementation == "eager"
     assert np.allclose(weights.sum(-1), 1.0, atol=1e-5)
 
 
 def test_attention_of_empty_text_and_a_missing_model(bert: tuple[Path, Any, Any], tmp_path: Path) -> None:
-    from llmtool import attention
+    from llmtool.attention import load, weights_of
 
     _, tokenizer, model = bert
     with pytest.raises(UsageError, match="empty"):
-        attention.attention("  ", tokenizer, model)
+        weights_of("  ", tokenizer, model)
     with pytest.raises(ModelError, match="cannot load"):
-        attention.load(tmp_path / "no-model")
+        load(tmp_path / "no-model")
 
 
 def test_attention_of_chinese_text_plotted(bert: tuple[Path, Any, Any], plots: Any, tmp_path: Path) -> None:
-    from llmtool.attention import weights_of as attention
+    from llmtool.attention import weights_of
 
     _, tokenizer, model = bert
-    result = attention("我爱北京", tokenizer, model, layer=0)
+    result = weights_of("我爱北京", tokenizer, model, layer=0)
     path = plots.attention_map(result["tokens"], result["attentions"], tmp_path / "bert.png", layer=0, head=None)
     assert_picture(path, min_bytes=5_000)
 
