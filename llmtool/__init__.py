@@ -21,9 +21,10 @@ try:
 except metadata.PackageNotFoundError:  # run from a source tree that was never installed
     __version__ = "0+unknown"
 
-__all__ = ["__version__", "classify", "evaluate", "fill_mask", "generate", "next_sentence", "score"]
+__all__ = ["__version__", "attention", "classify", "evaluate", "fill_mask", "generate", "next_sentence", "score"]
 
 _LAZY = {
+    "attention": ("llmtool.attention", "attention"),
     "fill_mask": ("llmtool.fill_mask", "fill_mask"),
     "generate": ("llmtool.generate", "generate"),
     "classify": ("llmtool.classify", "classify"),
@@ -33,6 +34,7 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:
+    from llmtool.attention import attention
     from llmtool.classify import classify
     from llmtool.evaluate import evaluate
     from llmtool.fill_mask import fill_mask

@@ -1,16 +1,25 @@
-"""Attention weights of one layer for one text: which token looks at which.
+"""``llmtool attention``: the attention weights of one layer for one text (which token looks at which),
+as numbers and as a heatmap.
 
-``attention()`` takes an already loaded (tokenizer, model) pair, so that any loader can feed it
-(llmtool's own, with its device, dtype and offline rules); ``load()`` is a plain one for a local
-folder or a hub id. torch and transformers are imported inside the functions.
+:func:`attention` is the command's one entry (the CLI and the Python API): it locates and loads
+the model with llmtool's rules (device, dtype, offline), runs :func:`weights_of` and draws the
+picture. :func:`weights_of` takes an already loaded (tokenizer, model) pair; :func:`load` is a
+plain loader for a local folder or a hub id. torch and transformers are imported inside the
+functions. Attention weights come from the torch engine only (CTranslate2 never exposes them).
 """
 
 from __future__ import annotations
 
 import os
-from typing import Any
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 from llmtool.errors import ModelError, UsageError
+from llmtool.settings import AttentionOptions, ModelOptions
+from llmtool.streams import Formatter
+
+if TYPE_CHECKING:
+    from llmtool.streams import Console
 
 EAGER = "eager"  # the only attention implementation that materialises the weights (sdpa and flash fuse them)
 
@@ -29,7 +38,7 @@ def load(folder: str | os.PathLike[str]) -> tuple[Any, Any]:
     return tokenizer, model
 
 
-def attention(
+def weights_of(
     text: str,
     tokenizer: Any,
     model: Any,
@@ -128,3 +137,86 @@ def _device(model: Any) -> Any:
         return next(model.parameters()).device
     except (StopIteration, AttributeError):
         return "cpu"
+
+
+# ---------------------------------------------------------------------- the command
+
+
+def attention(
+    text: str,
+    *,
+    model: str = "bert-base-uncased",
+    options: AttentionOptions | None = None,
+    model_options: ModelOptions | None = None,
+    console: Console | None = None,
+    **kwargs: Any,
+) -> dict[str, Any]:
+    """The attention weights of one layer (one head, or all) for ``text``; with ``options.output``,
+    also the heatmap as a PNG there. Returns the record ``llmtool attention --json`` prints:
+    ``{"text", "model", "tokens", "layer", "layers", "heads", "head", "attentions", "output"}``.
+
+    ``kwargs`` are :class:`AttentionOptions` fields (``layer=0``, ``head=1``, ``output="a.png"``).
+    """
+    from llmtool import engine as engines
+    from llmtool import plots
+    from llmtool.models import load as load_located
+
+    opts = options or AttentionOptions(**kwargs)
+    opts.check()
+    model_opts = model_options or ModelOptions(model=model)
+    if model_opts.engine == "ctranslate2" or model_opts.quantize != "none":
+        raise UsageError("attention weights come from the torch engine only; drop --engine ctranslate2 / --quantize")
+    if not text.strip():
+        raise UsageError("TEXT is empty")
+    if opts.output is not None:
+        plots.require("drawing attention")  # before the model loads: say at once that the extra is missing
+    ref = engines.prepare(model_opts)
+    from transformers import AutoModel
+
+    tokenizer, loaded = load_located(AutoModel, ref, attn_implementation=EAGER)
+    result = weights_of(text, tokenizer, loaded, layer=opts.layer, head=opts.head)
+    record: dict[str, Any] = {"text": text, "model": ref.name, **result, "output": opts.output}
+    if opts.output is not None:
+        plots.attention_map(
+            result["tokens"],
+            result["attentions"],
+            opts.output,
+            layer=result["layer"],
+            head=result["head"],
+            console=console,
+        )
+    return record
+
+
+def strongest(record: dict[str, Any]) -> list[tuple[str, str, float]]:
+    """For each token: the token it attends to most and that weight (the heads' mean without a head)."""
+    import numpy as np
+
+    weights = np.asarray(record["attentions"], dtype=np.float32)
+    if weights.ndim == 3:
+        weights = weights.mean(axis=0)
+    tokens = record["tokens"]
+    return [(tokens[i], tokens[int(row.argmax())], float(row.max())) for i, row in enumerate(weights)]
+
+
+def _text(record: dict[str, Any]) -> str:
+    return "\n".join(f"{query}\t{key}\t{weight:.4f}" for query, key, weight in strongest(record))
+
+
+def _tsv_rows(record: dict[str, Any]) -> Iterator[list[object]]:
+    import numpy as np
+
+    weights = np.asarray(record["attentions"], dtype=np.float32)
+    heads = [(record["head"], weights)] if weights.ndim == 2 else list(enumerate(weights))
+    tokens = record["tokens"]
+    for head, matrix in heads:
+        for i, row in enumerate(matrix):
+            for j, weight in enumerate(row):
+                yield [record["layer"], head, i, tokens[i], j, tokens[j], f"{float(weight):.6g}"]
+
+
+FORMATTER = Formatter(
+    text=_text,
+    tsv_header=("layer", "head", "query", "query_token", "key", "key_token", "weight"),
+    tsv_rows=_tsv_rows,
+)

@@ -23,17 +23,23 @@ def by_length(items: Sequence[T], length: Callable[[T], int], size: int) -> Iter
         yield ordered[start : start + size]
 
 
-def top_k(logits: np.ndarray, k: int, candidates: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+def top_k(
+    logits: np.ndarray, k: int, candidates: Sequence[int] | None = None, exclude: Sequence[int] = ()
+) -> tuple[np.ndarray, np.ndarray]:
     """The ``k`` most probable ids per row of ``logits`` and their softmax probabilities.
 
     Probabilities of the top k only: exp(logit - logsumexp), without a vocabulary-sized softmax.
-    ``candidates`` restricts the choice to those ids (probabilities still over the whole vocabulary).
+    ``candidates`` restricts the choice to those ids, ``exclude`` leaves those ids out (k results
+    still, from the rest); probabilities stay over the whole vocabulary.
     """
     import numpy as np
 
     logits = np.asarray(logits, dtype=np.float32)
     peak = logits.max(axis=-1, keepdims=True)
     log_total = peak + np.log(np.exp(logits - peak).sum(axis=-1, keepdims=True))
+    if len(exclude):
+        logits = logits.copy()
+        logits[:, list(exclude)] = -np.inf
     pool = logits if candidates is None else logits[:, list(candidates)]
     k = min(k, pool.shape[-1])
     part = (

@@ -73,6 +73,18 @@ def config_of(ref: ModelRef) -> dict[str, Any] | None:
     return config if isinstance(config, dict) else None
 
 
+def generation_config_of(ref: ModelRef) -> dict[str, Any] | None:
+    """The model's generation_config.json as a dict, read from disk as plain JSON (either engine, no
+    transformers import); None when the model has none on disk or it cannot be read."""
+    if ref.folder is None:
+        return None
+    try:
+        config = json.loads((ref.folder / "generation_config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return config if isinstance(config, dict) else None
+
+
 def model_config(ref: ModelRef) -> Any:
     """The model's config, enough to tell what kind of model it is: read from config.json when it names
     its architecture (no transformers import), else from Transformers' ``AutoConfig``."""
@@ -243,6 +255,7 @@ class Ct2DecoderAdapter:
     def __init__(self, inner: Any) -> None:
         self.inner = inner
         self.eos_token_id = inner.eos_token_id
+        self.generation_config: dict[str, Any] | None = inner.generation_config
 
     def token_logprobs(self, rows: Sequence[Sequence[int]], firsts: Sequence[int] | None = None) -> list[Any]:
         values = self.inner.token_logprobs(rows)

@@ -100,6 +100,10 @@ def _evaluate_classifier(
 ) -> dict[str, Any]:
     if not is_table(data):
         raise UsageError(f"{data}: a classifier is evaluated on a .csv or .tsv file with a label column")
+    if opts.plot is not None:
+        from llmtool import plots
+
+        plots.require("--plot")  # before the model loads
     id2label = {int(k): str(v) for k, v in config.id2label.items()}
     label2id = {str(k): int(v) for k, v in (getattr(config, "label2id", None) or {}).items()}
     label2id = label2id or {v: k for k, v in id2label.items()}
@@ -124,7 +128,13 @@ def _evaluate_classifier(
             confusion[gold][record["predictions"][0]["id"]] += 1
             bar.advance()
     metrics = classification_metrics(confusion, labels)
-    return {"task": "classification", "model": ref.name, "data": data, **metrics}
+    result = {"task": "classification", "model": ref.name, "data": data, **metrics}
+    if opts.plot is not None:
+        from llmtool import plots
+
+        plots.confusion_matrix(labels, confusion, opts.plot, console=console)
+        result["plot"] = opts.plot
+    return result
 
 
 def _check_labels(data: str, opts: EvaluateOptions, label2id: dict[str, int], labels: list[str]) -> int:
@@ -163,6 +173,8 @@ def _check_labels(data: str, opts: EvaluateOptions, label2id: dict[str, int], la
 def _evaluate_lm(data: str, ref: ModelRef, opts: EvaluateOptions, console: Console, objective: Any) -> dict[str, Any]:
     if opts.pair_column is not None:
         raise UsageError("--text-pair-column applies to sentence-pair classifiers, not language models")
+    if opts.plot is not None:
+        raise UsageError("--plot draws a classifier's confusion matrix; a language model has none")
     records = read_records(None, data, opts.text_column, encoding=opts.encoding)
     score_options = ScoreOptions(
         batch_size=opts.batch_size, max_length=opts.max_length, stride=opts.stride, bos=opts.bos

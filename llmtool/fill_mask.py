@@ -37,6 +37,13 @@ class MaskFiller:
         self.mask_id: int = tokenizer.mask_token_id
         self.mask_pattern = re.compile("|".join(re.escape(m) for m in {USER_MASK, tokenizer.mask_token}))
         self.target_ids = self._target_ids(options.targets) if options.targets else None
+        # Special tokens ([CLS], [SEP], [PAD], <s>, ...) are never predictions unless asked for (or
+        # named in --targets).
+        self.excluded: list[int] = [] if options.allow_special or self.target_ids else sorted(tokenizer.all_special_ids)
+        # A WordPiece continuation ("##京") joins the text before the mask without its marker.
+        backend = getattr(tokenizer, "backend_tokenizer", None)
+        self.continuation: str | None = getattr(getattr(backend, "model", None), "continuing_subword_prefix", None)
+        self.fill_pattern = re.compile(rf"(\s*)({self.mask_pattern.pattern})")
         # Predictions repeat the same few thousand tokens: decode each id once.
         self._token_text = functools.lru_cache(maxsize=65536)(lambda tid: tokenizer.decode([tid]))
 
@@ -108,11 +115,19 @@ class MaskFiller:
         """For each sequence, for each mask: the top-k (token id, probability)."""
         positions = [(row, col) for row, ids in enumerate(batch) for col, t in enumerate(ids) if t == self.mask_id]
         logits = self.encoder.mlm_logits(batch, positions)
-        ids, probs = top_k(logits, self.options.top_k, self.target_ids)
+        ids, probs = top_k(logits, self.options.top_k, self.target_ids, self.excluded)
         out: list[list[list[tuple[int, float]]]] = [[] for _ in batch]
         for (row, _), idx, vals in zip(positions, ids.tolist(), probs.tolist(), strict=True):
             out[row].append(list(zip(idx, vals, strict=True)))
         return out
+
+    def _filled(self, token: str) -> tuple[str, bool]:
+        """The prediction as it goes into the sentence, and whether it joins the word before it
+        (a WordPiece continuation: "##京" -> "京", written without the space before the mask)."""
+        prefix = self.continuation
+        if prefix and token.startswith(prefix) and len(token) > len(prefix):
+            return token[len(prefix) :].strip(), True
+        return token.strip(), False
 
     def _record(self, record: Record, masks: list[list[tuple[int, float]]]) -> dict[str, Any]:
         decode = self._token_text
@@ -120,8 +135,13 @@ class MaskFiller:
             {"predictions": [{"token": decode(tid), "token_id": tid, "score": score} for tid, score in preds]}
             for preds in masks
         ]
-        tops = iter([m["predictions"][0]["token"].strip() for m in mask_records])
-        output = self.mask_pattern.sub(lambda m: next(tops, m.group(0)), record.text)
+        tops = iter([self._filled(m["predictions"][0]["token"]) for m in mask_records])
+
+        def fill(match: re.Match[str]) -> str:
+            word, joined = next(tops, (match.group(2), False))
+            return word if joined else match.group(1) + word
+
+        output = self.fill_pattern.sub(fill, record.text)
         return {"index": record.index, "input": record.text, "output": output, "masks": mask_records}
 
 

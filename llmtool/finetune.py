@@ -70,7 +70,9 @@ def finetune(
         tokenizer, model = _load(settings, model_options, data)
         limit = _length_limit(settings, tokenizer, model)
         train_ds, valid_ds = run.main_first(lambda: _tokenize_all(data, tokenizer, settings, limit, model_options))
-        collator = _collator(settings.task, tokenizer, settings.mlm_probability, settings.seed)
+        collator = _collator(
+            settings.task, tokenizer, settings.mlm_probability, settings.seed, settings.whole_word_mask
+        )
         record = _record(train_path, settings, model_options, data, limit, len(train_ds), valid_ds)
         result = run.train(
             model,
@@ -205,7 +207,7 @@ def _tokenize(dataset: Any, tokenizer: Any, s: FinetuneSettings, limit: int, opt
         out = out.map(packer, batched=True, batch_size=PACK_ROWS, remove_columns=out.column_names,
                       new_fingerprint=fingerprint([*key, "pack"]), desc=None)  # fmt: skip
     if task == "mlm" and split == "valid":
-        out = mask_once(out, tokenizer, s.mlm_probability, s.seed)
+        out = mask_once(out, tokenizer, s.mlm_probability, s.seed, s.whole_word_mask)
     return out
 
 
@@ -220,13 +222,15 @@ class _ClassifyEncoder:
         return dict(encoded)
 
 
-def _collator(task: str, tokenizer: Any, mlm_probability: float = 0.15, seed: int = 42) -> Any:
+def _collator(
+    task: str, tokenizer: Any, mlm_probability: float = 0.15, seed: int = 42, whole_word: bool = False
+) -> Any:
     from transformers import DataCollatorForLanguageModeling, DataCollatorWithPadding
 
     if task == "classify":
         return DataCollatorWithPadding(tokenizer)
     if task == "mlm":
-        return MlmCollator(tokenizer, mlm_probability, seed)
+        return MlmCollator(tokenizer, mlm_probability, seed, whole_word)
     return DataCollatorForLanguageModeling(tokenizer, mlm=False)
 
 

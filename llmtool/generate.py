@@ -7,6 +7,7 @@ it runs alone or inside any batch, which plain ``model.generate`` (one shared ge
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import secrets
 from collections.abc import Iterable, Iterator
@@ -15,7 +16,7 @@ from typing import IO, Any
 from llmtool import engine as engines
 from llmtool.errors import InputError, UsageError
 from llmtool.models import ModelRef, ensure_pad_token, load, max_input_length, set_seed
-from llmtool.settings import GenerateOptions, ModelOptions
+from llmtool.settings import GENERATION_DEFAULTS, GenerateOptions, ModelOptions
 from llmtool.streams import Formatter, Record, as_records, chunked
 
 DEFAULT_MODEL = "gpt2"
@@ -36,18 +37,86 @@ def should_stream(options: GenerateOptions, one_prompt: bool, text_output: bool,
     return text_output and one_prompt and options.num_return_sequences == 1 and to_terminal
 
 
-class Generator:
-    """A causal LM (any engine) that turns prompt records into generation records."""
+SAMPLING_FIELDS = ("temperature", "top_k", "top_p")
 
-    def __init__(self, tokenizer: Any, decoder: Any, options: GenerateOptions, name: str = "") -> None:
+
+@dataclasses.dataclass(frozen=True)
+class Sampling:
+    """The generation settings a run uses, every one resolved: flag, else the model's
+    generation_config.json, else llmtool's default (``GENERATION_DEFAULTS``)."""
+
+    max_new_tokens: int
+    greedy: bool
+    temperature: float
+    top_k: int
+    top_p: float
+    repetition_penalty: float
+    eos_token_id: int | list[int] | None = None  # None: the model's config.json / the tokenizer's
+    pad_token_id: int | None = None
+
+
+def resolve(options: GenerateOptions, model_config: dict[str, Any] | None) -> Sampling:
+    """One rule for both engines: a value given in ``options`` wins, then the model's
+    generation_config.json (``model_config``), then llmtool's own default. A sampling flag
+    (temperature, top-k, top-p) given without --greedy also means sampling, whatever the model's
+    do_sample says."""
+    config = model_config or {}
+    values: dict[str, Any] = {}
+    for name in ("max_new_tokens", "temperature", "top_k", "top_p", "repetition_penalty"):
+        given = getattr(options, name)
+        from_model = config.get(name)
+        if given is None:
+            given = from_model if from_model is not None else GENERATION_DEFAULTS[name]
+        values[name] = given
+    if options.greedy is not None:
+        greedy = options.greedy
+    elif any(getattr(options, name) is not None for name in SAMPLING_FIELDS):
+        greedy = False
+    elif isinstance(config.get("do_sample"), bool):
+        greedy = not config["do_sample"]
+    else:
+        greedy = GENERATION_DEFAULTS["greedy"]
+    if float(values["temperature"]) <= 0:  # a model's temperature 0 means greedy decoding
+        greedy = True
+    return Sampling(
+        max_new_tokens=int(values["max_new_tokens"]),
+        greedy=greedy,
+        temperature=float(values["temperature"]),
+        top_k=int(values["top_k"]),
+        top_p=float(values["top_p"]),
+        repetition_penalty=float(values["repetition_penalty"]),
+        eos_token_id=config.get("eos_token_id"),
+        pad_token_id=config.get("pad_token_id") if isinstance(config.get("pad_token_id"), int) else None,
+    )
+
+
+class Generator:
+    """A causal LM (any engine) that turns prompt records into generation records.
+
+    ``generation_config``: the model's generation_config.json (a dict); its values apply where
+    ``options`` leaves a field None (see :func:`resolve`)."""
+
+    def __init__(
+        self,
+        tokenizer: Any,
+        decoder: Any,
+        options: GenerateOptions,
+        name: str = "",
+        generation_config: dict[str, Any] | None = None,
+    ) -> None:
         options.check()
         self.tokenizer = tokenizer
         self.decoder = decoder
         self.options = options
+        self.sampling = resolve(options, generation_config)
         self.seed = options.seed if options.seed is not None else secrets.randbits(63)
         self.max_length = max_input_length(tokenizer, decoder)
+        if tokenizer.pad_token_id is None and self.sampling.pad_token_id is not None:
+            tokenizer.pad_token = tokenizer.convert_ids_to_tokens(self.sampling.pad_token_id)
         ensure_pad_token(tokenizer, name)
-        eos = getattr(decoder, "eos_token_id", None)
+        eos = self.sampling.eos_token_id
+        if eos is None:
+            eos = getattr(decoder, "eos_token_id", None)
         if eos is None:
             eos = tokenizer.eos_token_id
         self.eos_ids: set[int] = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
@@ -88,14 +157,14 @@ class Generator:
         return rendered
 
     def _batch(self, batch: list[Record], stream_to: IO[str] | None = None) -> list[dict[str, Any]]:
-        opts = self.options
+        opts, how = self.options, self.sampling
         n = opts.num_return_sequences
         prompts = [self._prompt(r.text) for r in batch]
         ids: list[list[int]] = self.tokenizer(prompts, add_special_tokens=not opts.chat)["input_ids"]
         for record, prompt_ids in zip(batch, ids, strict=True):
-            if len(prompt_ids) + opts.max_new_tokens > self.max_length:
+            if len(prompt_ids) + how.max_new_tokens > self.max_length:
                 raise InputError(
-                    f"the prompt is {len(prompt_ids)} tokens; with --max-new-tokens {opts.max_new_tokens} that is "
+                    f"the prompt is {len(prompt_ids)} tokens; with --max-new-tokens {how.max_new_tokens} that is "
                     f"more than the model's context of {self.max_length} tokens",
                     source=record.source,
                     line=record.line,
@@ -103,15 +172,15 @@ class Generator:
         watcher = _Watcher(self.tokenizer, len(batch) * n, opts.stop, stream_to)
         new_tokens = self.decoder.generate(
             ids,
-            max_new_tokens=opts.max_new_tokens,
-            greedy=opts.greedy,
-            temperature=opts.temperature,
-            top_k=opts.top_k,
-            top_p=opts.top_p,
-            repetition_penalty=opts.repetition_penalty,
+            max_new_tokens=how.max_new_tokens,
+            greedy=how.greedy,
+            temperature=how.temperature,
+            top_k=how.top_k,
+            top_p=how.top_p,
+            repetition_penalty=how.repetition_penalty,
             num_return_sequences=n,
-            seed=None if opts.greedy else self.seed,
-            row_seeds=None if opts.greedy else [row_seed(self.seed, r.text, j) for r in batch for j in range(n)],
+            seed=None if how.greedy else self.seed,
+            row_seeds=None if how.greedy else [row_seed(self.seed, r.text, j) for r in batch for j in range(n)],
             eos_ids=self.eos_ids,
             on_token=watcher if watcher.needed else None,
         )
@@ -242,7 +311,10 @@ def generate(
     opts.check()
     ref = engines.prepare(model_options or ModelOptions(model=model))
     tokenizer, decoder = engines.open_decoder(ref, "generate", _load_torch(opts.seed))
-    return Generator(tokenizer, decoder, opts, ref.name)(as_records(inputs), stream_to=stream_to)
+    own = engines.generation_config_of(ref)
+    if own is None:  # not on disk before loading (downloaded by the torch engine): what the engine read
+        own = getattr(decoder, "generation_config", None)
+    return Generator(tokenizer, decoder, opts, ref.name, own)(as_records(inputs), stream_to=stream_to)
 
 
 def _load_torch(seed: int | None) -> engines.TorchLoader:

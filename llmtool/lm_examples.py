@@ -66,12 +66,12 @@ class LineEncoder:
         return {"input_ids": ids, "attention_mask": [[1] * len(x) for x in ids]}
 
 
-def mask_once(dataset: Any, tokenizer: Any, probability: float, seed: int) -> Any:
+def mask_once(dataset: Any, tokenizer: Any, probability: float, seed: int, whole_word: bool = False) -> Any:
     """Mask the validation set once, with a fixed seed: every evaluation then scores the same task,
     so validation losses are comparable across epochs and across a resume."""
     import numpy as np
 
-    masker = Masker(tokenizer, probability)
+    masker = Masker(tokenizer, probability, whole_word)
 
     def mask(batch: dict[str, list[Any]], indices: list[int]) -> dict[str, Any]:
         inputs, labels = [], []
@@ -86,23 +86,91 @@ def mask_once(dataset: Any, tokenizer: Any, probability: float, seed: int) -> An
 
 class Masker:
     """BERT's masking of one example: ``probability`` of the non-special tokens are chosen; of those,
-    80% become [MASK], 10% a random token, 10% stay. Returns the inputs and the labels (-100: not chosen)."""
+    80% become [MASK], 10% a random token, 10% stay. Returns the inputs and the labels (-100: not chosen).
 
-    def __init__(self, tokenizer: Any, probability: float) -> None:
+    ``whole_word``: words are chosen, not tokens, and all the tokens of a chosen word are masked
+    (BERT's whole-word masking). A word is a token and the WordPiece continuations (``##...``) after
+    it; a run of Chinese characters is cut into words by jieba (the ``zh`` extra), else each
+    character is a word. The words come from the token ids alone, so masking stays a function of
+    (seed, epoch, tokens) and a resumed run masks as the uninterrupted one did."""
+
+    def __init__(self, tokenizer: Any, probability: float, whole_word: bool = False) -> None:
         self.special = sorted(set(tokenizer.all_special_ids))
         self.mask_id, self.vocab, self.probability = tokenizer.mask_token_id, len(tokenizer), probability
+        self.words = WordSplitter(tokenizer) if whole_word else None
 
     def __call__(self, ids: Any, rng: Any) -> tuple[list[int], list[int]]:
         import numpy as np
 
         ids = np.asarray(ids)
         chosen = (rng.random(len(ids)) < self.probability) & ~np.isin(ids, self.special)
+        if self.words is not None:  # a word is chosen with its first token, and masked whole
+            word = self.words(ids)
+            firsts = np.flatnonzero(np.r_[True, word[1:] != word[:-1]])
+            picked = set(word[firsts[chosen[firsts]]].tolist()) - {-1}
+            chosen = np.isin(word, list(picked)) & ~np.isin(ids, self.special)
         label = np.where(chosen, ids, -100)
         roll = rng.random(len(ids))
         ids = np.where(chosen & (roll < 0.8), self.mask_id, ids)  # 80% [MASK]
         swap = chosen & (roll >= 0.8) & (roll < 0.9)  # 10% a random token, 10% unchanged
         ids = np.where(swap, rng.integers(0, self.vocab, len(ids)), ids)
         return ids.tolist(), label.tolist()
+
+
+class WordSplitter:
+    """Word numbers for the tokens of one example (special tokens: -1), for whole-word masking."""
+
+    def __init__(self, tokenizer: Any) -> None:
+        import numpy as np
+
+        tokens = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
+        self.tokens = [str(t) if t is not None else "" for t in tokens]
+        self.continuation = np.array([t.startswith("##") and len(t) > 2 for t in self.tokens])
+        self.chinese = np.array([len(t) == 1 and _chinese(t) for t in self.tokens])
+        self.special = sorted(set(tokenizer.all_special_ids))
+        self.segment = _segmenter()
+
+    def __call__(self, ids: Any) -> Any:
+        import numpy as np
+
+        ids = np.asarray(ids)
+        starts = ~self.continuation[ids]
+        if self.segment is not None:
+            chinese = self.chinese[ids]
+            position = 0
+            while position < len(ids):
+                if not chinese[position]:
+                    position += 1
+                    continue
+                end = position
+                while end < len(ids) and chinese[end]:
+                    end += 1
+                run = "".join(self.tokens[i] for i in ids[position:end])
+                starts[position:end] = False
+                for word in self.segment(run):
+                    starts[position] = True
+                    position += len(word)
+        special = np.isin(ids, self.special)
+        starts |= special
+        words = np.cumsum(starts)
+        words[special] = -1
+        return words
+
+
+def _chinese(char: str) -> bool:
+    return 0x3400 <= ord(char) <= 0x9FFF or 0xF900 <= ord(char) <= 0xFAFF
+
+
+def _segmenter() -> Any:
+    """jieba's word cut (deterministic: dictionary only, no HMM guesses), or None without the zh extra."""
+    try:
+        import jieba
+    except ImportError:
+        return None
+    import logging
+
+    jieba.setLogLevel(logging.WARNING)
+    return lambda text: jieba.lcut(text, HMM=False)
 
 
 class MlmCollator:
@@ -115,10 +183,10 @@ class MlmCollator:
     machinery tells the collator the epoch (``set_epoch``, like a distributed sampler).
     """
 
-    def __init__(self, tokenizer: Any, probability: float, seed: int = 42) -> None:
+    def __init__(self, tokenizer: Any, probability: float, seed: int = 42, whole_word: bool = False) -> None:
         from transformers import DataCollatorForTokenClassification
 
-        self.masker = Masker(tokenizer, probability)
+        self.masker = Masker(tokenizer, probability, whole_word)
         self.padding = DataCollatorForTokenClassification(tokenizer)
         self.seed, self.epoch = seed, 0
 

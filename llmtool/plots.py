@@ -234,6 +234,20 @@ def attention_map(
     return _save(fig, path, console)
 
 
+def require(purpose: str) -> None:
+    """A usage error naming the extra to install when matplotlib is missing (checked before slow work)."""
+    _matplotlib(purpose)
+
+
+def available() -> bool:
+    """Whether matplotlib can be imported (the ``plot`` extra is installed)."""
+    try:
+        _matplotlib("plotting")
+    except UsageError:
+        return False
+    return True
+
+
 def cjk_font() -> str | None:
     """The family name of an installed font with CJK glyphs, or None when there is none."""
     return _cjk_font()

@@ -408,7 +408,7 @@ def _examples(docs: Any, tokenizer: Any, s: PretrainSettings, split: str) -> Any
     if s.objective == "clm":
         out = out.map(_with_labels, batched=True, new_fingerprint=fingerprint([*key, "labels"]), desc=None)
     elif split == "valid":
-        out = mask_once(out, tokenizer, s.mlm_probability, s.seed)
+        out = mask_once(out, tokenizer, s.mlm_probability, s.seed, s.whole_word_mask)
     return out
 
 
@@ -445,12 +445,22 @@ class _SegmentEncoder:
         return {"segments": [[list(next(ids)) for _ in doc] for doc in docs]}
 
 
+# Sentence ends: . ! ? before a space and a capital or digit (Western text); the ideographic full stop,
+# the full-width ! ? ; and the ellipsis (with a closing quote after them) end one wherever they stand.
+_WESTERN_END = r"(?<=[.!?])\s+(?=[\"'(\[]?[A-Z0-9])"
+_CJK_SENTENCE = r"[^。！？；…!?]*[。！？；…!?]+[”’」』）)]*|[^。！？；…!?]+"  # noqa: RUF001
+
+
 def split_sentences(text: str) -> list[str]:
-    """A rough sentence split (after . ! ? before a capital or digit); enough to pair sentences of a paragraph."""
+    """A rough sentence split, enough to pair the sentences of a paragraph: after . ! ? before a
+    capital or digit, and after Chinese sentence ends (a closing quote or bracket stays with its sentence)."""
     import re
 
-    parts = re.split(r"(?<=[.!?])\s+(?=[\"'(\[]?[A-Z0-9])", text.strip())
-    return [p for p in parts if p.strip()]
+    parts = re.split(_WESTERN_END, text.strip())
+    out: list[str] = []
+    for part in parts:
+        out.extend(re.findall(_CJK_SENTENCE, part) if re.search("[。！？；…]", part) else [part])  # noqa: RUF001
+    return [p.strip() for p in out if p.strip()]
 
 
 Pair = tuple[list[int], list[int], bool]  # tokens of A, tokens of B, whether B is random
@@ -542,7 +552,7 @@ def _collator(s: PretrainSettings, tokenizer: Any) -> Any:
     from transformers import DataCollatorForTokenClassification
 
     if s.objective == "mlm":
-        return MlmCollator(tokenizer, s.mlm_probability, s.seed)
+        return MlmCollator(tokenizer, s.mlm_probability, s.seed, s.whole_word_mask)
     return DataCollatorForTokenClassification(tokenizer)  # pads input_ids with the pad token, labels with -100
 
 

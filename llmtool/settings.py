@@ -97,6 +97,7 @@ class ModelOptions:
 class FillMaskOptions:
     top_k: int = setting(5, "Predictions per mask.")
     targets: list[str] | None = setting(None, "Comma-separated candidate words; each must be one token.")
+    allow_special: bool = setting(False, "Also predict special tokens ([CLS], [SEP], [PAD], [UNK], <s>, ...).")
     batch_size: int = setting(32, "Inputs per forward pass.")
     skip_invalid: bool = setting(False, "Write an error record for a bad line and go on (default: stop, exit 2).")
     window: int = setting(8, "Batches read ahead and sorted by length together.")
@@ -109,14 +110,32 @@ class FillMaskOptions:
             raise UsageError("--targets is empty")
 
 
+# llmtool's own generation defaults: used where neither a flag nor the model's generation_config.json
+# says otherwise (flag > the model's generation_config.json > these; README "generate").
+GENERATION_DEFAULTS: dict[str, Any] = {
+    "max_new_tokens": 50,
+    "greedy": False,  # sample
+    "temperature": 1.0,
+    "top_k": 50,
+    "top_p": 1.0,
+    "repetition_penalty": 1.0,
+}
+
+
 @dataclass
 class GenerateOptions:
-    max_new_tokens: int = setting(50, "Tokens to generate.")
-    greedy: bool = setting(False, "Take the most likely token each step (no sampling).")
-    temperature: float = setting(1.0, "Sampling temperature.")
-    top_k: int = setting(50, "Sample from the k most likely tokens (0: all).")
-    top_p: float = setting(1.0, "Nucleus sampling probability mass.")
-    repetition_penalty: float = setting(1.0, ">1 discourages repeats.")
+    """Sampling fields left None take the model's generation_config.json value, else llmtool's
+    (``GENERATION_DEFAULTS``); a value given here always wins."""
+
+    max_new_tokens: int | None = setting(None, "Tokens to generate [default: the model's generation_config, else 50].")
+    greedy: bool | None = setting(
+        None,
+        "--greedy: most likely token each step; --sample: sample [default: the model's do_sample, else sample].",
+    )
+    temperature: float | None = setting(None, "Sampling temperature [default: the model's, else 1.0].")
+    top_k: int | None = setting(None, "Sample from the k most likely tokens, 0: all [default: the model's, else 50].")
+    top_p: float | None = setting(None, "Nucleus sampling probability mass [default: the model's, else 1.0].")
+    repetition_penalty: float | None = setting(None, ">1 discourages repeats [default: the model's, else 1.0].")
     num_return_sequences: int = setting(1, "Outputs per prompt.")
     stop: list[str] = setting([], "Cut the output before STR (repeatable).")
     include_prompt: bool = setting(True, "Output the prompt and its continuation (False: the continuation only).")
@@ -129,13 +148,13 @@ class GenerateOptions:
         at_least(self.max_new_tokens, 1, "--max-new-tokens")
         at_least(self.num_return_sequences, 1, "--num-return-sequences")
         at_least(self.batch_size, 1, "--batch-size")
-        if self.temperature <= 0:
+        if self.temperature is not None and self.temperature <= 0:
             raise UsageError("--temperature must be above 0 (use --greedy for deterministic output)")
-        if not 0 < self.top_p <= 1:
+        if self.top_p is not None and not 0 < self.top_p <= 1:
             raise UsageError("--top-p must be in (0, 1]")
-        if self.top_k < 0:
+        if self.top_k is not None and self.top_k < 0:
             raise UsageError("--top-k must be 0 (no limit) or more")
-        if self.repetition_penalty <= 0:
+        if self.repetition_penalty is not None and self.repetition_penalty <= 0:
             raise UsageError("--repetition-penalty must be above 0")
         if any(not s for s in self.stop):
             raise UsageError("--stop must not be empty")
@@ -202,11 +221,25 @@ class EvaluateOptions:
     stride: int | None = setting(None, "LMs: sliding-window stride (see score).")
     bos: bool = setting(True, "Causal LMs: score the first token of each line given BOS.")
     encoding: str = setting("utf-8", "Text encoding of DATA.")
+    plot: str | None = setting(None, "Classifiers: draw the confusion matrix into this PNG file (needs llmtool[plot]).")
 
     def check(self) -> None:
         at_least(self.batch_size, 1, "--batch-size")
         at_least(self.max_length, 2, "--max-length")
         at_least(self.stride, 1, "--stride")
+        if self.plot is not None and not self.plot.lower().endswith(".png"):
+            raise UsageError(f"--plot {self.plot!r}: the picture is a PNG; name a .png file")
+
+
+@dataclass
+class AttentionOptions:
+    layer: int | None = setting(None, "Layer to show; negative counts from the end [default: the last].")
+    head: int | None = setting(None, "Head to show; negative counts from the end [default: every head, as a grid].")
+    output: str | None = setting(None, "Draw the weights as a heatmap into this PNG file (needs llmtool[plot]).")
+
+    def check(self) -> None:
+        if self.output is not None and not self.output.lower().endswith(".png"):
+            raise UsageError(f"--output {self.output!r}: the picture is a PNG; name a .png file")
 
 
 # --------------------------------------------------------------------------- training
@@ -292,6 +325,11 @@ class FinetuneSettings(TrainSettings):
     block_size: int | None = setting(None, "clm/mlm: tokens per block (default: model limit, up to 1024).")
     line_by_line: bool = setting(False, "clm/mlm: one example per line instead of packed blocks.")
     mlm_probability: float = setting(0.15, "mlm: share of tokens masked.")
+    whole_word_mask: bool = setting(
+        False,
+        "mlm: mask whole words, not single tokens (a word: a token and its ## continuations; Chinese words: "
+        "jieba, pip install 'llmtool[zh]', else each character).",
+    )
     num_proc: int | None = setting(None, "Tokenization processes (default: every core for big data, else 1).")
 
     def check(self) -> None:
@@ -308,6 +346,8 @@ class FinetuneSettings(TrainSettings):
             at_least(getattr(self, name), 1, f"--{name.replace('_', '-')}")
         if not 0 < self.mlm_probability < 1:
             raise UsageError("--mlm-probability must be between 0 and 1")
+        if self.whole_word_mask and self.task != "mlm":
+            raise UsageError("--whole-word-mask goes with --task mlm")
 
 
 @dataclass(frozen=True)
@@ -351,6 +391,11 @@ class PretrainSettings(TrainSettings):
     block_size: int = setting(128, "Tokens per training example.")
     line_by_line: bool = setting(False, "One example per line (truncated to --block-size) instead of packed blocks.")
     mlm_probability: float = setting(0.15, "mlm: share of tokens masked.")
+    whole_word_mask: bool = setting(
+        False,
+        "mlm: mask whole words, not single tokens (a word: a token and its ## continuations; Chinese words: "
+        "jieba, pip install 'llmtool[zh]', else each character).",
+    )
     text_column: str | None = setting(None, "Text column of .csv/.tsv/.jsonl corpora (default: the table rule).")
     valid: str | None = setting(None, "Validation corpus (default: --valid-split of the corpus).")
     valid_split: float = setting(0.0, "Share of the documents held out for validation (seeded); 0: none.")
@@ -381,6 +426,8 @@ class PretrainSettings(TrainSettings):
             raise UsageError("--block-size must be at least 8")
         if not 0 < self.mlm_probability < 1:
             raise UsageError("--mlm-probability must be between 0 and 1")
+        if self.whole_word_mask and self.objective != "mlm":
+            raise UsageError("--whole-word-mask goes with --objective mlm")
         if self.valid is None and not 0 <= self.valid_split < 1:
             raise UsageError(f"--valid-split must be in [0, 1) (got {self.valid_split})")
         at_least(self.num_proc, 1, "--num-proc")

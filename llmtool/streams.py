@@ -148,8 +148,7 @@ def decode_lines(binary: IO[bytes], source: str, encoding: str = "utf-8") -> Ite
                     ) from None
                 column = len(raw[: exc.start].decode(encoding, errors="replace")) + 1
                 raise InputError(
-                    f"not valid {encoding} (byte 0x{raw[exc.start]:02x}); convert the file "
-                    "(e.g. iconv -f latin1 -t utf-8) or pass --encoding",
+                    f"not valid {encoding} (byte 0x{raw[exc.start]:02x}); {encoding_hint(raw)}",
                     source=source,
                     line=lineno,
                     column=column,
@@ -165,6 +164,26 @@ def decode_lines(binary: IO[bytes], source: str, encoding: str = "utf-8") -> Ite
     finally:
         if binary is not getattr(sys.stdin, "buffer", None):
             binary.close()
+
+
+def encoding_hint(raw: bytes) -> str:
+    """What to do about bytes that did not decode: name the likely encoding when the bytes read as
+    Chinese in GBK/GB18030 (every non-ASCII character a CJK one, made of two high bytes, as GB2312's
+    are), else the usual suspect for Western text (latin-1)."""
+    try:
+        text = raw.decode("gb18030")
+    except UnicodeDecodeError:
+        text = ""
+    wide = [c for c in text if ord(c) > 0x7F]
+    if wide and all(_cjk(c) and all(b >= 0x80 for b in c.encode("gb18030")) for c in wide):
+        return "it looks like Chinese in GBK/GB18030: pass --encoding gb18030 (or iconv -f gb18030 -t utf-8)"
+    return "convert the file (e.g. iconv -f latin1 -t utf-8) or pass --encoding (e.g. latin-1)"
+
+
+def _cjk(char: str) -> bool:
+    """CJK ideographs, CJK punctuation and full-width forms."""
+    code = ord(char)
+    return 0x3000 <= code <= 0x303F or 0x3400 <= code <= 0x9FFF or 0xF900 <= code <= 0xFAFF or 0xFF00 <= code <= 0xFFEF
 
 
 def _decode_wide(binary: IO[bytes], source: str, encoding: str) -> Iterator[tuple[int, str]]:

@@ -100,6 +100,12 @@ class TorchDecoder(_TorchModel):
     def __init__(self, tokenizer: Any, model: Any) -> None:
         super().__init__(tokenizer, model)
         self.eos_token_id = model.generation_config.eos_token_id  # None: the tokenizer's
+        # The model's own generation settings (what its generation_config.json said); None when
+        # Transformers only derived them from config.json.
+        own = model.generation_config
+        self.generation_config: dict[str, Any] | None = (
+            None if getattr(own, "_from_model_config", False) else own.to_diff_dict()
+        )
 
     def token_logprobs(self, rows: Sequence[Sequence[int]], firsts: Sequence[int] | None = None) -> list[np.ndarray]:
         """Per row, log P(row[t] | row[:t]) for t from ``firsts[i]`` (default 1) to the row's end.
@@ -149,20 +155,23 @@ class TorchDecoder(_TorchModel):
         its batch. ``on_token(sequence, token)``
         is called for each new token of a running sequence; True stops that sequence."""
         import torch
-        from transformers import LogitsProcessorList, StoppingCriteriaList
+        from transformers import GenerationConfig, LogitsProcessorList, StoppingCriteriaList
 
         n = num_return_sequences
         inputs = self._pad([{"input_ids": list(p)} for p in prompts], side="left")  # new tokens follow each prompt
         input_ids = inputs["input_ids"].repeat_interleave(n, dim=0)
         attention = inputs["attention_mask"].repeat_interleave(n, dim=0)
-        kwargs: dict[str, Any] = {
-            "max_new_tokens": max_new_tokens,
-            "do_sample": False,  # sampling, when asked, happens in the row sampler with per-row generators
-            "num_beams": 1,
-            "pad_token_id": self.tokenizer.pad_token_id,
-        }
-        if repetition_penalty != 1.0:
-            kwargs["repetition_penalty"] = repetition_penalty
+        # A fresh GenerationConfig: only the values llmtool resolved apply (flag, else the model's
+        # generation_config.json, else llmtool's), the same ones the CTranslate2 engine gets.
+        config = GenerationConfig(
+            max_new_tokens=max_new_tokens,
+            do_sample=False,  # sampling, when asked, happens in the row sampler with per-row generators
+            num_beams=1,
+            repetition_penalty=repetition_penalty,
+            pad_token_id=self.tokenizer.pad_token_id,
+            eos_token_id=sorted(eos_ids) or None,
+        )
+        kwargs: dict[str, Any] = {"generation_config": config}
         if not greedy:
             assert row_seeds is not None
             sampler = _row_sampler(list(row_seeds), temperature, top_k, top_p, self.device)

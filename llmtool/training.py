@@ -52,6 +52,7 @@ CACHE = ".llmtool-cache"  # Arrow copies of the data and tokenized data, inside 
 LOCK = ".llmtool.lock"  # held while a run writes the output folder
 SETTINGS_FILE = "llmtool_settings.json"  # the resolved settings, beside the model
 METRICS_FILE = "metrics.json"  # the final metrics, beside the model
+CURVES_FILE = "metrics.png"  # the same as a picture: loss and the task metric per evaluation (llmtool[plot])
 LOWER_IS_BETTER = ("loss", "perplexity")
 
 
@@ -504,6 +505,7 @@ class TrainingRun:
             settings = {**record, "training": asdict(self.settings), "versions": _versions()}
             _write_json(tmp / SETTINGS_FILE, settings)
             _write_json(tmp / METRICS_FILE, result)
+            draw_curves(tmp / CURVES_FILE, result, trainer.state.log_history, self.console)
             _remove_training_args(tmp)
             self.folder.publish()
         self.main_first(lambda: None, then_others=False)
@@ -877,3 +879,18 @@ def _final_metrics(
 
 def _fmt(value: float) -> str:
     return f"{value:.4f}" if abs(value) < 1000 else f"{value:.1f}"
+
+
+def draw_curves(path: Path, metrics: dict[str, Any], log_history: list[dict[str, Any]], console: Console) -> None:
+    """The run's loss and metric curves as a PNG beside metrics.json. A picture is a comfort: without
+    matplotlib, or if drawing fails, training still succeeds and one line on stderr says why."""
+    from llmtool import plots
+
+    if not plots.available():
+        console.info(f"no {path.name} drawn: the training curves need matplotlib (pip install 'llmtool[plot]')")
+        return
+    losses = [(int(e["step"]), float(e["loss"])) for e in log_history if "loss" in e and "step" in e]
+    try:
+        plots.training_curves(metrics, path, losses)
+    except Exception as exc:  # never lose a trained model over its picture
+        console.warn(f"{path.name} not drawn: {type(exc).__name__}: {exc}")

@@ -214,20 +214,20 @@ def test_plots_without_matplotlib_say_how_to_install_it(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def bert(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any, Any]:
-    from llmtool import attention
+    from llmtool.attention import load
 
     folder = tiny_models.build_bert(tmp_path_factory.mktemp("comforts") / "bert")
-    tokenizer, model = attention.load(folder)
+    tokenizer, model = load(folder)
     return folder, tokenizer, model
 
 
 def test_attention_rows_are_distributions_over_the_tokens(bert: tuple[Path, Any, Any]) -> None:
     import numpy as np
 
-    from llmtool.attention import attention
+    from llmtool.attention import weights_of
 
     _, tokenizer, model = bert
-    result = attention("The capital of France is Paris.", tokenizer, model)
+    result = weights_of("The capital of France is Paris.", tokenizer, model)
     assert result["tokens"] == ["[CLS]", "the", "capital", "of", "france", "is", "paris", ".", "[SEP]"]
     assert (result["layer"], result["layers"], result["heads"], result["head"]) == (1, 2, 2, None)
     weights = np.array(result["attentions"])
@@ -236,9 +236,9 @@ def test_attention_rows_are_distributions_over_the_tokens(bert: tuple[Path, Any,
     assert (weights >= 0).all()
     json.dumps(result)  # plain lists and numbers
 
-    one = attention("The capital of France is Paris.", tokenizer, model, layer=0, head=-1)
+    one = weights_of("The capital of France is Paris.", tokenizer, model, layer=0, head=-1)
     assert (one["layer"], one["head"]) == (0, 1)
-    first_layer = attention("The capital of France is Paris.", tokenizer, model, layer=-2)
+    first_layer = weights_of("The capital of France is Paris.", tokenizer, model, layer=-2)
     assert np.allclose(np.array(one["attentions"]), np.array(first_layer["attentions"])[1])
 
 
@@ -254,41 +254,41 @@ def test_attention_rows_are_distributions_over_the_tokens(bert: tuple[Path, Any,
 def test_attention_checks_layer_and_head(
     bert: tuple[Path, Any, Any], layer: int | None, head: int | None, message: str
 ) -> None:
-    from llmtool.attention import attention
+    from llmtool.attention import weights_of
 
     _, tokenizer, model = bert
     with pytest.raises(UsageError, match=message):
-        attention("the cat", tokenizer, model, layer=layer, head=head)
+        weights_of("the cat", tokenizer, model, layer=layer, head=head)
 
 
 def test_attention_switches_a_model_loaded_with_sdpa_to_eager(bert: tuple[Path, Any, Any]) -> None:
     import numpy as np
     from transformers import AutoModel
 
-    from llmtool.attention import attention
+    from llmtool.attention import weights_of
 
     folder, tokenizer, _ = bert
     model = AutoModel.from_pretrained(folder, attn_implementation="sdpa")
-    weights = np.array(attention("the cat and the dog", tokenizer, model)["attentions"])
+    weights = np.array(weights_of("the cat and the dog", tokenizer, model)["attentions"])
     assert model.config._attn_implementation == "eager"
     assert np.allclose(weights.sum(-1), 1.0, atol=1e-5)
 
 
 def test_attention_of_empty_text_and_a_missing_model(bert: tuple[Path, Any, Any], tmp_path: Path) -> None:
-    from llmtool import attention
+    from llmtool.attention import load, weights_of
 
     _, tokenizer, model = bert
     with pytest.raises(UsageError, match="empty"):
-        attention.attention("  ", tokenizer, model)
+        weights_of("  ", tokenizer, model)
     with pytest.raises(ModelError, match="cannot load"):
-        attention.load(tmp_path / "no-model")
+        load(tmp_path / "no-model")
 
 
 def test_attention_of_chinese_text_plotted(bert: tuple[Path, Any, Any], plots: Any, tmp_path: Path) -> None:
-    from llmtool.attention import attention
+    from llmtool.attention import weights_of
 
     _, tokenizer, model = bert
-    result = attention("我爱北京", tokenizer, model, layer=0)
+    result = weights_of("我爱北京", tokenizer, model, layer=0)
     path = plots.attention_map(result["tokens"], result["attentions"], tmp_path / "bert.png", layer=0, head=None)
     assert_picture(path, min_bytes=5_000)
 
@@ -432,3 +432,228 @@ def test_ci_doc_links_both_recipes_and_explains_the_exit_codes() -> None:
         text = (ROOT / "docs/ci" / recipe).read_text(encoding="utf-8")
         assert "download.pytorch.org/whl/cpu" in text and "HF_HUB_OFFLINE" in text and "MODEL_REVISION" in text
         assert "hf download" in text and "--json" in text and "jq" in text
+
+
+# --------------------------------------------------------------------------- the model's generation_config.json
+
+
+def _generations(proc: subprocess.CompletedProcess[str]) -> list[dict[str, Any]]:
+    assert proc.returncode == 0, proc.stderr
+    return [json.loads(line)["generations"][0] for line in proc.stdout.splitlines()]
+
+
+@pytest.fixture(scope="module")
+def configured_gpt2(tiny_gpt2: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny GPT-2 with a generation_config.json that asks for greedy decoding, 5 new tokens and a
+    repetition penalty (what a model's authors ship; llmtool's own defaults would sample 50)."""
+    folder = tmp_path_factory.mktemp("configured") / "gpt2"
+    shutil.copytree(tiny_gpt2, folder)
+    own_file = folder / "generation_config.json"
+    own = json.loads(own_file.read_text()) if own_file.is_file() else {}
+    own.update({"do_sample": False, "max_new_tokens": 5, "repetition_penalty": 1.5})
+    own_file.write_text(json.dumps(own))
+    return folder
+
+
+@pytest.mark.parametrize("engine", ["torch", "ctranslate2"])
+def test_generate_follows_the_models_generation_config_and_flags_win(
+    tiny_gpt2: Path, configured_gpt2: Path, engine: str, tmp_path: Path
+) -> None:
+    from conftest import cli_env, run_cli
+
+    env = cli_env(LLMTOOL_ENGINE=engine, LLMTOOL_CACHE=str(tmp_path / "cache"))
+    prompts = "\n".join(["the cat sat", "once upon a time"])
+
+    def gen(model: Path, *flags: str) -> list[dict[str, Any]]:
+        return _generations(run_cli(["generate", "-m", str(model), "--json", "--no-prompt", *flags], prompts, env))
+
+    # No flags: the model's settings (greedy, 5 tokens, penalty 1.5), the same as asking for them.
+    own = gen(configured_gpt2)
+    assert own == gen(tiny_gpt2, "--greedy", "-t", "5", "--repetition-penalty", "1.5")
+    assert all(g["new_tokens"] == 5 for g in own if g["finish_reason"] == "length")
+    # A flag wins over the model's value; the model's others still apply.
+    assert gen(configured_gpt2, "-t", "3") == gen(tiny_gpt2, "--greedy", "-t", "3", "--repetition-penalty", "1.5")
+    assert gen(configured_gpt2, "--repetition-penalty", "1.0") == gen(tiny_gpt2, "--greedy", "-t", "5")
+    # --sample (or a sampling flag) overrides do_sample=false: seeded sampling, repeatable.
+    sampled = gen(configured_gpt2, "--sample", "--seed", "3", "-t", "8")
+    assert sampled == gen(configured_gpt2, "--sample", "--seed", "3", "-t", "8")
+    assert sampled == gen(tiny_gpt2, "--seed", "3", "-t", "8", "--repetition-penalty", "1.5")
+
+
+def test_resolve_precedence_is_flag_then_model_then_llmtool() -> None:
+    from llmtool.generate import resolve
+    from llmtool.settings import GenerateOptions
+
+    silent = resolve(GenerateOptions(), None)
+    assert (silent.greedy, silent.max_new_tokens, silent.top_k, silent.temperature) == (False, 50, 50, 1.0)
+    model = {"do_sample": True, "temperature": 0.6, "top_p": 0.9, "top_k": 20, "eos_token_id": [7, 9]}
+    own = resolve(GenerateOptions(), model)
+    assert (own.greedy, own.temperature, own.top_p, own.top_k, own.eos_token_id) == (False, 0.6, 0.9, 20, [7, 9])
+    flagged = resolve(GenerateOptions(temperature=1.2, max_new_tokens=3), model)
+    assert (flagged.temperature, flagged.top_p, flagged.max_new_tokens) == (1.2, 0.9, 3)
+    assert resolve(GenerateOptions(greedy=True), model).greedy
+    greedy_model = {"do_sample": False, "temperature": 0.6}
+    assert resolve(GenerateOptions(), greedy_model).greedy
+    assert not resolve(GenerateOptions(top_k=5), greedy_model).greedy  # a sampling flag means sampling
+    assert resolve(GenerateOptions(), {"do_sample": True, "temperature": 0.0}).greedy
+
+
+# --------------------------------------------------------------------------- defaults from the environment
+
+
+def test_environment_defaults_flags_win_and_bad_values_name_the_variable(tiny_bert: Path, tiny_gpt2: Path) -> None:
+    from conftest import cli_env, run_cli
+
+    line = "the [MASK] sat on the mat ."
+    env = cli_env(LLMTOOL_MODEL=str(tiny_bert), LLMTOOL_GENERATE_MODEL=str(tiny_gpt2), LLMTOOL_FORMAT="jsonl")
+    filled = run_cli(["fill-mask", line], env=env)  # LLMTOOL_MODEL, and jsonl from LLMTOOL_FORMAT
+    assert filled.returncode == 0, filled.stderr
+    assert json.loads(filled.stdout)["input"] == line
+    generated = run_cli(["generate", "hello", "-t", "2", "--greedy"], env=env)  # the per-command variable first
+    assert generated.returncode == 0, generated.stderr
+    assert json.loads(generated.stdout)["generations"][0]["new_tokens"] <= 2
+    # Flags win: --format text over LLMTOOL_FORMAT, --json over it too, -m over LLMTOOL_MODEL.
+    text = run_cli(["fill-mask", line, "--format", "text", "-m", str(tiny_bert)], env=cli_env(LLMTOOL_FORMAT="tsv"))
+    assert text.returncode == 0 and "[MASK]" not in text.stdout and "\t" not in text.stdout
+    as_json = run_cli(["fill-mask", line, "--json"], env={**env, "LLMTOOL_FORMAT": "tsv"})
+    assert as_json.returncode == 0 and json.loads(as_json.stdout)["index"] == 0
+    # A bad value from the environment is a usage error naming the variable.
+    for name, value in [("LLMTOOL_BATCH_SIZE", "many"), ("LLMTOOL_DEVICE", "tpu"), ("LLMTOOL_DTYPE", "int3")]:
+        bad = run_cli(["fill-mask", line], env={**env, name: value})
+        assert bad.returncode == 2, bad.stderr
+        assert f"{name}='{value}'" in bad.stderr and bad.stderr.count("\n") == 1, bad.stderr
+    fmt = run_cli(["fill-mask", line], env={**env, "LLMTOOL_FORMAT": "xml"})
+    assert fmt.returncode == 2 and "unknown LLMTOOL_FORMAT 'xml'" in fmt.stderr
+    offline = run_cli(["fill-mask", line, "-m", "no-such/model-here"], env={**env, "LLMTOOL_OFFLINE": "1"})
+    assert offline.returncode == 3, offline.stderr
+    # --help names the variables.
+    shown = run_cli(["fill-mask", "--help"]).stdout
+    for name in ("LLMTOOL_FILL_MASK_MODEL", "LLMTOOL_MODEL", "LLMTOOL_DEVICE", "LLMTOOL_DTYPE", "LLMTOOL_FORMAT"):
+        assert name in shown
+    assert "LLMTOOL_OFFLINE" in shown and "LLMTOOL_BATCH_SIZE" in shown
+
+
+# --------------------------------------------------------------------------- pictures through the CLI
+
+
+def test_attention_command_writes_the_numbers_and_the_picture(tiny_bert: Path, tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    from conftest import run_cli
+
+    grid = tmp_path / "grid.png"
+    proc = run_cli(["attention", "the cat sat on the mat .", "-m", str(tiny_bert), "--output", str(grid), "--json"])
+    assert proc.returncode == 0, proc.stderr
+    record = json.loads(proc.stdout)
+    tokens = record["tokens"]
+    assert tokens[0] == "[CLS]" and tokens[-1] == "[SEP]" and record["head"] is None
+    assert (record["layer"], record["layers"], record["heads"]) == (1, 2, 2)
+    assert len(record["attentions"]) == 2 and all(len(row) == len(tokens) for row in record["attentions"][0])
+    assert all(math.isclose(sum(row), 1.0, abs_tol=1e-4) for head in record["attentions"] for row in head)
+    assert record["output"] == str(grid) and f"wrote {grid}" in proc.stderr
+    assert_picture(grid)
+    one = tmp_path / "one.png"
+    text = run_cli(["attention", "the cat house", "-m", str(tiny_bert), "--layer", "0", "--head", "-1", "-o", str(one)])
+    assert text.returncode == 0, text.stderr
+    rows = [line.split("\t") for line in text.stdout.splitlines()]
+    assert [r[0] for r in rows] == ["[CLS]", "the", "cat", "house", "[SEP]"] and all(0 < float(r[2]) <= 1 for r in rows)
+    assert_picture(one)
+    bad = run_cli(["attention", "the cat", "-m", str(tiny_bert), "--head", "7"])
+    assert bad.returncode == 2 and "--head 7 is out of range" in bad.stderr
+    assert run_cli(["attention", "x", "-m", str(tiny_bert), "-o", str(tmp_path / "a.jpg")]).returncode == 2
+
+
+def test_evaluate_plot_draws_the_confusion_matrix(models_dir: Path, tiny_gpt2: Path, tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    from conftest import run_cli
+
+    model = tiny_models.build_bert_classifier(models_dir / "comforts-classifier")
+    data = tmp_path / "dev.csv"
+    rows = tiny_models.sentiment_examples()
+    data.write_text("text,label\n" + "".join(f"{text},{label}\n" for text, label in rows))
+    picture = tmp_path / "cm.png"
+    proc = run_cli(["evaluate", str(data), "-m", str(model), "--plot", str(picture), "--json"])
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["plot"] == str(picture) and sum(map(sum, result["confusion_matrix"])) == len(rows)
+    assert_picture(picture)
+    lm = run_cli(["evaluate", str(data), "-m", str(tiny_gpt2), "--plot", str(picture)])
+    assert lm.returncode == 2 and "--plot draws a classifier's confusion matrix" in lm.stderr
+
+
+def test_training_draws_its_curves_beside_metrics_json_and_goes_on_without_matplotlib(
+    tiny_bert: Path, tmp_path: Path
+) -> None:
+    pytest.importorskip("matplotlib")
+    from conftest import cli_env, run_cli
+    from synthetic import write_sentiment_csv
+
+    train = write_sentiment_csv(tmp_path / "train.csv", 60, seed=3)
+    out = tmp_path / "model"
+    args = ["finetune", str(train), "-m", str(tiny_bert), "--max-steps", "8", "--save-steps", "4", "-b", "8"]
+    proc = run_cli([*args, "--logging-steps", "2", "--output", str(out)])
+    assert proc.returncode == 0, proc.stderr
+    assert (out / "metrics.json").is_file()
+    assert_picture(out / "metrics.png")
+    # Without matplotlib (a package on PYTHONPATH that fails to import): trained all the same, one line says why.
+    blocker = tmp_path / "no-plot" / "matplotlib"
+    blocker.mkdir(parents=True)
+    (blocker / "__init__.py").write_text("raise ImportError('matplotlib is not installed here')\n")
+    bare = tmp_path / "bare"
+    plain = run_cli([*args, "--output", str(bare)], env=cli_env(PYTHONPATH=str(blocker.parent)))
+    assert plain.returncode == 0, plain.stderr
+    assert (bare / "metrics.json").is_file() and not (bare / "metrics.png").exists()
+    assert plain.stderr.count("pip install 'llmtool[plot]'") == 1
+
+
+# --------------------------------------------------------------------------- shell completion
+
+
+def test_bash_completion_installs_loads_and_completes_commands_and_flags(tmp_path: Path) -> None:
+    from conftest import cli_env, llmtool_executable, run_cli
+
+    if shutil.which("bash") is None:
+        pytest.skip("no bash here")
+    # The shell named explicitly (Typer otherwise detects the shell llmtool was started from).
+    env = cli_env(HOME=str(tmp_path), _TYPER_COMPLETE_TEST_DISABLE_SHELL_DETECTION="1")
+    installed = run_cli(["--install-completion", "bash"], env=env)
+    assert installed.returncode == 0, installed.stderr
+    script = tmp_path / ".bash_completions" / "llmtool.sh"
+    assert script.is_file() and str(script) in (tmp_path / ".bashrc").read_text()
+    shown = run_cli(["--show-completion", "bash"], env=env)
+    assert shown.returncode == 0 and shown.stdout.strip() == script.read_text().strip()
+    for shell in ("zsh", "fish"):
+        other = run_cli(["--show-completion", shell], env=env)
+        assert other.returncode == 0 and "_LLMTOOL_COMPLETE" in other.stdout, other.stderr
+
+    def complete(*words: str) -> list[str]:
+        """What bash offers at TAB after WORDS, through the installed script's own function."""
+        program = (
+            f"source {script} && COMP_WORDS=({' '.join(words)}) && COMP_CWORD={len(words) - 1} && "
+            "_llmtool_completion llmtool && printf '%s\\n' \"${COMPREPLY[@]}\""
+        )
+        path = f"{Path(llmtool_executable()).parent}:{os.environ['PATH']}"
+        proc = subprocess.run(
+            ["bash", "--norc", "-c", program],
+            capture_output=True,
+            text=True,
+            env={**env, "PATH": path},
+            timeout=60,
+            check=False,
+        )
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout.split()
+
+    assert complete("llmtool", "fi") == ["fill-mask", "finetune"]
+    assert complete("llmtool", "generate", "--eng") == ["--engine"]
+    # Completing imports no torch: the same light path as --help.
+    traced = subprocess.run(
+        [sys.executable, "-X", "importtime", llmtool_executable()],
+        capture_output=True,
+        text=True,
+        env={**env, "COMP_WORDS": "llmtool fi", "COMP_CWORD": "1", "_LLMTOOL_COMPLETE": "complete_bash"},
+        timeout=60,
+        check=False,
+    )
+    assert traced.stdout.split() == ["fill-mask", "finetune"]
+    imported = {line.split("|")[-1].strip().split(".")[0] for line in traced.stderr.splitlines() if "|" in line}
+    assert not imported & {"torch", "transformers", "datasets", "accelerate", "tokenizers"}

@@ -84,6 +84,7 @@ COMMAND_SETTINGS = {
     "next-sentence": ("NextSentenceOptions", "ModelOptions"),
     "finetune": ("FinetuneSettings", "ModelOptions"),
     "pretrain": ("PretrainSettings",),
+    "attention": ("AttentionOptions", "ModelOptions"),
 }
 NOT_SETTINGS = {"model", "report_to", "stop", "targets", "encoding"}  # the CLI's own spelling of these
 

@@ -34,7 +34,7 @@ app = typer.Typer(
     "lines piped on stdin. Exit codes: 0 ok, 1 failure, 2 usage or bad input, 3 model unavailable, "
     "130 interrupted.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
@@ -160,9 +160,22 @@ def main(argv: list[str] | None = None) -> int:
         if message is None or not hasattr(exc, "exit_code"):
             return _finish(report(exc))
         hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
-        sys.stderr.write(f"llmtool: error: {' '.join(message().split())}{hint}\n")
+        sys.stderr.write(f"llmtool: error: {' '.join(message().split())}{_from_environment(exc)}{hint}\n")
         return _finish(int(exc.exit_code))
     return _finish(int(result) if isinstance(result, int) else ExitCode.OK)
+
+
+def _from_environment(exc: Exception) -> str:
+    """The note " (from VARIABLE=value)" when the bad value came from an environment variable, not a flag."""
+    ctx, param = getattr(exc, "ctx", None), getattr(exc, "param", None)
+    if ctx is None or param is None or not getattr(param, "name", None):
+        return ""
+    source = ctx.get_parameter_source(param.name)
+    if source is None or source.name != "ENVIRONMENT":
+        return ""
+    names = [param.envvar] if isinstance(param.envvar, str) else list(param.envvar or [])
+    variable = next((v for v in names if os.environ.get(v)), None)
+    return f" (from the environment: {variable}={os.environ[variable]!r})" if variable else ""
 
 
 def _finish(code: int) -> int:

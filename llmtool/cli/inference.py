@@ -36,11 +36,14 @@ from llmtool.cli.options import (
     VerboseOpt,
     WindowOpt,
     encoding,
+    mark_environment,
+    model_envvars,
     model_options,
     option,
     output_format,
 )
 from llmtool.settings import (
+    AttentionOptions,
     ClassifyOptions,
     EvaluateOptions,
     FillMaskOptions,
@@ -57,6 +60,7 @@ CLASSIFY = defaults(ClassifyOptions)
 SCORE = defaults(ScoreOptions)
 NSP = defaults(NextSentenceOptions)
 EVAL = defaults(EvaluateOptions)
+ATTN = defaults(AttentionOptions)
 
 
 @app.command("fill-mask")
@@ -69,10 +73,11 @@ def fill_mask_command(
     column: ColumnOpt = None,
     encoding_name: EncodingOpt = "utf-8",
     model: Annotated[
-        str, typer.Option("--model", "-m", help="Masked LM: Hub id or local folder.")
+        str, typer.Option("--model", "-m", help="Masked LM: Hub id or local folder.", envvar=model_envvars("fill-mask"))
     ] = "bert-base-uncased",
     top_k: Annotated[int, option(FillMaskOptions, "top_k", "--top-k", "-k", min=1)] = FILL.top_k,
     targets: Annotated[str | None, option(FillMaskOptions, "targets", "--targets", show_default=False)] = None,
+    allow_special: Annotated[bool, option(FillMaskOptions, "allow_special", "--allow-special")] = FILL.allow_special,
     skip_invalid: SkipInvalidOpt = FILL.skip_invalid,
     fmt: FormatOpt = "text",
     json_flag: JsonOpt = False,
@@ -102,7 +107,12 @@ def fill_mask_command(
     output = output_format(fmt, json_flag)
     target_list = [t.strip() for t in targets.split(",") if t.strip()] if targets is not None else None
     options = FillMaskOptions(
-        top_k=top_k, targets=target_list, batch_size=batch_size, skip_invalid=skip_invalid, seed=seed
+        top_k=top_k,
+        targets=target_list,
+        allow_special=allow_special,
+        batch_size=batch_size,
+        skip_invalid=skip_invalid,
+        seed=seed,
     )
     options.check()
     records = read_records(text, input_path, column, encoding=encoding(encoding_name))
@@ -119,16 +129,22 @@ def generate_command(
     input_path: InputOpt = None,
     column: ColumnOpt = None,
     encoding_name: EncodingOpt = "utf-8",
-    model: Annotated[str, typer.Option("--model", "-m", help="Causal LM: Hub id or local folder.")] = "gpt2",
+    model: Annotated[
+        str, typer.Option("--model", "-m", help="Causal LM: Hub id or local folder.", envvar=model_envvars("generate"))
+    ] = "gpt2",
     max_new_tokens: Annotated[
-        int, option(GenerateOptions, "max_new_tokens", "--max-new-tokens", "-t", min=1)
+        int | None, option(GenerateOptions, "max_new_tokens", "--max-new-tokens", "-t", min=1, show_default=False)
     ] = GEN.max_new_tokens,
-    greedy: Annotated[bool, option(GenerateOptions, "greedy", "--greedy")] = GEN.greedy,
-    temperature: Annotated[float, option(GenerateOptions, "temperature", "--temperature")] = GEN.temperature,
-    top_k: Annotated[int, option(GenerateOptions, "top_k", "--top-k", min=0)] = GEN.top_k,
-    top_p: Annotated[float, option(GenerateOptions, "top_p", "--top-p")] = GEN.top_p,
+    greedy: Annotated[
+        bool | None, option(GenerateOptions, "greedy", "--greedy/--sample", show_default=False)
+    ] = GEN.greedy,
+    temperature: Annotated[
+        float | None, option(GenerateOptions, "temperature", "--temperature", show_default=False)
+    ] = GEN.temperature,
+    top_k: Annotated[int | None, option(GenerateOptions, "top_k", "--top-k", min=0, show_default=False)] = GEN.top_k,
+    top_p: Annotated[float | None, option(GenerateOptions, "top_p", "--top-p", show_default=False)] = GEN.top_p,
     repetition_penalty: Annotated[
-        float, option(GenerateOptions, "repetition_penalty", "--repetition-penalty")
+        float | None, option(GenerateOptions, "repetition_penalty", "--repetition-penalty", show_default=False)
     ] = GEN.repetition_penalty,
     num_return_sequences: Annotated[
         int, option(GenerateOptions, "num_return_sequences", "--num-return-sequences", "-n", min=1)
@@ -204,7 +220,13 @@ TextColumnOpt = Annotated[
     ),
 ]
 ClassifierOpt = Annotated[
-    str, typer.Option("--model", "-m", help="Sequence classifier: a folder from `llmtool finetune`, or a Hub id.")
+    str,
+    typer.Option(
+        "--model",
+        "-m",
+        help="Sequence classifier: a folder from `llmtool finetune`, or a Hub id.",
+        envvar=model_envvars("classify"),
+    ),
 ]
 
 
@@ -232,6 +254,8 @@ def classify_command(
             "-f",
             help="Output: text, jsonl, tsv, or csv (the input rows with prediction columns appended).",
             metavar="text|jsonl|tsv|csv",
+            envvar="LLMTOOL_FORMAT",
+            callback=mark_environment,
         ),
     ] = "text",
     json_flag: JsonOpt = False,
@@ -289,7 +313,13 @@ def score_command(
     column: ColumnOpt = None,
     encoding_name: EncodingOpt = "utf-8",
     model: Annotated[
-        str, typer.Option("--model", "-m", help="Causal LM (log-likelihood) or masked LM (pseudo-likelihood).")
+        str,
+        typer.Option(
+            "--model",
+            "-m",
+            help="Causal LM (log-likelihood) or masked LM (pseudo-likelihood).",
+            envvar=model_envvars("score"),
+        ),
     ] = "gpt2",
     total: Annotated[bool, option(ScoreOptions, "total", "--total")] = SCORE.total,
     stride: StrideOpt = SCORE.stride,
@@ -347,7 +377,13 @@ def evaluate_command(
         ),
     ],
     model: Annotated[
-        str, typer.Option("--model", "-m", help="A sequence classifier, or a causal or masked LM (folder or Hub id).")
+        str,
+        typer.Option(
+            "--model",
+            "-m",
+            help="A sequence classifier, or a causal or masked LM (folder or Hub id).",
+            envvar=model_envvars("evaluate"),
+        ),
     ],
     text_column: TextColumnOpt = None,
     text_pair_column: TextPairColumnOpt = None,
@@ -358,6 +394,9 @@ def evaluate_command(
     ] = EVAL.max_length,
     stride: StrideOpt = EVAL.stride,
     bos: BosOpt = EVAL.bos,
+    plot: Annotated[
+        str | None, option(EvaluateOptions, "plot", "--plot", metavar="FILE.png", show_default=False)
+    ] = EVAL.plot,
     fmt: FormatOpt = "text",
     json_flag: JsonOpt = False,
     batch_size: BatchOpt = EVAL.batch_size,
@@ -397,6 +436,7 @@ def evaluate_command(
         stride=stride,
         bos=bos,
         encoding=encoding(encoding_name),
+        plot=plot,
     )
     options.check()
     console = Console(quiet, verbose)
@@ -436,7 +476,12 @@ def next_sentence_command(
     encoding_name: EncodingOpt = "utf-8",
     model: Annotated[
         str,
-        typer.Option("--model", "-m", help="A BERT with its next-sentence head (BertForPreTraining or ...ForNSP)."),
+        typer.Option(
+            "--model",
+            "-m",
+            help="A BERT with its next-sentence head (BertForPreTraining or ...ForNSP).",
+            envvar=model_envvars("next-sentence"),
+        ),
     ] = "bert-base-uncased",
     max_length: Annotated[
         int | None, option(NextSentenceOptions, "max_length", "--max-length", show_default=False, min=4)
@@ -477,3 +522,56 @@ def next_sentence_command(
     )
     results = next_sentence(pairs, options=options, model_options=model_options(**locals()))
     write(results, output, FORMATTER, Console(quiet, verbose))
+
+
+@app.command("attention")
+@handle_errors
+def attention_command(
+    text: Annotated[str, typer.Argument(help="The text whose tokens' attention to show.", show_default=False)],
+    model: Annotated[
+        str,
+        typer.Option(
+            "--model",
+            "-m",
+            help="A Transformers model (BERT, GPT-2, ...): Hub id or local folder.",
+            envvar=model_envvars("attention"),
+        ),
+    ] = "bert-base-uncased",
+    layer: Annotated[int | None, option(AttentionOptions, "layer", "--layer", show_default=False)] = ATTN.layer,
+    head: Annotated[int | None, option(AttentionOptions, "head", "--head", show_default=False)] = ATTN.head,
+    output: Annotated[
+        str | None, option(AttentionOptions, "output", "--output", "-o", metavar="FILE.png", show_default=False)
+    ] = ATTN.output,
+    fmt: FormatOpt = "text",
+    json_flag: JsonOpt = False,
+    revision: RevisionOpt = MODEL.revision,
+    offline: OfflineOpt = MODEL.offline,
+    device: DeviceOpt = MODEL.device,
+    dtype: DtypeOpt = MODEL.dtype,
+    allow_pickle: PickleOpt = MODEL.allow_pickle,
+    trust_remote_code: RemoteCodeOpt = MODEL.trust_remote_code,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = MODEL.verbose,
+) -> None:
+    """Self-attention weights of one layer for TEXT: the numbers on stdout, a heatmap with --output.
+
+    Each row is one token (the query) and how much it attends to every token (softmaxed: a row sums
+    to 1). Without --head, every head of the layer (a grid of heatmaps).
+
+    text: QUERY<TAB>MOST-ATTENDED-TOKEN<TAB>WEIGHT per token (the heads' mean without --head).
+    jsonl: {"text", "model", "tokens", "layer", "layers", "heads", "head", "attentions", "output"}.
+    tsv: layer, head, query, query_token, key, key_token, weight: one row per weight.
+
+    Example: llmtool attention "The cat sat on the mat." -m bert-base-uncased --layer 0 --output att.png
+    """
+    from llmtool.attention import FORMATTER, attention
+    from llmtool.streams import write_records
+
+    out_format = output_format(fmt, json_flag)
+    options = AttentionOptions(layer=layer, head=head, output=output)
+    options.check()
+    console = Console(quiet, verbose)
+    record = attention(text, options=options, model_options=model_options(**locals()), console=console)
+    write_records([record], out_format, FORMATTER)
+    if output is not None:
+        console.info(f"wrote {output}")

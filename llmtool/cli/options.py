@@ -7,12 +7,15 @@ settings dataclass the Python API takes too). Nothing here imports torch.
 from __future__ import annotations
 
 import codecs
+import os
 from typing import Annotated, Any
 
 import typer
 
 from llmtool.errors import UsageError
 from llmtool.settings import (
+    DTYPES,
+    ENGINES,
     EvaluateOptions,
     FinetuneSettings,
     ModelOptions,
@@ -30,6 +33,59 @@ def option(cls: type, name: str, *decls: str, **kwargs: Any) -> Any:
 
 
 MODEL = ModelOptions()
+
+# ---------------------------------------------------------------------------- defaults from the environment
+# A flag always wins; then the variable; then the default. --help shows each option's variables
+# ("[env var: ...]"), and a bad value from one is a usage error naming it (cli.main).
+
+
+def model_envvars(command: str) -> list[str]:
+    """The variables --model reads, first set wins: LLMTOOL_<COMMAND>_MODEL, then LLMTOOL_MODEL (commands'
+    default models differ: a BERT for fill-mask, a GPT-2 for generate)."""
+    return [f"LLMTOOL_{command.upper().replace('-', '_')}_MODEL", "LLMTOOL_MODEL"]
+
+
+class FromEnvironment(str):
+    """A string option's value that came from its environment variable (not a flag): --json beats it,
+    and a message about it names the variable."""
+
+    variable: str
+
+
+def mark_environment(ctx: typer.Context, param: typer.CallbackParam, value: Any) -> Any:
+    """Callback: tag a string value that came from the environment with the variable it came from."""
+    source = ctx.get_parameter_source(param.name or "")
+    if isinstance(value, str) and source is not None and source.name == "ENVIRONMENT":
+        marked = FromEnvironment(value)
+        marked.variable = next((v for v in _envvars(param) if os.environ.get(v)), "")
+        return marked
+    return value
+
+
+def _envvars(param: typer.CallbackParam) -> list[str]:
+    names = param.envvar
+    return [names] if isinstance(names, str) else list(names or [])
+
+
+def _choice(values: tuple[str, ...], what: str) -> Any:
+    """Callback: the value must be one of ``values`` (checked while parsing: a bad value from the
+    environment is reported naming its variable)."""
+
+    def check(ctx: typer.Context, param: typer.CallbackParam, value: Any) -> Any:
+        if value is not None and value.strip().lower() not in values:
+            raise typer.BadParameter(f"unknown --{what} {value!r}; use {'|'.join(values)}")
+        return value
+
+    return check
+
+
+def _device(ctx: typer.Context, param: typer.CallbackParam, value: Any) -> Any:
+    spec = (value or "").strip().lower()
+    known = spec in ("auto", "cpu", "cuda", "mps") or (spec.startswith("cuda:") and spec[5:].isdigit())
+    if value is not None and not known:
+        raise typer.BadParameter(f"unknown --device {value!r}; use auto|cpu|cuda[:N]|mps")
+    return value
+
 
 # ---------------------------------------------------------------------------- input and output
 
@@ -58,26 +114,39 @@ EncodingOpt = Annotated[
 ]
 FormatOpt = Annotated[
     str,
-    typer.Option("--format", "-f", help="Output: text (for people and filters), jsonl, tsv.", metavar="text|jsonl|tsv"),
+    typer.Option(
+        "--format",
+        "-f",
+        help="Output: text (for people and filters), jsonl, tsv.",
+        metavar="text|jsonl|tsv",
+        envvar="LLMTOOL_FORMAT",
+        callback=mark_environment,
+    ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Short for --format jsonl.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress or info on stderr.")]
 SkipInvalidOpt = Annotated[
     bool, typer.Option("--skip-invalid", help="Write an error record for a bad line and go on (default: stop, exit 2).")
 ]
-BatchOpt = Annotated[int, typer.Option("--batch-size", "-b", help="Inputs per forward pass.", min=1)]
+BatchOpt = Annotated[
+    int, typer.Option("--batch-size", "-b", help="Inputs per forward pass.", min=1, envvar="LLMTOOL_BATCH_SIZE")
+]
 SeedOpt = Annotated[int | None, typer.Option("--seed", help="Random seed, for repeatable output.", show_default=False)]
 
 # ---------------------------------------------------------------------------- the model (ModelOptions)
 
 RevisionOpt = Annotated[str | None, option(ModelOptions, "revision", "--revision", show_default=False)]
-OfflineOpt = Annotated[bool, option(ModelOptions, "offline", "--offline")]
-DeviceOpt = Annotated[str, option(ModelOptions, "device", "--device")]
-DtypeOpt = Annotated[str, option(ModelOptions, "dtype", "--dtype")]
+OfflineOpt = Annotated[bool, option(ModelOptions, "offline", "--offline", envvar="LLMTOOL_OFFLINE")]
+DeviceOpt = Annotated[str, option(ModelOptions, "device", "--device", envvar="LLMTOOL_DEVICE", callback=_device)]
+DtypeOpt = Annotated[
+    str, option(ModelOptions, "dtype", "--dtype", envvar="LLMTOOL_DTYPE", callback=_choice(DTYPES, "dtype"))
+]
 PickleOpt = Annotated[bool, option(ModelOptions, "allow_pickle", "--allow-pickle")]
 RemoteCodeOpt = Annotated[bool, option(ModelOptions, "trust_remote_code", "--trust-remote-code")]
 VerboseOpt = Annotated[bool, option(ModelOptions, "verbose", "--verbose", "-v")]
-EngineOpt = Annotated[str, option(ModelOptions, "engine", "--engine", envvar="LLMTOOL_ENGINE")]
+EngineOpt = Annotated[
+    str, option(ModelOptions, "engine", "--engine", envvar="LLMTOOL_ENGINE", callback=_choice(ENGINES, "engine"))
+]
 QuantizeOpt = Annotated[str, option(ModelOptions, "quantize", "--quantize")]
 
 # ---------------------------------------------------------------------------- using trained models
@@ -130,10 +199,20 @@ ReportToOpt = Annotated[list[str] | None, option(TrainSettings, "report_to", "--
 OverwriteOpt = Annotated[bool, option(TrainSettings, "overwrite", "--overwrite")]
 ResumeOpt = Annotated[bool, option(TrainSettings, "resume", "--resume")]
 KeepCheckpointsOpt = Annotated[bool, option(TrainSettings, "keep_checkpoints", "--keep-checkpoints")]
-TrainDeviceOpt = Annotated[str, option(TrainSettings, "device", "--device")]
+TrainDeviceOpt = Annotated[
+    str,
+    option(
+        TrainSettings,
+        "device",
+        "--device",
+        envvar="LLMTOOL_DEVICE",
+        callback=_choice(("auto", "cpu", "cuda"), "device"),
+    ),
+]
 DataEncodingOpt = Annotated[str, option(FinetuneSettings, "encoding", "--encoding")]
 LineByLineOpt = Annotated[bool, option(FinetuneSettings, "line_by_line", "--line-by-line")]
 MlmProbabilityOpt = Annotated[float, option(FinetuneSettings, "mlm_probability", "--mlm-probability")]
+WholeWordMaskOpt = Annotated[bool, option(FinetuneSettings, "whole_word_mask", "--whole-word-mask")]
 TextColumnTrainOpt = Annotated[str | None, option(FinetuneSettings, "text_column", "--text-column", show_default=False)]
 ValidSplitPretrainOpt = Annotated[float, option(PretrainSettings, "valid_split", "--valid-split")]
 
@@ -143,13 +222,15 @@ ValidSplitPretrainOpt = Annotated[float, option(PretrainSettings, "valid_split",
 
 def output_format(fmt: str, json_flag: bool, extra: tuple[str, ...] = ()) -> OutputFormat:
     """The output format from --format and --json (``extra``: formats only this command has, e.g. csv)."""
+    from_env = isinstance(fmt, FromEnvironment)
     if json_flag:
-        if fmt not in ("text", "jsonl"):
+        if fmt not in ("text", "jsonl") and not from_env:  # a flag beats LLMTOOL_FORMAT
             raise UsageError("--json and --format disagree; give one of them")
         return "jsonl"
     known = ("text", "jsonl", "tsv", *extra)
     if fmt not in known:
-        raise UsageError(f"unknown --format {fmt!r}; use {', '.join(known[:-1])} or {known[-1]}")
+        where = f"{fmt.variable}" if isinstance(fmt, FromEnvironment) else "--format"
+        raise UsageError(f"unknown {where} {fmt!r}; use {', '.join(known[:-1])} or {known[-1]}")
     return fmt  # type: ignore[return-value]
 
 

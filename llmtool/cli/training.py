@@ -42,7 +42,9 @@ from llmtool.cli.options import (
     VerboseOpt,
     WarmupOpt,
     WeightDecayOpt,
+    WholeWordMaskOpt,
     encoding,
+    model_envvars,
     model_options,
     option,
 )
@@ -84,6 +86,7 @@ def finetune_command(
             "-m",
             help="Hub id or local folder (default: bert-base-uncased; gpt2 for clm).",
             show_default=False,
+            envvar=model_envvars("finetune"),
         ),
     ] = MODEL.model,
     output: Annotated[
@@ -133,6 +136,7 @@ def finetune_command(
     ] = FT.block_size,
     line_by_line: LineByLineOpt = FT.line_by_line,
     mlm_probability: MlmProbabilityOpt = FT.mlm_probability,
+    whole_word_mask: WholeWordMaskOpt = FT.whole_word_mask,
     epochs: EpochsOpt = FT.epochs,
     max_steps: MaxStepsOpt = FT.max_steps,
     lr: LrOpt = FT.lr,
@@ -251,6 +255,7 @@ def pretrain_command(
     block_size: Annotated[int, typer.Option("--block-size", help="Tokens per training example.")] = PT.block_size,
     line_by_line: LineByLineOpt = PT.line_by_line,
     mlm_probability: MlmProbabilityOpt = PT.mlm_probability,
+    whole_word_mask: WholeWordMaskOpt = PT.whole_word_mask,
     text_column: Annotated[
         str | None,
         typer.Option(
