@@ -300,7 +300,8 @@ def test_env_info_is_quick_and_json(monkeypatch: pytest.MonkeyPatch, tmp_path: P
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     monkeypatch.delenv("HF_HUB_CACHE", raising=False)
     monkeypatch.delenv("HUGGINGFACE_HUB_CACHE", raising=False)
-    monkeypatch.delenv("LLMTOOL_CACHE", raising=False)
+    for name in [k for k in os.environ if k.startswith("LLMTOOL_")]:  # e.g. LLMTOOL_SHARED_DATA of a worktree
+        monkeypatch.delenv(name)
     monkeypatch.setenv("LLMTOOL_ENGINE", "torch")
     blob = tmp_path / "hf" / "hub" / "models--x" / "blobs" / "b1"
     blob.parent.mkdir(parents=True)
