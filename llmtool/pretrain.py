@@ -79,6 +79,7 @@ def _pretrain(
     with TrainingRun(output_dir, settings, console) as run:
         train_docs, valid_docs = run.main_first(lambda: load_documents(layouts, settings, run.cache_dir))
         run.console.info(_corpus_summary(layouts, train_docs, valid_docs))
+        settings = choose_layout(settings, train_docs)
         resume_from = run.folder.latest_checkpoint() if settings.resume else None
         tokenizer = run.main_first(lambda: _tokenizer(settings, train_docs, run.cache_dir, resume_from))
         config = build_config(settings, tokenizer, overrides)
@@ -90,7 +91,13 @@ def _pretrain(
             f"{architecture_name(model)}: {params / 1e6:.2f}M parameters, vocabulary {len(tokenizer)}; "
             f"{len(train_ds)} training examples of up to {settings.block_size} tokens"
         )
+        settings, plan = training_plan(settings, examples)
+        run.settings = settings
+        run.console.info(plan.line())
+        for warning in plan.warnings:
+            run.console.warn(warning)
         record = _record(corpus, layouts, settings, model, tokenizer, params, train_docs, valid_docs, examples)
+        record["plan"] = plan.as_dict()
         return run.train(
             model,
             tokenizer,
@@ -106,6 +113,123 @@ def _pretrain(
 
 def objective_name(settings: PretrainSettings) -> str:
     return "mlm+nsp" if settings.nsp else settings.objective
+
+
+def dry_run(corpus: Sequence[str], settings: PretrainSettings, *, offline: bool = False) -> dict[str, Any]:
+    """Check the corpus, train the tokenizer and build the examples (in a temporary folder), and say
+    what training would do: the plan and its warnings. Trains no model; writes nothing that stays."""
+    import tempfile
+
+    settings.check()
+    prepare_environment(offline, False)
+    layouts = corpus_layouts(corpus, settings)
+    overrides = read_config(settings.config, settings.objective) if settings.config else {}
+    check_positions(settings, overrides)
+    with tempfile.TemporaryDirectory(prefix="llmtool-dry-run-") as cache:
+        train_docs, valid_docs = load_documents(layouts, settings, cache)
+        settings = choose_layout(settings, train_docs)
+        tokenizer = _tokenizer(settings, train_docs, cache, None)
+        config = build_config(settings, tokenizer, overrides)
+        examples = build_examples(train_docs, valid_docs, tokenizer, settings)
+        settings, plan = training_plan(settings, examples)
+        import torch
+
+        with torch.device("meta"):
+            params = count_parameters(new_model(config, settings))
+        return {
+            "objective": objective_name(settings),
+            "corpus": list(corpus),
+            "documents": {"train": len(train_docs), "valid": len(valid_docs) if valid_docs is not None else 0},
+            "lines": sum(len(x) for x in train_docs["lines"]),
+            "size": settings.size,
+            "parameters": params,
+            "vocab_size": len(tokenizer),
+            "block_size": settings.block_size,
+            "plan": plan.as_dict(),
+        }
+
+
+def format_dry_run(report: dict[str, Any]) -> str:
+    """The --dry-run report for people: the corpus, the model, the plan line and its warnings."""
+    plan = report["plan"]
+    docs = report["documents"]
+    lines = [
+        f"corpus   {', '.join(report['corpus'])}: {docs['train']} training documents ({report['lines']} lines), "
+        f"{docs['valid']} for validation",
+        f"model    {report['objective']}, size {report['size']}, {report['parameters']:,} parameters, "
+        f"vocabulary {report['vocab_size']}, block {report['block_size']} tokens",
+        f"plan     {_plan_from_dict(plan).line().removeprefix('plan: ')}",
+    ]
+    return "\n".join([*lines, *(f"warning  {w}" for w in plan["warnings"])])
+
+
+def _plan_from_dict(values: dict[str, Any]) -> Any:
+    from llmtool.plan import Plan
+
+    return Plan(**values)
+
+
+# --------------------------------------------------------------------------- the plan
+
+SENTENCE_ENDS = (".", "!", "?", '"', "'", ")", "]")  # a line that ends so ends a sentence
+LINES_SAMPLE = 20_000  # lines looked at to choose the layout
+SHORT_LINES_SHARE = 0.9  # a corpus of lines: at least this share of lines short enough for one example ...
+SENTENCE_LINES_SHARE = 0.8  # ... and at least this share ending a sentence (verse and wrapped prose do not)
+AUTO_EPOCHS = 40  # the step budget: this many passes over the examples (facts need many to be memorised) ...
+AUTO_MIN_STEPS = {"mlm": 3000, "clm": 1500}  # ... at least this many steps from scratch ...
+AUTO_MAX_STEPS = {"tiny": 10_000, "mini": 10_000, "small": 20_000, "base": 50_000}  # ... at most this many
+BATCH = 32  # examples per step, fewer when the corpus has fewer
+WARMUP = 0.05  # new weights need a warm-up
+
+
+def choose_layout(settings: PretrainSettings, documents: Any) -> PretrainSettings:
+    """--line-by-line / --pack as given; else lines for a corpus of short sentences, one per line
+    (SHORT_LINES_SHARE of the lines fit one example, SENTENCE_LINES_SHARE end a sentence); else packing.
+    --nsp builds sentence pairs either way."""
+    import dataclasses
+
+    if settings.line_by_line is not None or settings.nsp:
+        return dataclasses.replace(settings, line_by_line=bool(settings.line_by_line))
+    words_limit = settings.block_size * 3 // 4  # about 1.3 tokens per word in a trained vocabulary
+    seen = short = sentences = 0
+    for batch in documents.iter(batch_size=1000):
+        for lines in batch["lines"]:
+            for line in lines:
+                seen += 1
+                short += len(line.split()) <= words_limit
+                sentences += line.rstrip().endswith(SENTENCE_ENDS)
+        if seen >= LINES_SAMPLE:
+            break
+    lines_layout = seen > 0 and short >= SHORT_LINES_SHARE * seen and sentences >= SENTENCE_LINES_SHARE * seen
+    return dataclasses.replace(settings, line_by_line=lines_layout)
+
+
+def training_plan(settings: PretrainSettings, examples: tuple[Any, Any | None]) -> tuple[PretrainSettings, Any]:
+    """The settings with the plan's choices filled in (see :mod:`llmtool.plan`), and the plan."""
+    from llmtool.plan import Rules, make_plan
+
+    rules = Rules(
+        lr=SIZES[settings.size].lr,
+        batch_size=BATCH,
+        epochs=AUTO_EPOCHS,
+        min_steps=AUTO_MIN_STEPS[settings.objective],
+        max_steps=AUTO_MAX_STEPS[settings.size],
+        warmup_ratio=WARMUP,
+        from_scratch=True,
+    )
+    train, valid = examples
+    block = f"{settings.block_size}-token"
+    layout = (
+        f"sentence pairs of up to {settings.block_size} tokens"
+        if settings.nsp
+        else f"one line per example (up to {settings.block_size} tokens)"
+        if settings.line_by_line
+        else f"packed {block} blocks"
+    )
+    return make_plan(
+        settings, rules, examples=len(train), valid_examples=len(valid) if valid is not None else 0,
+        layout=layout, processes=world_size(),
+    )  # fmt: skip
 
 
 # --------------------------------------------------------------------------- corpus -> documents
@@ -307,8 +431,12 @@ def preset(settings: PretrainSettings) -> dict[str, Any]:
             "num_attention_heads": size.heads,
             "intermediate_size": 4 * size.hidden,
             "max_position_embeddings": POSITIONS["mlm"],
+            "hidden_dropout_prob": size.dropout,
+            "attention_probs_dropout_prob": size.dropout,
         }
-    return {"n_layer": size.layers, "n_embd": size.hidden, "n_head": size.heads, "n_positions": POSITIONS["clm"]}
+    dropout = {"resid_pdrop": size.dropout, "embd_pdrop": size.dropout, "attn_pdrop": size.dropout}
+    shape = {"n_layer": size.layers, "n_embd": size.hidden, "n_head": size.heads, "n_positions": POSITIONS["clm"]}
+    return {**shape, **dropout}
 
 
 def check_positions(settings: PretrainSettings, overrides: dict[str, Any]) -> None:
@@ -576,6 +704,7 @@ def _record(
         "documents": {"train": len(train_docs), "valid": len(valid_docs) if valid_docs is not None else 0},
         "examples": {"train": len(examples[0]), "valid": len(examples[1]) if examples[1] is not None else 0},
         "block_size": s.block_size,
+        "layout": "sentence pairs" if s.nsp else "lines" if s.line_by_line else "packed blocks",
         "world_size": world_size(),
     }
 

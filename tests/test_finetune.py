@@ -169,7 +169,8 @@ def test_mlm_lowers_perplexity_with_a_progress_bar_on_a_terminal(tmp_path: Path,
 def test_dry_run_reports_and_writes_nothing(tmp_path: Path, tiny_bert: Path) -> None:
     train = write_sentiment_csv(tmp_path / "train.csv", 100, seed=5, header=("sentence", "label"))
     out = tmp_path / "never"
-    args = ["finetune", str(train), "--model", str(tiny_bert), "--output", str(out), "--dry-run", "--batch-size", "8"]
+    args = ["finetune", str(train), "--model", str(tiny_bert), "--output", str(out), "--dry-run", "--batch-size", "8",
+            "--epochs", "3"]  # fmt: skip
     result = run_cli([*args, "--json"], env=ENV)
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
