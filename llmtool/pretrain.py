@@ -176,20 +176,24 @@ LINES_SAMPLE = 20_000  # lines looked at to choose the layout
 SHORT_LINES_SHARE = 0.9  # a corpus of lines: at least this share of lines short enough for one example ...
 SENTENCE_LINES_SHARE = 0.8  # ... and at least this share ending a sentence (verse and wrapped prose do not)
 AUTO_EPOCHS = 40  # the step budget: this many passes over the examples (facts need many to be memorised) ...
-AUTO_MIN_STEPS = {"mlm": 3000, "clm": 1500}  # ... at least this many steps from scratch ...
+AUTO_MIN_STEPS = {"mlm": 5000, "clm": 1500}  # ... at least this many steps from scratch ...
 AUTO_MAX_STEPS = {"tiny": 10_000, "mini": 10_000, "small": 20_000, "base": 50_000}  # ... at most this many
 BATCH = 32  # examples per step, fewer when the corpus has fewer
+MASK_LINES, MASK_BLOCKS = 0.4, 0.15  # mlm: the share masked in a line of its own, and in longer examples
 WARMUP = 0.05  # new weights need a warm-up
 
 
 def choose_layout(settings: PretrainSettings, documents: Any) -> PretrainSettings:
     """--line-by-line / --pack as given; else lines for a corpus of short sentences, one per line
     (SHORT_LINES_SHARE of the lines fit one example, SENTENCE_LINES_SHARE end a sentence); else packing.
-    --nsp builds sentence pairs either way."""
+    --nsp builds sentence pairs either way. Also the share masked, when not given: MASK_LINES for
+    lines (15% of a 7-token line is one token, and learning takes several times the steps), else
+    BERT's MASK_BLOCKS."""
     import dataclasses
 
     if settings.line_by_line is not None or settings.nsp:
-        return dataclasses.replace(settings, line_by_line=bool(settings.line_by_line))
+        lines = bool(settings.line_by_line)
+        return dataclasses.replace(settings, line_by_line=lines, mlm_probability=_masking(settings, lines))
     words_limit = settings.block_size * 3 // 4  # about 1.3 tokens per word in a trained vocabulary
     seen = short = sentences = 0
     for batch in documents.iter(batch_size=1000):
@@ -200,8 +204,14 @@ def choose_layout(settings: PretrainSettings, documents: Any) -> PretrainSetting
                 sentences += line.rstrip().endswith(SENTENCE_ENDS)
         if seen >= LINES_SAMPLE:
             break
-    lines_layout = seen > 0 and short >= SHORT_LINES_SHARE * seen and sentences >= SENTENCE_LINES_SHARE * seen
-    return dataclasses.replace(settings, line_by_line=lines_layout)
+    lines = seen > 0 and short >= SHORT_LINES_SHARE * seen and sentences >= SENTENCE_LINES_SHARE * seen
+    return dataclasses.replace(settings, line_by_line=lines, mlm_probability=_masking(settings, lines))
+
+
+def _masking(settings: PretrainSettings, lines: bool) -> float:
+    if settings.mlm_probability is not None:
+        return settings.mlm_probability
+    return MASK_LINES if lines else MASK_BLOCKS
 
 
 def training_plan(settings: PretrainSettings, examples: tuple[Any, Any | None]) -> tuple[PretrainSettings, Any]:
@@ -226,6 +236,8 @@ def training_plan(settings: PretrainSettings, examples: tuple[Any, Any | None]) 
         if settings.line_by_line
         else f"packed {block} blocks"
     )
+    if settings.objective == "mlm":
+        layout += f", {_masking(settings, bool(settings.line_by_line)):.0%} of each masked"
     return make_plan(
         settings, rules, examples=len(train), valid_examples=len(valid) if valid is not None else 0,
         layout=layout, processes=world_size(),
@@ -536,7 +548,7 @@ def _examples(docs: Any, tokenizer: Any, s: PretrainSettings, split: str) -> Any
     if s.objective == "clm":
         out = out.map(_with_labels, batched=True, new_fingerprint=fingerprint([*key, "labels"]), desc=None)
     elif split == "valid":
-        out = mask_once(out, tokenizer, s.mlm_probability, s.seed)
+        out = mask_once(out, tokenizer, _masking(s, bool(s.line_by_line)), s.seed)
     return out
 
 
@@ -670,7 +682,7 @@ def _collator(s: PretrainSettings, tokenizer: Any) -> Any:
     from transformers import DataCollatorForTokenClassification
 
     if s.objective == "mlm":
-        return MlmCollator(tokenizer, s.mlm_probability, s.seed)
+        return MlmCollator(tokenizer, _masking(s, bool(s.line_by_line)), s.seed)
     return DataCollatorForTokenClassification(tokenizer)  # pads input_ids with the pad token, labels with -100
 
 

@@ -365,7 +365,9 @@ class PretrainSettings(TrainSettings):
         "One example per line (truncated to --block-size), or (--pack) packed blocks (default: lines for a "
         "corpus of short sentences, else packed; see the README).",
     )
-    mlm_probability: float = setting(0.15, "mlm: share of tokens masked.")
+    mlm_probability: float | None = setting(
+        None, "mlm: share of tokens masked, at least one an example (default: 0.4 one line per example, else 0.15)."
+    )
     text_column: str | None = setting(None, "Text column of .csv/.tsv/.jsonl corpora (default: the table rule).")
     valid: str | None = setting(None, "Validation corpus (default: --valid-split of the corpus).")
     valid_split: float = setting(0.0, "Share of the documents held out for validation (seeded); 0: none.")
@@ -396,7 +398,7 @@ class PretrainSettings(TrainSettings):
         at_least(self.min_frequency, 1, "--min-frequency")
         if self.block_size < 8:
             raise UsageError("--block-size must be at least 8")
-        if not 0 < self.mlm_probability < 1:
+        if self.mlm_probability is not None and not 0 < self.mlm_probability < 1:
             raise UsageError("--mlm-probability must be between 0 and 1")
         if self.valid is None and not 0 <= self.valid_split < 1:
             raise UsageError(f"--valid-split must be in [0, 1) (got {self.valid_split})")

@@ -252,7 +252,9 @@ def pretrain_command(
     line_by_line: Annotated[
         bool | None, option(PretrainSettings, "line_by_line", "--line-by-line/--pack", show_default=False)
     ] = PT.line_by_line,
-    mlm_probability: MlmProbabilityOpt = PT.mlm_probability,
+    mlm_probability: Annotated[
+        float | None, option(PretrainSettings, "mlm_probability", "--mlm-probability", show_default=False)
+    ] = PT.mlm_probability,
     text_column: Annotated[
         str | None,
         typer.Option(
