@@ -359,7 +359,9 @@ class PretrainSettings(TrainSettings):
     min_frequency: int | None = setting(
         None, f"Occurrences a merge needs to enter the new tokenizer's vocabulary [default: {MIN_FREQUENCY}]."
     )
-    block_size: int = setting(128, "Tokens per training example.")
+    block_size: int | None = setting(
+        None, "Tokens per training example (default: 32 when mlm packs a corpus of short lines, else 128)."
+    )
     line_by_line: bool | None = setting(
         None,
         "One example per line (truncated to --block-size), or (--pack) packed blocks (default: lines for a "
@@ -396,7 +398,7 @@ class PretrainSettings(TrainSettings):
             raise UsageError("--vocab-size and --min-frequency train a new tokenizer; they do not go with --tokenizer")
         at_least(self.vocab_size, MIN_VOCAB, "--vocab-size")
         at_least(self.min_frequency, 1, "--min-frequency")
-        if self.block_size < 8:
+        if self.block_size is not None and self.block_size < 8:
             raise UsageError("--block-size must be at least 8")
         if self.mlm_probability is not None and not 0 < self.mlm_probability < 1:
             raise UsageError("--mlm-probability must be between 0 and 1")

@@ -248,7 +248,9 @@ def pretrain_command(
     min_frequency: Annotated[
         int | None, option(PretrainSettings, "min_frequency", "--min-frequency", show_default=False)
     ] = PT.min_frequency,
-    block_size: Annotated[int, typer.Option("--block-size", help="Tokens per training example.")] = PT.block_size,
+    block_size: Annotated[
+        int | None, option(PretrainSettings, "block_size", "--block-size", show_default=False)
+    ] = PT.block_size,
     line_by_line: Annotated[
         bool | None, option(PretrainSettings, "line_by_line", "--line-by-line/--pack", show_default=False)
     ] = PT.line_by_line,
