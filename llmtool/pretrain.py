@@ -181,7 +181,8 @@ AUTO_MAX_STEPS = {"tiny": 10_000, "mini": 10_000, "small": 20_000, "base": 50_00
 BATCH = 32  # examples per step, fewer when the corpus has fewer
 MASK_LINES, MASK_BLOCKS = 0.4, 0.15  # mlm: the share masked in a line of its own, and in longer examples
 BLOCK, SMALL_BLOCK = 128, 32  # tokens per example: packing running text, and mlm packing short lines
-FEW_BLOCKS = 32  # mlm packs short lines only when that makes at least this many blocks (else: lines)
+FEW_BLOCKS = 32  # mlm packs short lines only when that makes at least this many blocks (else: lines) ...
+SHORT_DOCUMENT_LINES = 20  # ... and only lines grouped into documents (blank lines) of at most this many on average
 WARMUP = 0.05  # new weights need a warm-up
 
 
@@ -202,9 +203,10 @@ def choose_layout(settings: PretrainSettings, documents: Any) -> PretrainSetting
         lines = bool(settings.line_by_line)
         return dataclasses.replace(settings, line_by_line=lines, mlm_probability=_masking(settings, lines))
     words_limit = block(settings) * 3 // 4  # about 1.3 tokens per word in a trained vocabulary
-    seen = short = sentences = tokens = 0
+    seen = short = sentences = tokens = docs = 0
     for batch in documents.iter(batch_size=1000):
         for lines in batch["lines"]:
+            docs += 1
             for line in lines:
                 seen += 1
                 words = len(line.split())
@@ -214,9 +216,17 @@ def choose_layout(settings: PretrainSettings, documents: Any) -> PretrainSetting
         if seen >= LINES_SAMPLE:
             break
     lines = seen > 0 and short >= SHORT_LINES_SHARE * seen and sentences >= SENTENCE_LINES_SHARE * seen
-    if lines and settings.objective == "mlm" and settings.block_size is None and tokens // SMALL_BLOCK >= FEW_BLOCKS:
-        # masked LM on short lines learns several times faster from small packed blocks (a few lines
-        # each, 15% masked) than from one line each: README "Measured"
+    related = docs > 1 and seen <= SHORT_DOCUMENT_LINES * docs  # short documents: neighbouring lines belong together
+    if (
+        lines
+        and related
+        and settings.objective == "mlm"
+        and settings.block_size is None
+        and tokens // SMALL_BLOCK >= FEW_BLOCKS
+    ):
+        # masked LM on short documents of short lines learns several times faster from small packed blocks
+        # (a few lines of one document each, 15% masked) than from one line each; on one stream of
+        # unrelated lines, fixed blocks are memorised instead: README "Measured"
         packed = _masking(settings, False)
         return dataclasses.replace(settings, line_by_line=False, block_size=SMALL_BLOCK, mlm_probability=packed)
     return dataclasses.replace(settings, line_by_line=lines, mlm_probability=_masking(settings, lines))
