@@ -113,7 +113,8 @@ def test_clm_lowers_held_out_perplexity(tmp_path: Path, tiny_gpt2: Path) -> None
     assert result.returncode == 0, result.stderr
     metrics = json.loads(result.stdout)
     baseline, *epochs = metrics["history"]
-    assert baseline["step"] == 0 and len(epochs) == 2
+    # short epochs: evaluated every few epochs (at least 50 steps apart) and at the end, not each epoch
+    assert baseline["step"] == 0 and epochs and epochs[-1]["step"] == metrics["train"]["steps"]
     assert metrics["valid"]["perplexity"] < baseline["perplexity"] / 3
     assert metrics["valid"]["perplexity"] == pytest.approx(math.exp(metrics["valid"]["loss"]))
     assert_clean_model_folder(out)
