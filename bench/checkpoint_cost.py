@@ -32,6 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dir", default=None)
     args = parser.parse_args(argv)
     work = Path(args.dir or tempfile.mkdtemp(prefix="ckpt-cost-"))
+    work.mkdir(parents=True, exist_ok=True)
     corpus = work / "twenty.txt"
     corpus.write_text("".join(f"Line {i} of the corpus says that item {i} is number {i * 7}.\n" for i in range(20)))
     seconds: dict[str, list[float]] = {name: [] for name in SETTINGS}
