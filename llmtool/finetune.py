@@ -14,7 +14,6 @@ folder, progress, signals, resume, atomic save) is :mod:`llmtool.training`.
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import tempfile
 from typing import Any
@@ -70,6 +69,12 @@ def finetune(
         tokenizer, model = _load(settings, model_options, data)
         limit = _length_limit(settings, tokenizer, model)
         train_ds, valid_ds = run.main_first(lambda: _tokenize_all(data, tokenizer, settings, limit, model_options))
+        params = sum(p.numel() for p in model.parameters())
+        settings, plan = training_plan(settings, params, len(train_ds), len(valid_ds) if valid_ds is not None else 0)
+        run.settings = settings
+        run.console.info(plan.line())
+        for warning in plan.warnings:
+            run.console.warn(warning)
         collator = _collator(
             settings.task, tokenizer, settings.mlm_probability, settings.seed, settings.whole_word_mask
         )
@@ -87,6 +92,34 @@ def finetune(
             summary={"task": settings.task, "labels": data.labels} if data.labels else {"task": settings.task},
         )
     return result
+
+
+# --------------------------------------------------------------------------- the plan
+
+# What finetune chooses when --lr, --batch-size, --epochs/--max-steps, --warmup-ratio are not given
+# (README "Defaults chosen for the data"): measured on SST-2 with all-MiniLM-L6-v2.
+SMALL_MODEL = 60_000_000  # parameters: below, a higher learning rate (MiniLM, DistilBERT-sized heads)
+LARGE_MODEL = 300_000_000  # parameters: from here on, a lower one (BERT-large and up)
+LR = {"small": 1e-4, "base": 5e-5, "large": 2e-5}
+SMALL_DATA = 2_000  # examples: below, batches of 8 (more updates per epoch), else 16
+MIN_STEPS = 150  # small data gets more epochs, up to this many optimizer steps in all ...
+EPOCHS = 3.0  # ... than the usual 3 passes
+WARMUP = 0.1  # BERT's recipe: a tenth of the steps
+
+
+def training_plan(settings: FinetuneSettings, parameters: int, examples: int, valid_examples: int) -> tuple[Any, Any]:
+    """The settings with what the user left open chosen for the data and the model, and the plan."""
+    from llmtool.plan import Rules, make_plan
+
+    size = "small" if parameters < SMALL_MODEL else "large" if parameters >= LARGE_MODEL else "base"
+    rules = Rules(
+        lr=LR[size], batch_size=8 if examples < SMALL_DATA else 16, epochs=EPOCHS, min_steps=MIN_STEPS,
+        max_steps=10**9, warmup_ratio=WARMUP,
+    )  # fmt: skip
+    layout = "one row per example" if settings.task == "classify" or settings.line_by_line else "packed blocks"
+    return make_plan(
+        settings, rules, examples=examples, valid_examples=valid_examples, layout=layout, processes=world_size()
+    )
 
 
 def _prepare_data(train_path: str, settings: FinetuneSettings, cache_dir: str) -> TrainingData:
@@ -312,9 +345,27 @@ def dry_run(train_path: str, settings: FinetuneSettings, model_options: ModelOpt
             report["labels"] = {"train": data.train_counts, "valid": data.valid_counts}
         report["tokens"] = _length_report(lengths, limit, settings)
         examples = _examples_estimate(lengths, len(data.train), limit, settings)
-        report["steps"] = _steps_estimate(examples, settings)
-        report["warnings"] = data.warnings
+        valid_rows = len(data.valid) if data.valid is not None else 0
+        _, plan = training_plan(settings, _parameters(model_options, settings.task), examples, valid_rows)
+        report["steps"] = {
+            "examples": examples, "effective_batch": plan.effective_batch, "per_epoch": plan.steps_per_epoch,
+            "total": plan.steps, "epochs": plan.epochs,
+        }  # fmt: skip
+        report["plan"] = plan.as_dict()
+        report["warnings"] = [*data.warnings, *plan.warnings]
     return report
+
+
+def _parameters(opts: ModelOptions, task: str) -> int:
+    """The model's parameter count from its config alone (built on the meta device: no weights, no memory)."""
+    import torch
+
+    from llmtool.models import load_config, locate
+
+    config = load_config(locate(opts))
+    with torch.device("meta"):
+        model = _auto_class(task).from_config(config)
+    return sum(p.numel() for p in model.parameters())
 
 
 def _tokenizer_and_limit(settings: FinetuneSettings, opts: ModelOptions) -> tuple[Any, int]:
@@ -364,19 +415,6 @@ def _examples_estimate(lengths: list[int], rows: int, limit: int, settings: Fine
     return int(sum(lengths) * rows / max(1, len(lengths)) // limit)
 
 
-def _steps_estimate(train_examples: int, s: FinetuneSettings) -> dict[str, Any]:
-    batches = math.ceil(train_examples / (s.batch_size * world_size()))
-    per_epoch = max(1, math.ceil(batches / s.grad_accum))
-    total = s.max_steps if s.max_steps is not None else math.ceil(per_epoch * s.epochs)
-    return {
-        "examples": train_examples,
-        "effective_batch": s.batch_size * s.grad_accum * world_size(),
-        "per_epoch": per_epoch,
-        "total": total,
-        "epochs": round(total / per_epoch, 3),
-    }
-
-
 # --------------------------------------------------------------------------- text output
 
 
@@ -407,5 +445,10 @@ def format_report(report: dict[str, Any]) -> str:
         f"steps    {steps['total']} ({steps['per_epoch']} per epoch x {steps['epochs']} epochs; "
         f"{steps['examples']} examples, effective batch {steps['effective_batch']})"
     )
+    if "plan" in report:
+        plan = report["plan"]
+        chosen = f" (chosen: {', '.join(plan['chosen'])})" if plan["chosen"] else ""
+        lr, warmup, batch = plan["lr"], plan["warmup_ratio"], plan["batch_size"]
+        lines.append(f"plan     lr {lr:g}, warm-up {warmup:g}, batch {batch}{chosen}")
     lines += [f"warning  {w}" for w in report.get("warnings", [])]
     return "\n".join(lines)

@@ -85,8 +85,12 @@ def mask_once(dataset: Any, tokenizer: Any, probability: float, seed: int, whole
 
 
 class Masker:
-    """BERT's masking of one example: ``probability`` of the non-special tokens are chosen; of those,
-    80% become [MASK], 10% a random token, 10% stay. Returns the inputs and the labels (-100: not chosen).
+    """BERT's masking of one example, as its ``create_pretraining_data.py`` does it: ``probability`` of
+    the non-special tokens, rounded, and at least one, are chosen at random; of those, 80% become
+    [MASK], 10% a random token, 10% stay. Returns the inputs and the labels (-100: not chosen).
+
+    Exactly that many, not each token with that probability (Transformers' collator): on a line of 7
+    tokens, a coin per token leaves a third of the lines (0.85^7) with nothing to learn from.
 
     ``whole_word``: words are chosen, not tokens, and all the tokens of a chosen word are masked
     (BERT's whole-word masking). A word is a token and the WordPiece continuations (``##...``) after
@@ -103,12 +107,18 @@ class Masker:
         import numpy as np
 
         ids = np.asarray(ids)
-        chosen = (rng.random(len(ids)) < self.probability) & ~np.isin(ids, self.special)
-        if self.words is not None:  # a word is chosen with its first token, and masked whole
+        candidates = np.flatnonzero(~np.isin(ids, self.special))
+        chosen = np.zeros(len(ids), dtype=bool)
+        if self.words is None:
+            count = min(len(candidates), max(1, round(len(candidates) * self.probability)))
+            chosen[rng.choice(candidates, size=count, replace=False) if count else []] = True
+        else:  # the same count of words, each masked whole
             word = self.words(ids)
-            firsts = np.flatnonzero(np.r_[True, word[1:] != word[:-1]])
-            picked = set(word[firsts[chosen[firsts]]].tolist()) - {-1}
-            chosen = np.isin(word, list(picked)) & ~np.isin(ids, self.special)
+            words = np.unique(word[candidates])
+            words = words[words >= 0]
+            count = min(len(words), max(1, round(len(words) * self.probability)))
+            picked = rng.choice(words, size=count, replace=False) if count else words[:0]
+            chosen = np.isin(word, picked) & ~np.isin(ids, self.special)
         label = np.where(chosen, ids, -100)
         roll = rng.random(len(ids))
         ids = np.where(chosen & (roll < 0.8), self.mask_id, ids)  # 80% [MASK]

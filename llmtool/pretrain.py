@@ -79,6 +79,7 @@ def _pretrain(
     with TrainingRun(output_dir, settings, console) as run:
         train_docs, valid_docs = run.main_first(lambda: load_documents(layouts, settings, run.cache_dir))
         run.console.info(_corpus_summary(layouts, train_docs, valid_docs))
+        settings = choose_layout(settings, train_docs)
         resume_from = run.folder.latest_checkpoint() if settings.resume else None
         tokenizer = run.main_first(lambda: _tokenizer(settings, train_docs, run.cache_dir, resume_from))
         config = build_config(settings, tokenizer, overrides)
@@ -88,9 +89,15 @@ def _pretrain(
         params = count_parameters(model)
         run.console.info(
             f"{architecture_name(model)}: {params / 1e6:.2f}M parameters, vocabulary {len(tokenizer)}; "
-            f"{len(train_ds)} training examples of up to {settings.block_size} tokens"
+            f"{len(train_ds)} training examples of up to {block(settings)} tokens"
         )
+        settings, plan = training_plan(settings, examples)
+        run.settings = settings
+        run.console.info(plan.line())
+        for warning in plan.warnings:
+            run.console.warn(warning)
         record = _record(corpus, layouts, settings, model, tokenizer, params, train_docs, valid_docs, examples)
+        record["plan"] = plan.as_dict()
         return run.train(
             model,
             tokenizer,
@@ -106,6 +113,159 @@ def _pretrain(
 
 def objective_name(settings: PretrainSettings) -> str:
     return "mlm+nsp" if settings.nsp else settings.objective
+
+
+def dry_run(corpus: Sequence[str], settings: PretrainSettings, *, offline: bool = False) -> dict[str, Any]:
+    """Check the corpus, train the tokenizer and build the examples (in a temporary folder), and say
+    what training would do: the plan and its warnings. Trains no model; writes nothing that stays."""
+    import tempfile
+
+    settings.check()
+    prepare_environment(offline, False)
+    layouts = corpus_layouts(corpus, settings)
+    overrides = read_config(settings.config, settings.objective) if settings.config else {}
+    check_positions(settings, overrides)
+    with tempfile.TemporaryDirectory(prefix="llmtool-dry-run-") as cache:
+        train_docs, valid_docs = load_documents(layouts, settings, cache)
+        settings = choose_layout(settings, train_docs)
+        tokenizer = _tokenizer(settings, train_docs, cache, None)
+        config = build_config(settings, tokenizer, overrides)
+        examples = build_examples(train_docs, valid_docs, tokenizer, settings)
+        settings, plan = training_plan(settings, examples)
+        import torch
+
+        with torch.device("meta"):
+            params = count_parameters(new_model(config, settings))
+        return {
+            "objective": objective_name(settings),
+            "corpus": list(corpus),
+            "documents": {"train": len(train_docs), "valid": len(valid_docs) if valid_docs is not None else 0},
+            "lines": sum(len(x) for x in train_docs["lines"]),
+            "size": settings.size,
+            "parameters": params,
+            "vocab_size": len(tokenizer),
+            "block_size": block(settings),
+            "plan": plan.as_dict(),
+        }
+
+
+def format_dry_run(report: dict[str, Any]) -> str:
+    """The --dry-run report for people: the corpus, the model, the plan line and its warnings."""
+    plan = report["plan"]
+    docs = report["documents"]
+    lines = [
+        f"corpus   {', '.join(report['corpus'])}: {docs['train']} training documents ({report['lines']} lines), "
+        f"{docs['valid']} for validation",
+        f"model    {report['objective']}, size {report['size']}, {report['parameters']:,} parameters, "
+        f"vocabulary {report['vocab_size']}, block {report['block_size']} tokens",
+        f"plan     {_plan_from_dict(plan).line().removeprefix('plan: ')}",
+    ]
+    return "\n".join([*lines, *(f"warning  {w}" for w in plan["warnings"])])
+
+
+def _plan_from_dict(values: dict[str, Any]) -> Any:
+    from llmtool.plan import Plan
+
+    return Plan(**values)
+
+
+# --------------------------------------------------------------------------- the plan
+
+SENTENCE_ENDS = (".", "!", "?", '"', "'", ")", "]")  # a line that ends so ends a sentence
+LINES_SAMPLE = 20_000  # lines looked at to choose the layout
+SHORT_LINES_SHARE = 0.9  # a corpus of lines: at least this share of lines short enough for one example ...
+SENTENCE_LINES_SHARE = 0.8  # ... and at least this share ending a sentence (verse and wrapped prose do not)
+AUTO_EPOCHS = 40  # the step budget: this many passes over the examples (facts need many to be memorised) ...
+AUTO_MIN_STEPS = {"mlm": 3000, "clm": 1500}  # ... at least this many steps from scratch ...
+AUTO_MAX_STEPS = {"tiny": 10_000, "mini": 10_000, "small": 20_000, "base": 50_000}  # ... at most this many
+BATCH = 32  # examples per step, fewer when the corpus has fewer
+MASK_LINES, MASK_BLOCKS = 0.4, 0.15  # mlm: the share masked in a line of its own, and in longer examples
+BLOCK, SMALL_BLOCK = 128, 32  # tokens per example: packing running text, and mlm packing short lines
+FEW_BLOCKS = 32  # mlm packs short lines only when that makes at least this many blocks (else: lines) ...
+SHORT_DOCUMENT_LINES = 20  # ... and only lines grouped into documents (blank lines) of at most this many on average
+WARMUP = 0.05  # new weights need a warm-up
+
+
+def block(settings: PretrainSettings) -> int:
+    """Tokens per example: --block-size, else BLOCK (choose_layout may choose SMALL_BLOCK)."""
+    return settings.block_size or BLOCK
+
+
+def choose_layout(settings: PretrainSettings, documents: Any) -> PretrainSettings:
+    """--line-by-line / --pack as given; else lines for a corpus of short sentences, one per line
+    (SHORT_LINES_SHARE of the lines fit one example, SENTENCE_LINES_SHARE end a sentence); else packing.
+    --nsp builds sentence pairs either way. Also the share masked, when not given: MASK_LINES for
+    lines (15% of a 7-token line is one token, and learning takes several times the steps), else
+    BERT's MASK_BLOCKS."""
+    import dataclasses
+
+    if settings.line_by_line is not None or settings.nsp:
+        lines = bool(settings.line_by_line)
+        return dataclasses.replace(settings, line_by_line=lines, mlm_probability=_masking(settings, lines))
+    words_limit = block(settings) * 3 // 4  # about 1.3 tokens per word in a trained vocabulary
+    seen = short = sentences = tokens = docs = 0
+    for batch in documents.iter(batch_size=1000):
+        for lines in batch["lines"]:
+            docs += 1
+            for line in lines:
+                seen += 1
+                words = len(line.split())
+                tokens += words * 4 // 3 + 1  # about 1.3 tokens per word, and a separator
+                short += words <= words_limit
+                sentences += line.rstrip().endswith(SENTENCE_ENDS)
+        if seen >= LINES_SAMPLE:
+            break
+    lines = seen > 0 and short >= SHORT_LINES_SHARE * seen and sentences >= SENTENCE_LINES_SHARE * seen
+    related = docs > 1 and seen <= SHORT_DOCUMENT_LINES * docs  # short documents: neighbouring lines belong together
+    if (
+        lines
+        and related
+        and settings.objective == "mlm"
+        and settings.block_size is None
+        and tokens // SMALL_BLOCK >= FEW_BLOCKS
+    ):
+        # masked LM on short documents of short lines learns several times faster from small packed blocks
+        # (a few lines of one document each, 15% masked) than from one line each; on one stream of
+        # unrelated lines, fixed blocks are memorised instead: README "Measured"
+        packed = _masking(settings, False)
+        return dataclasses.replace(settings, line_by_line=False, block_size=SMALL_BLOCK, mlm_probability=packed)
+    return dataclasses.replace(settings, line_by_line=lines, mlm_probability=_masking(settings, lines))
+
+
+def _masking(settings: PretrainSettings, lines: bool) -> float:
+    if settings.mlm_probability is not None:
+        return settings.mlm_probability
+    return MASK_LINES if lines else MASK_BLOCKS
+
+
+def training_plan(settings: PretrainSettings, examples: tuple[Any, Any | None]) -> tuple[PretrainSettings, Any]:
+    """The settings with the plan's choices filled in (see :mod:`llmtool.plan`), and the plan."""
+    from llmtool.plan import Rules, make_plan
+
+    rules = Rules(
+        lr=SIZES[settings.size].lr,
+        batch_size=BATCH,
+        epochs=AUTO_EPOCHS,
+        min_steps=AUTO_MIN_STEPS[settings.objective],
+        max_steps=AUTO_MAX_STEPS[settings.size],
+        warmup_ratio=WARMUP,
+        from_scratch=True,
+    )
+    train, valid = examples
+    size = block(settings)
+    layout = (
+        f"sentence pairs of up to {block(settings)} tokens"
+        if settings.nsp
+        else f"one line per example (up to {block(settings)} tokens)"
+        if settings.line_by_line
+        else f"packed {size}-token blocks"
+    )
+    if settings.objective == "mlm":
+        layout += f", {_masking(settings, bool(settings.line_by_line)):.0%} of each masked"
+    return make_plan(
+        settings, rules, examples=len(train), valid_examples=len(valid) if valid is not None else 0,
+        layout=layout, processes=world_size(),
+    )  # fmt: skip
 
 
 # --------------------------------------------------------------------------- corpus -> documents
@@ -307,8 +467,12 @@ def preset(settings: PretrainSettings) -> dict[str, Any]:
             "num_attention_heads": size.heads,
             "intermediate_size": 4 * size.hidden,
             "max_position_embeddings": POSITIONS["mlm"],
+            "hidden_dropout_prob": size.dropout,
+            "attention_probs_dropout_prob": size.dropout,
         }
-    return {"n_layer": size.layers, "n_embd": size.hidden, "n_head": size.heads, "n_positions": POSITIONS["clm"]}
+    dropout = {"resid_pdrop": size.dropout, "embd_pdrop": size.dropout, "attn_pdrop": size.dropout}
+    shape = {"n_layer": size.layers, "n_embd": size.hidden, "n_head": size.heads, "n_positions": POSITIONS["clm"]}
+    return {**shape, **dropout}
 
 
 def check_positions(settings: PretrainSettings, overrides: dict[str, Any]) -> None:
@@ -317,8 +481,8 @@ def check_positions(settings: PretrainSettings, overrides: dict[str, Any]) -> No
     positions = overrides.get(key, POSITIONS[settings.objective])
     if not isinstance(positions, int) or positions < 1:
         raise UsageError(f"--config {settings.config}: {key} must be a positive integer")
-    if settings.block_size > positions:
-        raise UsageError(f"--block-size {settings.block_size} is longer than the model's {positions} positions")
+    if block(settings) > positions:
+        raise UsageError(f"--block-size {block(settings)} is longer than the model's {positions} positions")
 
 
 def build_config(settings: PretrainSettings, tokenizer: Any, overrides: dict[str, Any]) -> Any:
@@ -370,7 +534,7 @@ def build_examples(train_docs: Any, valid_docs: Any | None, tokenizer: Any, s: P
     train = _examples(train_docs, tokenizer, s, "train")
     valid = _examples(valid_docs, tokenizer, s, "valid") if valid_docs is not None else None
     if len(train) == 0:
-        raise UsageError(f"the corpus is shorter than one --block-size block ({s.block_size} tokens); lower it")
+        raise UsageError(f"the corpus is shorter than one --block-size block ({block(s)} tokens); lower it")
     if valid is not None and len(valid) == 0:
         raise UsageError("the validation documents are shorter than one --block-size block; lower it")
     return train, valid
@@ -378,14 +542,14 @@ def build_examples(train_docs: Any, valid_docs: Any | None, tokenizer: Any, s: P
 
 def _examples(docs: Any, tokenizer: Any, s: PretrainSettings, split: str) -> Any:
     """Token ids per example: packed blocks (default), lines (--line-by-line) or sentence pairs (--nsp)."""
-    key = [docs._fingerprint, _tokenizer_hash(tokenizer), s.objective, s.nsp, s.block_size, s.line_by_line, split]
+    key = [docs._fingerprint, _tokenizer_hash(tokenizer), s.objective, s.nsp, block(s), s.line_by_line, split]
     procs = num_proc(s.num_proc, len(docs))
     if s.nsp:
         segments = docs.map(
             _SegmentEncoder(tokenizer), batched=True, remove_columns=docs.column_names, num_proc=procs,
             new_fingerprint=fingerprint([*key, "segments"]), desc=None,
         )  # fmt: skip
-        builder = _NspBuilder(segments, tokenizer, s.block_size, s.seed)
+        builder = _NspBuilder(segments, tokenizer, block(s), s.seed)
         out = segments.map(
             builder, batched=True, with_indices=True, remove_columns=segments.column_names,
             new_fingerprint=fingerprint([*key, "pairs", s.seed, NSP_PAIRINGS]), desc=None,
@@ -395,20 +559,20 @@ def _examples(docs: Any, tokenizer: Any, s: PretrainSettings, split: str) -> Any
             _lines if s.line_by_line else _joined, batched=True, remove_columns=docs.column_names,
             new_fingerprint=fingerprint([*key, "texts"]), desc=None,
         )  # fmt: skip
-        encoder = LineEncoder(tokenizer, s.block_size if s.line_by_line else None, s.objective)
+        encoder = LineEncoder(tokenizer, block(s) if s.line_by_line else None, s.objective)
         out = texts.map(
             encoder, batched=True, remove_columns=texts.column_names, num_proc=procs,
             new_fingerprint=fingerprint([*key, "ids"]), desc=None,
         )  # fmt: skip
         if not s.line_by_line:
             out = out.map(
-                BlockPacker(s.block_size), batched=True, batch_size=1000, remove_columns=out.column_names,
+                BlockPacker(block(s)), batched=True, batch_size=1000, remove_columns=out.column_names,
                 new_fingerprint=fingerprint([*key, "blocks"]), desc=None,
             )  # fmt: skip
     if s.objective == "clm":
         out = out.map(_with_labels, batched=True, new_fingerprint=fingerprint([*key, "labels"]), desc=None)
     elif split == "valid":
-        out = mask_once(out, tokenizer, s.mlm_probability, s.seed, s.whole_word_mask)
+        out = mask_once(out, tokenizer, _masking(s, bool(s.line_by_line)), s.seed, s.whole_word_mask)
     return out
 
 
@@ -552,7 +716,7 @@ def _collator(s: PretrainSettings, tokenizer: Any) -> Any:
     from transformers import DataCollatorForTokenClassification
 
     if s.objective == "mlm":
-        return MlmCollator(tokenizer, s.mlm_probability, s.seed, s.whole_word_mask)
+        return MlmCollator(tokenizer, _masking(s, bool(s.line_by_line)), s.seed, s.whole_word_mask)
     return DataCollatorForTokenClassification(tokenizer)  # pads input_ids with the pad token, labels with -100
 
 
@@ -585,7 +749,8 @@ def _record(
         "vocab_size": len(tokenizer),
         "documents": {"train": len(train_docs), "valid": len(valid_docs) if valid_docs is not None else 0},
         "examples": {"train": len(examples[0]), "valid": len(examples[1]) if examples[1] is not None else 0},
-        "block_size": s.block_size,
+        "block_size": block(s),
+        "layout": "sentence pairs" if s.nsp else "lines" if s.line_by_line else "packed blocks",
         "world_size": world_size(),
     }
 

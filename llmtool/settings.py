@@ -249,17 +249,23 @@ class AttentionOptions:
 class TrainSettings:
     """How to train: every knob shared by the training commands, with its default and meaning."""
 
-    epochs: float = setting(3.0, "Passes over the training data.")
+    epochs: float | None = setting(
+        None, "Passes over the training data (default: chosen from the data, see the README)."
+    )
     max_steps: int | None = setting(None, "Optimizer steps; overrides --epochs.")
-    lr: float = setting(5e-5, "Peak learning rate (AdamW, linear decay).")
-    batch_size: int = setting(16, "Examples per device per step.")
+    lr: float | None = setting(None, "Peak learning rate (AdamW, linear decay) (default: chosen for the model).")
+    batch_size: int | None = setting(None, "Examples per device per step (default: chosen from the data).")
     grad_accum: int = setting(1, "Batches per optimizer step.")
-    warmup_ratio: float = setting(0.0, "Share of steps warming the rate up.")
+    warmup_ratio: float | None = setting(None, "Share of steps warming the rate up (default: chosen from the steps).")
     weight_decay: float = setting(0.0, "AdamW weight decay (biases and LayerNorm weights exempt).")
     seed: int = setting(42, "Seed for new weights, split, order, dropout, masking.")
     precision: str = setting("auto", "auto|fp32|bf16|fp16; auto: bf16 on GPUs that have it, else fp16; fp32 on CPU.")
     gradient_checkpointing: bool = setting(False, "Less memory, slower: recompute activations.")
-    save_steps: int | None = setting(None, "Evaluate and checkpoint every N steps (default: every epoch).")
+    save_steps: int | None = setting(
+        None,
+        "Evaluate and checkpoint every N steps (default: every epoch, or every few epochs when epochs are "
+        "short; see the README).",
+    )
     save_total_limit: int = setting(2, "Checkpoints kept on disk (the best one is always kept too).")
     patience: int | None = setting(None, "Stop after N evaluations without improvement.")
     eval_on_start: bool = setting(False, "Evaluate the model before training too (a baseline).")
@@ -282,14 +288,14 @@ class TrainSettings:
 
     def check(self) -> None:
         """Cheap checks of the values, before anything is read or loaded."""
-        if self.max_steps is None and not self.epochs > 0:
+        if self.max_steps is None and self.epochs is not None and not self.epochs > 0:
             raise UsageError("--epochs must be greater than 0")
         at_least(self.max_steps, 1, "--max-steps")
-        if not self.lr > 0:
+        if self.lr is not None and not self.lr > 0:
             raise UsageError("--lr must be greater than 0")
         for name in ("batch_size", "grad_accum", "save_total_limit", "logging_steps"):
             at_least(getattr(self, name), 1, f"--{name.replace('_', '-')}")
-        if not 0 <= self.warmup_ratio < 1:
+        if self.warmup_ratio is not None and not 0 <= self.warmup_ratio < 1:
             raise UsageError("--warmup-ratio must be in [0, 1)")
         if self.weight_decay < 0:
             raise UsageError("--weight-decay must not be negative")
@@ -352,20 +358,25 @@ class FinetuneSettings(TrainSettings):
 
 @dataclass(frozen=True)
 class Size:
-    """The shape of a size preset; the feed-forward layer is 4 x hidden wide, as in BERT and GPT-2."""
+    """The shape of a size preset; the feed-forward layer is 4 x hidden wide, as in BERT and GPT-2. With it,
+    the dropout and the peak learning rate that train it from scratch (when --lr is not given)."""
 
     layers: int
     hidden: int
     heads: int
+    dropout: float = 0.1
+    lr: float = 1e-3
 
 
 # BERT-Tiny/Mini/Small/Base (Turc et al. 2019, "Well-Read Students Learn Better"); GPT-2 gets the same
 # shapes, and "base" is GPT-2's smallest released model (124M parameters with its 50257-token vocabulary).
+# tiny is BERT-Tiny's shape with 4 heads instead of 2 and no dropout, at lr 2e-3: it memorises a small
+# corpus of facts several times faster (tests/test_pretrain.py, README "Defaults that learn").
 SIZES: dict[str, Size] = {
-    "tiny": Size(layers=2, hidden=128, heads=2),
-    "mini": Size(layers=4, hidden=256, heads=4),
-    "small": Size(layers=4, hidden=512, heads=8),
-    "base": Size(layers=12, hidden=768, heads=12),
+    "tiny": Size(layers=2, hidden=128, heads=4, dropout=0.0, lr=2e-3),
+    "mini": Size(layers=4, hidden=256, heads=4, lr=1e-3),
+    "small": Size(layers=4, hidden=512, heads=8, lr=5e-4),
+    "base": Size(layers=12, hidden=768, heads=12, lr=1e-4),
 }
 VOCAB_SIZE = 8192  # the largest vocabulary a new tokenizer learns, unless --vocab-size says otherwise
 MIN_FREQUENCY = 2  # occurrences a merge needs, unless --min-frequency says otherwise
@@ -388,9 +399,17 @@ class PretrainSettings(TrainSettings):
     min_frequency: int | None = setting(
         None, f"Occurrences a merge needs to enter the new tokenizer's vocabulary [default: {MIN_FREQUENCY}]."
     )
-    block_size: int = setting(128, "Tokens per training example.")
-    line_by_line: bool = setting(False, "One example per line (truncated to --block-size) instead of packed blocks.")
-    mlm_probability: float = setting(0.15, "mlm: share of tokens masked.")
+    block_size: int | None = setting(
+        None, "Tokens per training example (default: 32 when mlm packs a corpus of short lines, else 128)."
+    )
+    line_by_line: bool | None = setting(
+        None,
+        "One example per line (truncated to --block-size), or (--pack) packed blocks (default: lines for a "
+        "corpus of short sentences, else packed; see the README).",
+    )
+    mlm_probability: float | None = setting(
+        None, "mlm: share of tokens masked, at least one an example (default: 0.4 one line per example, else 0.15)."
+    )
     whole_word_mask: bool = setting(
         False,
         "mlm: mask whole words, not single tokens (a word: a token and its ## continuations; Chinese words: "
@@ -401,11 +420,13 @@ class PretrainSettings(TrainSettings):
     valid_split: float = setting(0.0, "Share of the documents held out for validation (seeded); 0: none.")
     encoding: str = setting("utf-8", "Text encoding of the corpus files.")
     num_proc: int | None = setting(None, "Tokenization processes (default: several for big corpora only).")
-    # Pre-training defaults (fields of TrainSettings given new values)
-    epochs: float = setting(10.0, "Passes over the corpus.")
-    lr: float = setting(1e-3, "Peak learning rate: right for the small presets; use ~1e-4 for base.")
-    batch_size: int = setting(32, "Examples per device per step.")
-    warmup_ratio: float = setting(0.05, "Share of steps warming the rate up (new weights need it).")
+    # Pre-training defaults (fields of TrainSettings given new values); None: chosen by the plan (README)
+    epochs: float | None = setting(
+        None, "Passes over the corpus (default: a step budget from the corpus and model size, see the README)."
+    )
+    lr: float | None = setting(None, "Peak learning rate (default: the --size preset's, e.g. 2e-3 for tiny).")
+    batch_size: int | None = setting(None, "Examples per device per step (default: 32, or fewer examples).")
+    warmup_ratio: float | None = setting(None, "Share of steps warming the rate up (default: 0.05).")
     weight_decay: float = setting(0.01, "AdamW weight decay, as BERT and GPT-2 used.")
 
     def check(self) -> None:
@@ -422,9 +443,9 @@ class PretrainSettings(TrainSettings):
             raise UsageError("--vocab-size and --min-frequency train a new tokenizer; they do not go with --tokenizer")
         at_least(self.vocab_size, MIN_VOCAB, "--vocab-size")
         at_least(self.min_frequency, 1, "--min-frequency")
-        if self.block_size < 8:
+        if self.block_size is not None and self.block_size < 8:
             raise UsageError("--block-size must be at least 8")
-        if not 0 < self.mlm_probability < 1:
+        if self.mlm_probability is not None and not 0 < self.mlm_probability < 1:
             raise UsageError("--mlm-probability must be between 0 and 1")
         if self.whole_word_mask and self.objective != "mlm":
             raise UsageError("--whole-word-mask goes with --objective mlm")

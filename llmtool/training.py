@@ -54,6 +54,7 @@ SETTINGS_FILE = "llmtool_settings.json"  # the resolved settings, beside the mod
 METRICS_FILE = "metrics.json"  # the final metrics, beside the model
 CURVES_FILE = "metrics.png"  # the same as a picture: loss and the task metric per evaluation (llmtool[plot])
 LOWER_IS_BETTER = ("loss", "perplexity")
+SAVE_SECONDS = 600  # a checkpoint (without evaluation) when the last one is this old, between the step cadence's
 
 
 # --------------------------------------------------------------------------- signals and results
@@ -448,6 +449,7 @@ class TrainingRun:
             callbacks.append(EarlyStoppingCallback(early_stopping_patience=s.patience))
         if callable(getattr(data_collator, "set_epoch", None)):
             callbacks.append(_EpochToCollator(data_collator))
+        callbacks.append(_TimedCheckpoint(SAVE_SECONDS))
         stopper = _GracefulStop(self.console)
         reporter = _Reporter(self.console, derived_metrics)
         trainer = Trainer(
@@ -589,11 +591,13 @@ def build_training_args(s: TrainSettings, checkpoint_dir: str, *, has_eval: bool
     precision = resolve_precision(s.precision, s.device)
     if precision == "fp16" and (s.device == "cpu" or not _cuda_available()):
         raise UsageError("--fp16 needs a CUDA GPU; on the CPU use --bf16 or full precision")
+    if s.lr is None or s.batch_size is None or s.warmup_ratio is None or (s.epochs is None and s.max_steps is None):
+        raise ValueError("training settings left open: fill them in with llmtool.plan.make_plan first")
     strategy = "steps" if s.save_steps else "epoch"
     metric = metric.removeprefix("eval_")
     return TrainingArguments(
         output_dir=checkpoint_dir,
-        num_train_epochs=s.epochs,
+        num_train_epochs=s.epochs if s.epochs is not None else 1.0,
         max_steps=s.max_steps if s.max_steps is not None else -1,
         learning_rate=s.lr,
         per_device_train_batch_size=s.batch_size,
@@ -717,6 +721,23 @@ def _write_failure(exc: BaseException, folder: Path) -> BaseException:
     if shutil.disk_usage(folder).free < 64 * 1024 * 1024:
         return LlmtoolError(f"no space left on device writing a checkpoint in {folder}")
     return LlmtoolError(f"could not write a checkpoint in {folder}: {' '.join(text.split())}")
+
+
+class _TimedCheckpoint(_LazyCallback):
+    """A checkpoint (weights, optimizer, data position; no evaluation) when the last one is ``seconds``
+    old: long runs with few evaluations lose at most that much work to a crash. It evaluates nothing,
+    so the evaluation history, the best checkpoint and the weights do not depend on the clock."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.last = time.monotonic()
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if time.monotonic() - self.last >= self.seconds:
+            control.should_save = True
+
+    def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.last = time.monotonic()
 
 
 class _EpochToCollator(_LazyCallback):

@@ -113,7 +113,8 @@ def test_clm_lowers_held_out_perplexity(tmp_path: Path, tiny_gpt2: Path) -> None
     assert result.returncode == 0, result.stderr
     metrics = json.loads(result.stdout)
     baseline, *epochs = metrics["history"]
-    assert baseline["step"] == 0 and len(epochs) == 2
+    # short epochs: evaluated every few epochs (at least 50 steps apart) and at the end, not each epoch
+    assert baseline["step"] == 0 and epochs and epochs[-1]["step"] == metrics["train"]["steps"]
     assert metrics["valid"]["perplexity"] < baseline["perplexity"] / 3
     assert metrics["valid"]["perplexity"] == pytest.approx(math.exp(metrics["valid"]["loss"]))
     assert_clean_model_folder(out)
@@ -169,7 +170,8 @@ def test_mlm_lowers_perplexity_with_a_progress_bar_on_a_terminal(tmp_path: Path,
 def test_dry_run_reports_and_writes_nothing(tmp_path: Path, tiny_bert: Path) -> None:
     train = write_sentiment_csv(tmp_path / "train.csv", 100, seed=5, header=("sentence", "label"))
     out = tmp_path / "never"
-    args = ["finetune", str(train), "--model", str(tiny_bert), "--output", str(out), "--dry-run", "--batch-size", "8"]
+    args = ["finetune", str(train), "--model", str(tiny_bert), "--output", str(out), "--dry-run", "--batch-size", "8",
+            "--epochs", "3"]  # fmt: skip
     result = run_cli([*args, "--json"], env=ENV)
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)

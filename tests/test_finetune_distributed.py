@@ -23,7 +23,7 @@ def test_torchrun_two_cpu_processes_train_one_model(tmp_path: Path, tiny_bert: P
     command = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
         "-m", "llmtool", "finetune", str(train), "--model", str(tiny_bert), "--output", str(out),
-        "--epochs", "3", "--lr", "3e-3", "--json",
+        "--epochs", "3", "--lr", "3e-3", "--batch-size", "16", "--save-steps", "18", "--json",
     ]  # fmt: skip
     proc = subprocess.run(command, capture_output=True, text=True, env=cli_env(), timeout=600, check=False)
     assert proc.returncode == 0, proc.stderr

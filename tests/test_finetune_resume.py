@@ -15,7 +15,7 @@ from conftest import cli_env, interrupt_after_first_epoch, run_cli
 from synthetic import write_sentiment_csv
 
 ENV = cli_env(OMP_NUM_THREADS="1")
-EPOCHS = ["--epochs", "3", "--lr", "1e-3", "--seed", "7", "--json"]
+EPOCHS = ["--epochs", "3", "--lr", "1e-3", "--batch-size", "16", "--seed", "7", "--json"]
 
 
 @pytest.mark.slow

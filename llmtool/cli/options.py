@@ -179,12 +179,12 @@ LabelColumnOpt = Annotated[str, option(EvaluateOptions, "label_column", "--label
 # ---------------------------------------------------------------------------- training (TrainSettings)
 # Shared by finetune and pretrain; each command's default comes from its own settings class.
 
-EpochsOpt = Annotated[float, option(TrainSettings, "epochs", "--epochs")]
+EpochsOpt = Annotated[float | None, option(TrainSettings, "epochs", "--epochs", show_default=False)]
 MaxStepsOpt = Annotated[int | None, option(TrainSettings, "max_steps", "--max-steps", show_default=False)]
-LrOpt = Annotated[float, option(TrainSettings, "lr", "--lr")]
-TrainBatchOpt = Annotated[int, option(TrainSettings, "batch_size", "--batch-size", "-b")]
+LrOpt = Annotated[float | None, option(TrainSettings, "lr", "--lr", show_default=False)]
+TrainBatchOpt = Annotated[int | None, option(TrainSettings, "batch_size", "--batch-size", "-b", show_default=False)]
 GradAccumOpt = Annotated[int, option(TrainSettings, "grad_accum", "--grad-accum")]
-WarmupOpt = Annotated[float, option(TrainSettings, "warmup_ratio", "--warmup-ratio")]
+WarmupOpt = Annotated[float | None, option(TrainSettings, "warmup_ratio", "--warmup-ratio", show_default=False)]
 WeightDecayOpt = Annotated[float, option(TrainSettings, "weight_decay", "--weight-decay")]
 TrainSeedOpt = Annotated[int, option(TrainSettings, "seed", "--seed")]
 Bf16Opt = Annotated[bool, typer.Option("--bf16", help="bfloat16 mixed precision (default: on GPUs that have it).")]

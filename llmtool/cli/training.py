@@ -252,9 +252,15 @@ def pretrain_command(
     min_frequency: Annotated[
         int | None, option(PretrainSettings, "min_frequency", "--min-frequency", show_default=False)
     ] = PT.min_frequency,
-    block_size: Annotated[int, typer.Option("--block-size", help="Tokens per training example.")] = PT.block_size,
-    line_by_line: LineByLineOpt = PT.line_by_line,
-    mlm_probability: MlmProbabilityOpt = PT.mlm_probability,
+    block_size: Annotated[
+        int | None, option(PretrainSettings, "block_size", "--block-size", show_default=False)
+    ] = PT.block_size,
+    line_by_line: Annotated[
+        bool | None, option(PretrainSettings, "line_by_line", "--line-by-line/--pack", show_default=False)
+    ] = PT.line_by_line,
+    mlm_probability: Annotated[
+        float | None, option(PretrainSettings, "mlm_probability", "--mlm-probability", show_default=False)
+    ] = PT.mlm_probability,
     whole_word_mask: WholeWordMaskOpt = PT.whole_word_mask,
     text_column: Annotated[
         str | None,
@@ -292,7 +298,13 @@ def pretrain_command(
     overwrite: OverwriteOpt = PT.overwrite,
     resume: ResumeOpt = PT.resume,
     keep_checkpoints: KeepCheckpointsOpt = PT.keep_checkpoints,
-    json_flag: Annotated[bool, typer.Option("--json", help="Print the final metrics as JSON.")] = False,
+    dry_run: Annotated[
+        bool,
+        typer.Option("--dry-run", help="Check the corpus, build the examples and print the plan; train nothing."),
+    ] = False,
+    json_flag: Annotated[
+        bool, typer.Option("--json", help="Print the final metrics (or the --dry-run report) as JSON.")
+    ] = False,
     device: TrainDeviceOpt = PT.device,
     offline: OfflineOpt = MODEL.offline,
     quiet: QuietOpt = False,
@@ -306,15 +318,27 @@ def pretrain_command(
 
     Runs unchanged under torchrun and accelerate launch. Ctrl-C saves a checkpoint; --resume continues from it.
 
+    With no training flags, the layout (lines or packed blocks), the steps, the batch and the learning
+    rate are chosen from the corpus and the size preset; one "plan:" line on stderr (and --dry-run) says which.
+
     Example: llmtool corpus facts -o facts.txt && llmtool pretrain facts.txt --objective mlm --output facts-bert
     """
     from llmtool.pretrain import pretrain
     from llmtool.training import print_result
 
-    if output is None:
-        raise UsageError("--output DIR is required")
+    if output is None and not dry_run:
+        raise UsageError("--output DIR is required (or --dry-run)")
     settings = settings_from(PretrainSettings, locals(), precision=precision_flag(bf16, fp16, fp32))
     settings.check()
+    if dry_run:
+        from llmtool.pretrain import dry_run as plan
+        from llmtool.pretrain import format_dry_run
+        from llmtool.streams import json_line
+
+        report = plan(corpus, settings, offline=offline)
+        typer.echo(json_line(report) if json_flag else format_dry_run(report))
+        return
+    assert output is not None
     print_result(pretrain(corpus, output, settings, Console(quiet, verbose), offline=offline), json_flag)
 
 
