@@ -56,8 +56,11 @@ def finetune(
 ) -> dict[str, Any]:
     """Fine-tune ``model_options.model`` on ``train_path``; write the model to ``output_dir``.
 
-    Returns the final metrics (also written to ``output_dir/metrics.json``).
+    Returns the final metrics (also written to ``output_dir/metrics.json``). With ``settings.lora``,
+    ``output_dir`` is a PEFT adapter folder (:mod:`llmtool.lora`), or with ``settings.merge`` the
+    adapter merged into a full model.
     """
+    settings = resolved(settings)
     settings.check()
     model_options.check()
     console = console or Console()
@@ -69,8 +72,11 @@ def finetune(
         run.console.info(_data_summary(data))
         tokenizer, model = _load(settings, model_options, data)
         limit = _length_limit(settings, tokenizer, model)
+        finish = None
+        if settings.lora:
+            model, finish = _with_lora(model, settings, model_options, run.console)
         train_ds, valid_ds = run.main_first(lambda: _tokenize_all(data, tokenizer, settings, limit, model_options))
-        collator = _collator(settings.task, tokenizer, settings.mlm_probability, settings.seed)
+        collator = _collator(settings.task, tokenizer, settings.mlm_probability, settings.seed, chat=_is_chat(data))
         record = _record(train_path, settings, model_options, data, limit, len(train_ds), valid_ds)
         result = run.train(
             model,
@@ -83,11 +89,53 @@ def finetune(
             derived_metrics=None if settings.task == "classify" else perplexity,
             record=record,
             summary={"task": settings.task, "labels": data.labels} if data.labels else {"task": settings.task},
+            finish=finish,
         )
     return result
 
 
+def resolved(settings: FinetuneSettings) -> FinetuneSettings:
+    """The settings with the defaults that depend on others filled in (the learning rate: LoRA's or not)."""
+    return dataclasses.replace(settings, lr=settings.learning_rate())
+
+
+def _with_lora(model: Any, settings: FinetuneSettings, opts: ModelOptions, console: Console) -> tuple[Any, Any]:
+    """The model wrapped with LoRA adapters, and what writes the output folder's extra files at the end."""
+    from llmtool import lora
+    from llmtool.models import locate
+
+    ref = locate(dataclasses.replace(opts, device="cpu", dtype="float32", engine="torch"))
+    missing = list(getattr(model, "llmtool_missing_keys", []))
+    wrapped = lora.wrap(model, settings, lora.base_name(ref), opts.revision, missing)
+    counts = lora.parameter_counts(wrapped)
+    share = counts["trainable"] / max(1, counts["total"])
+    console.info(f"LoRA: {counts['trainable']:,} of {counts['total']:,} parameters trainable ({share:.2%})")
+    return wrapped, lambda trained, folder: lora.finish_output(trained, folder, merge=settings.merge)
+
+
+def _is_chat(data: TrainingData) -> bool:
+    from llmtool.chat_data import ChatLayout
+
+    return isinstance(data.layout, ChatLayout)
+
+
 def _prepare_data(train_path: str, settings: FinetuneSettings, cache_dir: str) -> TrainingData:
+    from llmtool import chat_data
+
+    if settings.task == "clm" and (
+        settings.prompt_column is not None
+        or chat_data.has_messages(train_path, settings.text_column, settings.encoding)
+    ):
+        return chat_data.prepare(
+            train_path,
+            settings.prompt_column,
+            settings.response_column,
+            cache_dir=cache_dir,
+            valid_path=settings.valid,
+            valid_split=settings.valid_split,
+            seed=settings.seed,
+            encoding=settings.encoding,
+        )
     return prepare(
         train_path,
         settings.task,  # type: ignore[arg-type]
@@ -135,7 +183,11 @@ def _load(settings: FinetuneSettings, opts: ModelOptions, data: TrainingData) ->
             "label2id": data.label2id,
             "ignore_mismatched_sizes": True,  # a head trained for other classes is replaced
         }
-    model = load_model(_auto_class(settings.task), ref, **kwargs)
+    if settings.lora:  # LoRA must also train and save what the checkpoint lacks (see lora.new_modules)
+        model, missing = load_model(_auto_class(settings.task), ref, missing_keys=True, **kwargs)
+        model.llmtool_missing_keys = missing
+    else:
+        model = load_model(_auto_class(settings.task), ref, **kwargs)
     _check_tokenizer(settings.task, tokenizer, model, opts.model)
     return tokenizer, model
 
@@ -187,6 +239,8 @@ def _tokenize(dataset: Any, tokenizer: Any, s: FinetuneSettings, limit: int, opt
     batches of rows, so that the blocks do not depend on how many processes tokenized.
     """
     task: Task = s.task  # type: ignore[assignment]
+    if "messages" in dataset.column_names:
+        return _tokenize_conversations(dataset, tokenizer, s, limit, opts, split)
     if task == "classify":
         fn: Any = _ClassifyEncoder(tokenizer, limit, "text_pair" in dataset.column_names)
     else:
@@ -209,6 +263,24 @@ def _tokenize(dataset: Any, tokenizer: Any, s: FinetuneSettings, limit: int, opt
     return out
 
 
+def _tokenize_conversations(
+    dataset: Any, tokenizer: Any, s: FinetuneSettings, limit: int, opts: ModelOptions, split: str
+) -> Any:
+    """One example per conversation (never packed: the labels mark its response tokens)."""
+    from llmtool.chat_data import ChatEncoder, has_answer
+
+    key = [dataset._fingerprint, opts.model, opts.revision, "chat", limit, split, 1]
+    out = dataset.map(
+        ChatEncoder(tokenizer, limit),
+        batched=True,
+        remove_columns=dataset.column_names,
+        num_proc=num_proc(s.num_proc, len(dataset)),
+        new_fingerprint=fingerprint(key),
+        desc=None,
+    )
+    return out.filter(has_answer, input_columns=["labels"], new_fingerprint=fingerprint([*key, "answered"]), desc=None)
+
+
 class _ClassifyEncoder:
     def __init__(self, tokenizer: Any, limit: int, pairs: bool) -> None:
         self.tokenizer, self.limit, self.pairs = tokenizer, limit, pairs
@@ -220,9 +292,15 @@ class _ClassifyEncoder:
         return dict(encoded)
 
 
-def _collator(task: str, tokenizer: Any, mlm_probability: float = 0.15, seed: int = 42) -> Any:
-    from transformers import DataCollatorForLanguageModeling, DataCollatorWithPadding
+def _collator(task: str, tokenizer: Any, mlm_probability: float = 0.15, seed: int = 42, chat: bool = False) -> Any:
+    from transformers import (
+        DataCollatorForLanguageModeling,
+        DataCollatorForTokenClassification,
+        DataCollatorWithPadding,
+    )
 
+    if chat:  # the labels are made: pad them with -100
+        return DataCollatorForTokenClassification(tokenizer)
     if task == "classify":
         return DataCollatorWithPadding(tokenizer)
     if task == "mlm":
