@@ -370,6 +370,8 @@ def dry_run(train_path: str, settings: FinetuneSettings, model_options: ModelOpt
         data = _prepare_data(train_path, settings, cache)
         tokenizer, limit = _tokenizer_and_limit(settings, model_options)
         lengths = _token_lengths(data.train, tokenizer, settings.task)
+        if _is_chat(data):  # one example per conversation, as with --line-by-line
+            settings = dataclasses.replace(settings, line_by_line=True)
         report: dict[str, Any] = {
             "task": settings.task,
             "model": model_options.model,
@@ -382,11 +384,17 @@ def dry_run(train_path: str, settings: FinetuneSettings, model_options: ModelOpt
             "rows": {"train": len(data.train), "valid": len(data.valid) if data.valid is not None else 0},
             "valid": data.valid_source,
         }
+        if _is_chat(data):
+            layout: Any = data.layout
+            report["columns"] = (
+                {"prompt": layout.prompt, "response": layout.response} if layout.prompt else {"messages": "messages"}
+            )
         if data.labels is not None:
             report["labels"] = {"train": data.train_counts, "valid": data.valid_counts}
         report["tokens"] = _length_report(lengths, limit, settings)
         examples = _examples_estimate(lengths, len(data.train), limit, settings)
         report["steps"] = _steps_estimate(examples, settings)
+        report["parameters"] = _parameter_counts(settings, model_options, data)
         report["warnings"] = data.warnings
     return report
 
@@ -401,10 +409,35 @@ def _tokenizer_and_limit(settings: FinetuneSettings, opts: ModelOptions) -> tupl
     return tokenizer, _length_limit(settings, tokenizer, SimpleNamespace(config=load_config(ref)))
 
 
+def _parameter_counts(settings: FinetuneSettings, opts: ModelOptions, data: TrainingData) -> dict[str, int]:
+    """Trainable and total parameters of the model as training would build it (on the meta device: no weights)."""
+    import torch
+
+    from llmtool import lora
+    from llmtool.models import load_config, locate
+
+    ref = locate(opts)
+    config = load_config(ref)
+    if data.labels is not None:
+        config.num_labels = len(data.labels)
+    with torch.device("meta"):
+        model = _auto_class(settings.task).from_config(config)
+        if settings.lora:
+            model = lora.wrap(model, settings, lora.base_name(ref), opts.revision, [])
+    return lora.parameter_counts(model)
+
+
 def _token_lengths(dataset: Any, tokenizer: Any, task: str, sample: int = 20_000) -> list[int]:
     """Tokens per row, untruncated, for the first ``sample`` rows (enough for percentiles)."""
     rows = dataset.select(range(min(sample, len(dataset))))
     lengths: list[int] = []
+    if "messages" in dataset.column_names:
+        from llmtool.chat_data import ChatEncoder
+
+        encoder = ChatEncoder(tokenizer, None)
+        for batch in rows.iter(batch_size=1000):
+            lengths.extend(len(ids) for ids in encoder(batch)["input_ids"])
+        return lengths
     for batch in rows.iter(batch_size=1000):
         if task == "classify":
             pair = batch.get("text_pair")
@@ -481,5 +514,9 @@ def format_report(report: dict[str, Any]) -> str:
         f"steps    {steps['total']} ({steps['per_epoch']} per epoch x {steps['epochs']} epochs; "
         f"{steps['examples']} examples, effective batch {steps['effective_batch']})"
     )
+    if "parameters" in report:
+        p = report["parameters"]
+        share = p["trainable"] / max(1, p["total"])
+        lines.append(f"params   {p['trainable']:,} trainable of {p['total']:,} ({share:.2%})")
     lines += [f"warning  {w}" for w in report.get("warnings", [])]
     return "\n".join(lines)
