@@ -225,8 +225,9 @@ def test_mlm_adapter_loads_in_fill_mask(tmp_path: Path, tiny_bert: Path) -> None
     text = tmp_path / "text.txt"
     text.write_text("".join(f"the {w} sat on the mat .\n" for w in ("cat", "dog", "king") * 40), encoding="utf-8")
     out = tmp_path / "mlm-adapter"
-    _ok(run_cli(["finetune", str(text), "-t", "mlm", "-m", str(tiny_bert), "-o", str(out), "--lora", "--max-steps",
-                 "6", "--block-size", "16"], env=ENV))  # fmt: skip
+    args = ["finetune", str(text), "-t", "mlm", "-m", str(tiny_bert), "--lora", "--max-steps", "6"]
+    args += ["--block-size", "16"]
+    _ok(run_cli([*args, "-o", str(out)], env=ENV))
     fill = ["fill-mask", "--json", "-k", "3"]
     lines = "the [MASK] sat on the mat .\nthe cat [MASK] on the mat ."
     adapted = _json_lines(_ok(run_cli([*fill, "-m", str(out)], input=lines, env=ENV)))
@@ -241,6 +242,11 @@ def test_mlm_adapter_loads_in_fill_mask(tmp_path: Path, tiny_bert: Path) -> None
     assert [t for t, _ in predictions(again)] == [t for t, _ in predictions(adapted)]
     assert [s for _, s in predictions(again)] == pytest.approx([s for _, s in predictions(adapted)], abs=1e-4)
     assert predictions(adapted) != predictions(base)  # six steps of LoRA changed the masked LM
+    # finetune --lora --merge writes the same full model as training, then `llmtool merge`.
+    _ok(run_cli([*args, "--merge", "-o", str(tmp_path / "merged-at-once")], env=ENV))
+    assert not (tmp_path / "merged-at-once" / "adapter_config.json").exists()
+    at_once = _json_lines(_ok(run_cli([*fill, "-m", str(tmp_path / "merged-at-once")], input=lines, env=ENV)))
+    assert [s for _, s in predictions(at_once)] == pytest.approx([s for _, s in predictions(again)], abs=1e-5)
 
 
 @pytest.mark.slow
@@ -261,3 +267,25 @@ def test_lora_sigint_then_resume_matches_the_uninterrupted_run(tmp_path: Path, t
     a = load_file(tmp_path / "whole" / "adapter_model.safetensors")
     b = load_file(out / "adapter_model.safetensors")
     assert a.keys() == b.keys() and all(bool((a[k] == b[k]).all()) for k in a)
+
+
+@pytest.mark.slow
+def test_lora_under_torchrun_two_cpu_processes(tmp_path: Path, tiny_bert: Path) -> None:
+    import subprocess
+    import sys
+
+    train = write_sentiment_csv(tmp_path / "train.csv", 640, seed=6)  # 576 training rows: 18 steps of 2 x 16
+    out = tmp_path / "ddp-adapter"
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+        "-m", "llmtool", "finetune", str(train), "--model", str(tiny_bert), "--output", str(out),
+        "--lora", "--epochs", "2", "--lr", "5e-3", "--json",
+    ]  # fmt: skip
+    proc = subprocess.run(command, capture_output=True, text=True, env=ENV, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 1, proc.stdout
+    assert [h["step"] for h in json.loads(lines[0])["history"]] == [18, 36]
+    assert proc.stderr.count("LoRA: ") == 1  # the main process speaks
+    assert {p.name for p in out.iterdir()} >= ADAPTER_FILES
+    assert json.loads((out / "llmtool_settings.json").read_text())["world_size"] == 2
