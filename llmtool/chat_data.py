@@ -273,5 +273,12 @@ def _joined(pieces: list[tuple[str, bool]]) -> list[tuple[str, bool]]:
     return out
 
 
+def collator(tokenizer: Any) -> Any:
+    """Pads a batch of conversations: inputs with the pad token, labels with -100 (the loss skips padding)."""
+    from transformers import DataCollatorForTokenClassification
+
+    return DataCollatorForTokenClassification(tokenizer)
+
+
 def has_answer(labels: list[int]) -> bool:
     return any(label != IGNORE for label in labels)

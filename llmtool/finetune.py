@@ -293,14 +293,12 @@ class _ClassifyEncoder:
 
 
 def _collator(task: str, tokenizer: Any, mlm_probability: float = 0.15, seed: int = 42, chat: bool = False) -> Any:
-    from transformers import (
-        DataCollatorForLanguageModeling,
-        DataCollatorForTokenClassification,
-        DataCollatorWithPadding,
-    )
+    from transformers import DataCollatorForLanguageModeling, DataCollatorWithPadding
 
-    if chat:  # the labels are made: pad them with -100
-        return DataCollatorForTokenClassification(tokenizer)
+    if chat:
+        from llmtool.chat_data import collator
+
+        return collator(tokenizer)
     if task == "classify":
         return DataCollatorWithPadding(tokenizer)
     if task == "mlm":

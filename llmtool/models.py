@@ -306,7 +306,7 @@ def load_model(
 
         adapted = load_adapted(auto_class, ref, require_head, kwargs)
         adapted.to(device)
-        return adapted
+        return (adapted, []) if missing_keys else adapted
     _refuse_pickle_only(ref)
     try:
         loaded = auto_class.from_pretrained(

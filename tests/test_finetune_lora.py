@@ -162,7 +162,7 @@ def test_response_only_labels_checked_by_hand(tiny_gpt2: Path, tiny_chat_gpt2: P
     assert ids == head_ids + answer and labels == [-100] * len(head_ids) + answer
 
     # A batch as training collates it: -100 exactly on the prompt positions and the padding.
-    from llmtool.finetune import _collator  # the collator finetune uses for conversations
+    from llmtool.chat_data import collator  # the collator finetune uses for conversations
 
     encoder = ChatEncoder(plain, 64)
     batch_in = encoder({"messages": [json.dumps(messages), json.dumps([messages[0], {**messages[1], "content": "2"}])]})
@@ -170,7 +170,7 @@ def test_response_only_labels_checked_by_hand(tiny_gpt2: Path, tiny_chat_gpt2: P
     from llmtool.models import ensure_pad_token
 
     ensure_pad_token(plain, "tiny")
-    batch = _collator("clm", plain, chat=True)(features)
+    batch = collator(plain)(features)
     for row, feature in enumerate(features):
         n_prompt = len(prompt)
         got = batch["labels"][row].tolist()
