@@ -170,7 +170,7 @@ def load_adapted(auto_class: Any, ref: Any, require_head: str | None, kwargs: di
     return merged
 
 
-def merge(adapter_dir: str, output_dir: str, opts: Any, console: Any | None = None) -> dict[str, Any]:
+def merge(adapter_dir: str, output_dir: str, opts: Any) -> dict[str, Any]:
     """Write the adapter in ``adapter_dir`` merged into its base model as a full model in ``output_dir``
     (safetensors, with the tokenizer and llmtool's JSON files), which any engine can run."""
     import shutil
