@@ -114,6 +114,13 @@ def ct2_plan(ref: ModelRef, task: str) -> tuple[str, str, str] | str:
         return "the model is not on disk yet (the torch engine downloads it)"
     if opts.trust_remote_code:
         return "--trust-remote-code models run their own code, under torch"
+    from llmtool.lora import is_adapter
+
+    if is_adapter(ref.folder):
+        return (
+            "it is a LoRA adapter, which runs under torch; for CTranslate2, write a full model with "
+            f"`llmtool merge {ref.name} --output MERGED`"
+        )
     if not any(ref.folder.glob("*.safetensors")):
         return "the CTranslate2 converter reads safetensors weights, and the model has none"
     config = config_of(ref)

@@ -31,7 +31,7 @@ from llmtool.lm_examples import (
     token_ids,
 )
 from llmtool.models import prepare_environment
-from llmtool.settings import FinetuneSettings, ModelOptions
+from llmtool.settings import LORA_LR, FinetuneSettings, ModelOptions
 from llmtool.streams import Console
 from llmtool.training import TrainingRun, perplexity, signals_deferred, world_size
 
@@ -55,7 +55,9 @@ def finetune(
 ) -> dict[str, Any]:
     """Fine-tune ``model_options.model`` on ``train_path``; write the model to ``output_dir``.
 
-    Returns the final metrics (also written to ``output_dir/metrics.json``).
+    Returns the final metrics (also written to ``output_dir/metrics.json``). With ``settings.lora``,
+    ``output_dir`` is a PEFT adapter folder (:mod:`llmtool.lora`), or with ``settings.merge`` the
+    adapter merged into a full model.
     """
     settings.check()
     model_options.check()
@@ -68,6 +70,9 @@ def finetune(
         run.console.info(_data_summary(data))
         tokenizer, model = _load(settings, model_options, data)
         limit = _length_limit(settings, tokenizer, model)
+        finish = None
+        if settings.lora:
+            model, finish = _with_lora(model, settings, model_options, run.console)
         train_ds, valid_ds = run.main_first(lambda: _tokenize_all(data, tokenizer, settings, limit, model_options))
         params = sum(p.numel() for p in model.parameters())
         settings, plan = training_plan(settings, params, len(train_ds), len(valid_ds) if valid_ds is not None else 0)
@@ -76,7 +81,12 @@ def finetune(
         for warning in plan.warnings:
             run.console.warn(warning)
         collator = _collator(
-            settings.task, tokenizer, settings.mlm_probability, settings.seed, settings.whole_word_mask
+            settings.task,
+            tokenizer,
+            settings.mlm_probability,
+            settings.seed,
+            settings.whole_word_mask,
+            chat=_is_chat(data),
         )
         record = _record(train_path, settings, model_options, data, limit, len(train_ds), valid_ds)
         result = run.train(
@@ -90,6 +100,7 @@ def finetune(
             derived_metrics=None if settings.task == "classify" else perplexity,
             record=record,
             summary={"task": settings.task, "labels": data.labels} if data.labels else {"task": settings.task},
+            finish=finish,
         )
     return result
 
@@ -113,8 +124,8 @@ def training_plan(settings: FinetuneSettings, parameters: int, examples: int, va
 
     size = "small" if parameters < SMALL_MODEL else "large" if parameters >= LARGE_MODEL else "base"
     rules = Rules(
-        lr=LR[size], batch_size=8 if examples < SMALL_DATA else 16, epochs=EPOCHS, min_steps=MIN_STEPS,
-        max_steps=10**9, warmup_ratio=WARMUP,
+        lr=LORA_LR if settings.lora else LR[size], batch_size=8 if examples < SMALL_DATA else 16, epochs=EPOCHS,
+        min_steps=MIN_STEPS, max_steps=10**9, warmup_ratio=WARMUP,
     )  # fmt: skip
     layout = "one row per example" if settings.task == "classify" or settings.line_by_line else "packed blocks"
     return make_plan(
@@ -122,7 +133,43 @@ def training_plan(settings: FinetuneSettings, parameters: int, examples: int, va
     )
 
 
+def _with_lora(model: Any, settings: FinetuneSettings, opts: ModelOptions, console: Console) -> tuple[Any, Any]:
+    """The model wrapped with LoRA adapters, and what writes the output folder's extra files at the end."""
+    from llmtool import lora
+    from llmtool.models import locate
+
+    ref = locate(dataclasses.replace(opts, device="cpu", dtype="float32", engine="torch"))
+    missing = list(getattr(model, "llmtool_missing_keys", []))
+    wrapped = lora.wrap(model, settings, lora.base_name(ref), opts.revision, missing)
+    counts = lora.parameter_counts(wrapped)
+    share = counts["trainable"] / max(1, counts["total"])
+    console.info(f"LoRA: {counts['trainable']:,} of {counts['total']:,} parameters trainable ({share:.2%})")
+    return wrapped, lambda trained, folder: lora.finish_output(trained, folder, merge=settings.merge)
+
+
+def _is_chat(data: TrainingData) -> bool:
+    from llmtool.chat_data import ChatLayout
+
+    return isinstance(data.layout, ChatLayout)
+
+
 def _prepare_data(train_path: str, settings: FinetuneSettings, cache_dir: str) -> TrainingData:
+    from llmtool import chat_data
+
+    if settings.task == "clm" and (
+        settings.prompt_column is not None
+        or chat_data.has_messages(train_path, settings.text_column, settings.encoding)
+    ):
+        return chat_data.prepare(
+            train_path,
+            settings.prompt_column,
+            settings.response_column,
+            cache_dir=cache_dir,
+            valid_path=settings.valid,
+            valid_split=settings.valid_split,
+            seed=settings.seed,
+            encoding=settings.encoding,
+        )
     return prepare(
         train_path,
         settings.task,  # type: ignore[arg-type]
@@ -170,7 +217,11 @@ def _load(settings: FinetuneSettings, opts: ModelOptions, data: TrainingData) ->
             "label2id": data.label2id,
             "ignore_mismatched_sizes": True,  # a head trained for other classes is replaced
         }
-    model = load_model(_auto_class(settings.task), ref, **kwargs)
+    if settings.lora:  # LoRA must also train and save what the checkpoint lacks (see lora.new_modules)
+        model, missing = load_model(_auto_class(settings.task), ref, missing_keys=True, **kwargs)
+        model.llmtool_missing_keys = missing
+    else:
+        model = load_model(_auto_class(settings.task), ref, **kwargs)
     _check_tokenizer(settings.task, tokenizer, model, opts.model)
     return tokenizer, model
 
@@ -222,6 +273,8 @@ def _tokenize(dataset: Any, tokenizer: Any, s: FinetuneSettings, limit: int, opt
     batches of rows, so that the blocks do not depend on how many processes tokenized.
     """
     task: Task = s.task  # type: ignore[assignment]
+    if "messages" in dataset.column_names:
+        return _tokenize_conversations(dataset, tokenizer, s, limit, opts, split)
     if task == "classify":
         fn: Any = _ClassifyEncoder(tokenizer, limit, "text_pair" in dataset.column_names)
     else:
@@ -244,6 +297,24 @@ def _tokenize(dataset: Any, tokenizer: Any, s: FinetuneSettings, limit: int, opt
     return out
 
 
+def _tokenize_conversations(
+    dataset: Any, tokenizer: Any, s: FinetuneSettings, limit: int, opts: ModelOptions, split: str
+) -> Any:
+    """One example per conversation (never packed: the labels mark its response tokens)."""
+    from llmtool.chat_data import ChatEncoder, has_answer
+
+    key = [dataset._fingerprint, opts.model, opts.revision, "chat", limit, split, 1]
+    out = dataset.map(
+        ChatEncoder(tokenizer, limit),
+        batched=True,
+        remove_columns=dataset.column_names,
+        num_proc=num_proc(s.num_proc, len(dataset)),
+        new_fingerprint=fingerprint(key),
+        desc=None,
+    )
+    return out.filter(has_answer, input_columns=["labels"], new_fingerprint=fingerprint([*key, "answered"]), desc=None)
+
+
 class _ClassifyEncoder:
     def __init__(self, tokenizer: Any, limit: int, pairs: bool) -> None:
         self.tokenizer, self.limit, self.pairs = tokenizer, limit, pairs
@@ -256,10 +327,19 @@ class _ClassifyEncoder:
 
 
 def _collator(
-    task: str, tokenizer: Any, mlm_probability: float = 0.15, seed: int = 42, whole_word: bool = False
+    task: str,
+    tokenizer: Any,
+    mlm_probability: float = 0.15,
+    seed: int = 42,
+    whole_word: bool = False,
+    chat: bool = False,
 ) -> Any:
     from transformers import DataCollatorForLanguageModeling, DataCollatorWithPadding
 
+    if chat:
+        from llmtool.chat_data import collator
+
+        return collator(tokenizer)
     if task == "classify":
         return DataCollatorWithPadding(tokenizer)
     if task == "mlm":
@@ -329,6 +409,8 @@ def dry_run(train_path: str, settings: FinetuneSettings, model_options: ModelOpt
         data = _prepare_data(train_path, settings, cache)
         tokenizer, limit = _tokenizer_and_limit(settings, model_options)
         lengths = _token_lengths(data.train, tokenizer, settings.task)
+        if _is_chat(data):  # one example per conversation, as with --line-by-line
+            settings = dataclasses.replace(settings, line_by_line=True)
         report: dict[str, Any] = {
             "task": settings.task,
             "model": model_options.model,
@@ -341,31 +423,26 @@ def dry_run(train_path: str, settings: FinetuneSettings, model_options: ModelOpt
             "rows": {"train": len(data.train), "valid": len(data.valid) if data.valid is not None else 0},
             "valid": data.valid_source,
         }
+        if _is_chat(data):
+            layout: Any = data.layout
+            report["columns"] = (
+                {"prompt": layout.prompt, "response": layout.response} if layout.prompt else {"messages": "messages"}
+            )
         if data.labels is not None:
             report["labels"] = {"train": data.train_counts, "valid": data.valid_counts}
         report["tokens"] = _length_report(lengths, limit, settings)
         examples = _examples_estimate(lengths, len(data.train), limit, settings)
         valid_rows = len(data.valid) if data.valid is not None else 0
-        _, plan = training_plan(settings, _parameters(model_options, settings.task), examples, valid_rows)
+        counts = _parameter_counts(settings, model_options, data)
+        _, plan = training_plan(settings, counts["total"], examples, valid_rows)
         report["steps"] = {
             "examples": examples, "effective_batch": plan.effective_batch, "per_epoch": plan.steps_per_epoch,
             "total": plan.steps, "epochs": plan.epochs,
         }  # fmt: skip
+        report["parameters"] = counts
         report["plan"] = plan.as_dict()
         report["warnings"] = [*data.warnings, *plan.warnings]
     return report
-
-
-def _parameters(opts: ModelOptions, task: str) -> int:
-    """The model's parameter count from its config alone (built on the meta device: no weights, no memory)."""
-    import torch
-
-    from llmtool.models import load_config, locate
-
-    config = load_config(locate(opts))
-    with torch.device("meta"):
-        model = _auto_class(task).from_config(config)
-    return sum(p.numel() for p in model.parameters())
 
 
 def _tokenizer_and_limit(settings: FinetuneSettings, opts: ModelOptions) -> tuple[Any, int]:
@@ -378,10 +455,35 @@ def _tokenizer_and_limit(settings: FinetuneSettings, opts: ModelOptions) -> tupl
     return tokenizer, _length_limit(settings, tokenizer, SimpleNamespace(config=load_config(ref)))
 
 
+def _parameter_counts(settings: FinetuneSettings, opts: ModelOptions, data: TrainingData) -> dict[str, int]:
+    """Trainable and total parameters of the model as training would build it (on the meta device: no weights)."""
+    import torch
+
+    from llmtool import lora
+    from llmtool.models import load_config, locate
+
+    ref = locate(opts)
+    config = load_config(ref)
+    if data.labels is not None:
+        config.num_labels = len(data.labels)
+    with torch.device("meta"):
+        model = _auto_class(settings.task).from_config(config)
+        if settings.lora:
+            model = lora.wrap(model, settings, lora.base_name(ref), opts.revision, [])
+    return lora.parameter_counts(model)
+
+
 def _token_lengths(dataset: Any, tokenizer: Any, task: str, sample: int = 20_000) -> list[int]:
     """Tokens per row, untruncated, for the first ``sample`` rows (enough for percentiles)."""
     rows = dataset.select(range(min(sample, len(dataset))))
     lengths: list[int] = []
+    if "messages" in dataset.column_names:
+        from llmtool.chat_data import ChatEncoder
+
+        encoder = ChatEncoder(tokenizer, None)
+        for batch in rows.iter(batch_size=1000):
+            lengths.extend(len(ids) for ids in encoder(batch)["input_ids"])
+        return lengths
     for batch in rows.iter(batch_size=1000):
         if task == "classify":
             pair = batch.get("text_pair")
@@ -450,5 +552,9 @@ def format_report(report: dict[str, Any]) -> str:
         chosen = f" (chosen: {', '.join(plan['chosen'])})" if plan["chosen"] else ""
         lr, warmup, batch = plan["lr"], plan["warmup_ratio"], plan["batch_size"]
         lines.append(f"plan     lr {lr:g}, warm-up {warmup:g}, batch {batch}{chosen}")
+    if "parameters" in report:
+        p = report["parameters"]
+        share = p["trainable"] / max(1, p["total"])
+        lines.append(f"params   {p['trainable']:,} trainable of {p['total']:,} ({share:.2%})")
     lines += [f"warning  {w}" for w in report.get("warnings", [])]
     return "\n".join(lines)

@@ -284,35 +284,50 @@ def load_config(ref: ModelRef) -> Any:
         raise model_error(exc, ref.source, "config") from exc
 
 
-def load_model(auto_class: Any, ref: ModelRef, *, require_head: str | None = None, **kwargs: Any) -> Any:
+def load_model(
+    auto_class: Any, ref: ModelRef, *, require_head: str | None = None, missing_keys: bool = False, **kwargs: Any
+) -> Any:
     """Load weights with ``auto_class`` (an ``AutoModelFor*``), move them, and set eval mode.
 
     ``require_head`` names the head the task needs (e.g. "sequence-classification head"). When
     given, weights missing from the checkpoint are a ModelError instead of Transformers' silent
     random initialisation, which would give confident-looking nonsense (a masked LM loaded as a
-    classifier, a BERT without its next-sentence head).
+    classifier, a BERT without its next-sentence head). ``missing_keys``: return (model, the
+    weights the checkpoint lacked) instead, unchecked. A LoRA adapter folder (:mod:`llmtool.lora`)
+    loads as its base model with the adapter merged in.
     """
     opts = ref.options
     device = resolve_device(opts.device)
     dtype = resolve_dtype(opts.dtype, device)
+    from llmtool.lora import is_adapter
+
+    if is_adapter(ref.folder):
+        from llmtool.lora import load_adapted
+
+        adapted = load_adapted(auto_class, ref, require_head, kwargs)
+        adapted.to(device)
+        return (adapted, []) if missing_keys else adapted
     _refuse_pickle_only(ref)
     try:
         loaded = auto_class.from_pretrained(
             ref.source,
             dtype=dtype,
             use_safetensors=None if opts.allow_pickle else True,
-            output_loading_info=require_head is not None,
+            output_loading_info=require_head is not None or missing_keys,
             **ref.kwargs(),
             **kwargs,
         )
     except Exception as exc:
         raise model_error(exc, ref.source, "model") from exc
     model = loaded
-    if require_head is not None:
+    if require_head is not None or missing_keys:
         model, info = loaded
-        _check_complete(model, info, ref.source, require_head)
+        if not missing_keys:
+            _check_complete(model, info, ref.source, require_head or "")
     model.to(device)
     model.eval()
+    if missing_keys:
+        return model, sorted(info.get("missing_keys") or [])
     return model
 
 

@@ -291,7 +291,7 @@ class TrainSettings:
         if self.max_steps is None and self.epochs is not None and not self.epochs > 0:
             raise UsageError("--epochs must be greater than 0")
         at_least(self.max_steps, 1, "--max-steps")
-        if self.lr is not None and not self.lr > 0:
+        if self.lr is not None and not self.lr > 0:  # None: the command's default (finetune: with or without --lora)
             raise UsageError("--lr must be greater than 0")
         for name in ("batch_size", "grad_accum", "save_total_limit", "logging_steps"):
             at_least(getattr(self, name), 1, f"--{name.replace('_', '-')}")
@@ -316,6 +316,11 @@ def precision_flag(bf16: bool, fp16: bool, fp32: bool) -> str:
     return "bf16" if bf16 else "fp16" if fp16 else "fp32" if fp32 else "auto"
 
 
+# LoRA trains a few low-rank matrices that start at zero: with alpha/r = 2 they take a rate ~4x full
+# fine-tuning's (QLoRA and PEFT's examples: 1e-4..3e-4; LoRA's paper: 4e-4..5e-4 for RoBERTa).
+LORA_LR = 2e-4
+
+
 @dataclass
 class FinetuneSettings(TrainSettings):
     """``TrainSettings`` plus what fine-tuning reads and how it turns text into examples."""
@@ -337,9 +342,40 @@ class FinetuneSettings(TrainSettings):
         "jieba, pip install 'llmtool[zh]', else each character).",
     )
     num_proc: int | None = setting(None, "Tokenization processes (default: every core for big data, else 1).")
+    prompt_column: str | None = setting(None, "clm: prompt column/field; the loss covers only the response.")
+    response_column: str | None = setting(None, "clm: response column/field (goes with --prompt-column).")
+    # finetune: chosen by the plan (finetune.training_plan); LoRA adapters take a rate ~4x full fine-tuning's.
+    lr: float | None = setting(
+        None,
+        "Peak learning rate (AdamW, linear decay) (default: chosen for the model's size, see the README; "
+        f"{LORA_LR:g} with --lora).",
+    )
+    lora: bool = setting(False, "Train LoRA adapters (PEFT), not every weight; --output is an adapter folder.")
+    lora_r: int = setting(8, "LoRA rank: the inner size of each adapter's two matrices.")
+    lora_alpha: int = setting(16, "LoRA scaling numerator: adapters add alpha/r x their product.")
+    lora_dropout: float = setting(0.05, "Dropout on the adapters' input.")
+    lora_targets: list[str] | None = setting(
+        None, "Comma-separated module names to adapt (default: the attention projections; see the README)."
+    )
+    merge: bool = setting(False, "With --lora: write the adapter merged into its base model, a full model.")
 
     def check(self) -> None:
         super().check()
+        if self.lora:
+            at_least(self.lora_r, 1, "--lora-r")
+            at_least(self.lora_alpha, 1, "--lora-alpha")
+            if not 0 <= self.lora_dropout < 1:
+                raise UsageError("--lora-dropout must be in [0, 1)")
+            if self.lora_targets is not None and not [t for t in self.lora_targets if t.strip()]:
+                raise UsageError("--lora-targets is empty")
+        elif self.merge or self.lora_targets is not None:
+            raise UsageError(f"{'--merge' if self.merge else '--lora-targets'} goes with --lora")
+        if (self.prompt_column is None) != (self.response_column is None):
+            raise UsageError("--prompt-column and --response-column go together")
+        if self.prompt_column is not None and self.task != "clm":
+            raise UsageError("--prompt-column and --response-column apply to --task clm")
+        if self.prompt_column is not None and (self.text_column is not None or self.line_by_line):
+            raise UsageError("--prompt-column/--response-column do not go with --text-column or --line-by-line")
         if self.task not in TASKS:
             raise UsageError(f"unknown --task {self.task!r}; use {', '.join(TASKS)}")
         if self.valid is None and not 0 <= self.valid_split < 1:

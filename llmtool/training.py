@@ -422,13 +422,15 @@ class TrainingRun:
         derived_metrics: Callable[[dict[str, float]], dict[str, float]] | None = None,
         record: dict[str, Any] | None = None,
         summary: dict[str, Any] | None = None,
+        finish: Callable[[Any, Path], None] | None = None,
     ) -> dict[str, Any]:
         """Train, keep the best checkpoint, write the final model atomically; return the final metrics.
 
         ``best_metric`` (without the ``eval_`` prefix) picks the best checkpoint unless the settings
         name another; ``derived_metrics`` adds metrics computed from the evaluated ones (perplexity);
         ``record`` is written to ``llmtool_settings.json`` together with the training settings;
-        ``summary`` (the task, its labels) leads the returned metrics and ``metrics.json``.
+        ``summary`` (the task, its labels) leads the returned metrics and ``metrics.json``;
+        ``finish(model, folder)`` adds to (or replaces) what Trainer saved in the final folder (LoRA).
         """
         s = self.settings
         if s.patience is not None and eval_dataset is None:
@@ -479,7 +481,7 @@ class TrainingRun:
             **_final_metrics(trainer, derived_metrics, metric, time.monotonic() - started),
         }
         try:
-            self._write_final(trainer, tokenizer, result, record or {})
+            self._write_final(trainer, tokenizer, result, record or {}, finish)
         except (OSError, RuntimeError) as exc:
             raise _write_failure(exc, self.folder.path) from exc
         return result
@@ -494,7 +496,14 @@ class TrainingRun:
             self.console.info(f"resuming from {latest}")
         return latest
 
-    def _write_final(self, trainer: Any, tokenizer: Any, result: dict[str, Any], record: dict[str, Any]) -> None:
+    def _write_final(
+        self,
+        trainer: Any,
+        tokenizer: Any,
+        result: dict[str, Any],
+        record: dict[str, Any],
+        finish: Callable[[Any, Path], None] | None = None,
+    ) -> None:
         tmp = self.folder.final_tmp
         if self.main:
             if tmp.exists():
@@ -503,6 +512,8 @@ class TrainingRun:
         self.main_first(lambda: None, then_others=False)  # the others wait until the folder exists
         trainer.save_model(str(tmp))  # every process: FSDP and DeepSpeed gather the weights collectively
         if self.main:
+            if finish is not None:
+                finish(trainer.model, tmp)
             tokenizer.save_pretrained(str(tmp))
             settings = {**record, "training": asdict(self.settings), "versions": _versions()}
             _write_json(tmp / SETTINGS_FILE, settings)

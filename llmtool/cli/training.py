@@ -139,7 +139,21 @@ def finetune_command(
     whole_word_mask: WholeWordMaskOpt = FT.whole_word_mask,
     epochs: EpochsOpt = FT.epochs,
     max_steps: MaxStepsOpt = FT.max_steps,
-    lr: LrOpt = FT.lr,
+    prompt_column: Annotated[
+        str | None, option(FinetuneSettings, "prompt_column", "--prompt-column", show_default=False)
+    ] = FT.prompt_column,
+    response_column: Annotated[
+        str | None, option(FinetuneSettings, "response_column", "--response-column", show_default=False)
+    ] = FT.response_column,
+    lora: Annotated[bool, option(FinetuneSettings, "lora", "--lora")] = FT.lora,
+    lora_r: Annotated[int, option(FinetuneSettings, "lora_r", "--lora-r")] = FT.lora_r,
+    lora_alpha: Annotated[int, option(FinetuneSettings, "lora_alpha", "--lora-alpha")] = FT.lora_alpha,
+    lora_dropout: Annotated[float, option(FinetuneSettings, "lora_dropout", "--lora-dropout")] = FT.lora_dropout,
+    lora_targets: Annotated[
+        str | None, option(FinetuneSettings, "lora_targets", "--lora-targets", metavar="NAMES", show_default=False)
+    ] = None,
+    merge: Annotated[bool, option(FinetuneSettings, "merge", "--merge")] = FT.merge,
+    lr: Annotated[float | None, option(FinetuneSettings, "lr", "--lr", show_default=False)] = FT.lr,
     batch_size: TrainBatchOpt = FT.batch_size,
     grad_accum: GradAccumOpt = FT.grad_accum,
     warmup_ratio: WarmupOpt = FT.warmup_ratio,
@@ -196,7 +210,10 @@ def finetune_command(
 
     if output is None and not dry_run:
         raise UsageError("--output DIR is required (or --dry-run)")
-    settings = settings_from(FinetuneSettings, locals(), precision=precision_flag(bf16, fp16, fp32))
+    targets = [t.strip() for t in lora_targets.split(",")] if lora_targets is not None else None
+    settings = settings_from(
+        FinetuneSettings, locals(), precision=precision_flag(bf16, fp16, fp32), lora_targets=targets
+    )
     settings.check()
     mopts = model_options(**{**locals(), "model": model or default_model(task)})
     if dry_run:
@@ -205,6 +222,32 @@ def finetune_command(
         return
     assert output is not None
     print_result(finetune(train, output, settings, mopts, Console(quiet, verbose)), json_flag)
+
+
+@app.command("merge")
+@handle_errors
+def merge_command(
+    adapter: Annotated[
+        str, typer.Argument(help="A LoRA adapter folder (finetune --lora).", metavar="ADAPTER", show_default=False)
+    ],
+    output: Annotated[
+        str, typer.Option("--output", "-o", help="Folder for the merged full model (new or empty).", show_default=False)
+    ],
+    offline: OfflineOpt = MODEL.offline,
+    json_flag: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    verbose: VerboseOpt = MODEL.verbose,
+) -> None:
+    """Merge a LoRA adapter into its base model and write a full model (safetensors), which every engine runs.
+
+    The base model is the one named in ADAPTER/adapter_config.json, located like any --model (offline rules too).
+
+    Example: llmtool merge facts-lora --output facts-merged
+    """
+    from llmtool.lora import merge
+    from llmtool.streams import json_line
+
+    result = merge(adapter, output, model_options(model=adapter, offline=offline, verbose=verbose))
+    typer.echo(json_line(result) if json_flag else result["model"])
 
 
 @app.command("pretrain")

@@ -1,0 +1,238 @@
+"""LoRA through PEFT: wrap a model for ``finetune --lora``, recognise and load adapter folders, merge them.
+
+An adapter folder, as ``finetune --lora`` writes it, is a standard PEFT adapter
+(``adapter_config.json`` naming the base model in ``base_model_name_or_path``, and
+``adapter_model.safetensors``, which also holds the fully trained classification head,
+PEFT's ``modules_to_save``) plus what llmtool needs beside it: the tokenizer, ``config.json``
+(the base model's config with the label names), ``llmtool_settings.json`` and ``metrics.json``.
+
+Plain PEFT code loads it (``AutoPeftModelForSequenceClassification.from_pretrained(DIR,
+num_labels=N)``); every llmtool inference command takes it as ``--model DIR``: the base model is
+located under the same rules as any model (offline, cache), the adapter applied and merged into
+its weights in memory, so inference runs at the base model's speed. The CTranslate2 engine converts
+full models only: ``llmtool merge DIR --output OUT`` writes one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+from llmtool.errors import ModelError, UsageError
+
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+
+# The attention projections LoRA adapts by default, per model type (the LoRA paper adapts the
+# query and value projections; adapting all of attention costs little more and learns more).
+DEFAULT_TARGETS: dict[str, list[str]] = {
+    "bert": ["query", "key", "value"],
+    "roberta": ["query", "key", "value"],
+    "xlm-roberta": ["query", "key", "value"],
+    "camembert": ["query", "key", "value"],
+    "electra": ["query", "key", "value"],
+    "distilbert": ["q_lin", "k_lin", "v_lin"],
+    "gpt2": ["c_attn"],
+    "llama": ["q_proj", "k_proj", "v_proj", "o_proj"],
+    "mistral": ["q_proj", "k_proj", "v_proj", "o_proj"],
+    "qwen2": ["q_proj", "k_proj", "v_proj", "o_proj"],
+    "gemma": ["q_proj", "k_proj", "v_proj", "o_proj"],
+}
+# PEFT's task types; the classification head of SEQ_CLS models (classifier/score) is saved in full.
+TASK_TYPES = {"classify": "SEQ_CLS", "clm": "CAUSAL_LM", "mlm": None}
+
+
+def is_adapter(folder: Path | str | None) -> bool:
+    """Whether ``folder`` holds a PEFT adapter (``adapter_config.json``)."""
+    return folder is not None and (Path(folder) / ADAPTER_CONFIG).is_file()
+
+
+def adapter_config(folder: Path) -> dict[str, Any]:
+    path = folder / ADAPTER_CONFIG
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        raise ModelError(f"{path}: not a readable adapter config ({type(exc).__name__})") from None
+    if not isinstance(config, dict) or not config.get("base_model_name_or_path"):
+        raise ModelError(f"{path}: names no base model (base_model_name_or_path)")
+    if not (folder / ADAPTER_WEIGHTS).is_file():
+        raise ModelError(f"{folder / ADAPTER_WEIGHTS}: missing; the adapter folder is incomplete")
+    return config
+
+
+def targets_for(model_type: str, asked: list[str] | None) -> list[str]:
+    """The modules LoRA adapts: as asked (--lora-targets), else the default for the architecture."""
+    if asked:
+        return asked
+    found = DEFAULT_TARGETS.get(model_type)
+    if found is None:
+        raise UsageError(
+            f"--lora has no default target modules for {model_type!r} models; name them with --lora-targets "
+            "(e.g. --lora-targets q_proj,v_proj)"
+        )
+    return found
+
+
+def lora_config(settings: Any, model_type: str, new_modules: list[str] | None = None) -> Any:
+    """PEFT's ``LoraConfig`` from the finetune settings; ``new_modules`` are trained and saved in full."""
+    from peft import LoraConfig
+
+    task_type = TASK_TYPES[settings.task]
+    return LoraConfig(
+        r=settings.lora_r,
+        lora_alpha=settings.lora_alpha,
+        lora_dropout=settings.lora_dropout,
+        target_modules=targets_for(model_type, settings.lora_targets),
+        task_type=task_type,
+        modules_to_save=list(new_modules) if new_modules else None,
+        # GPT-2's Conv1D stores its weight transposed; PEFT must know (it warns and sets this itself).
+        fan_in_fan_out=model_type == "gpt2",
+    )
+
+
+def new_modules(missing_keys: list[str]) -> list[str]:
+    """The modules whose weights the base checkpoint lacked (drawn afresh, as a BERT's pooler under a new
+    classification head): they must be trained and saved in full, or the adapter would not rebuild them."""
+    return sorted({key.rsplit(".", 1)[0] for key in missing_keys if "." in key})
+
+
+def wrap(model: Any, settings: Any, base_name: str, revision: str | None, missing_keys: list[str]) -> Any:
+    """The model with LoRA adapters (frozen base); the classification head (and any other module the
+    base checkpoint lacked) stays fully trainable and is saved with the adapter."""
+    from peft import get_peft_model
+
+    config = lora_config(settings, model.config.model_type, new_modules(missing_keys))
+    try:
+        wrapped = get_peft_model(model, config)
+    except ValueError as exc:  # a target module that the model does not have
+        text = " ".join(str(exc).split())
+        raise UsageError(f"--lora-targets: {text[:300]}") from None
+    peft_config = wrapped.peft_config["default"]
+    peft_config.base_model_name_or_path = base_name
+    peft_config.revision = revision
+    return wrapped
+
+
+def parameter_counts(model: Any) -> dict[str, int]:
+    """Trainable and total parameters (a PEFT model counts its frozen base in the total)."""
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    return {"trainable": int(trainable), "total": int(total)}
+
+
+def base_name(ref: Any) -> str:
+    """How the adapter names its base model: a local folder by its absolute path, a Hub id as is."""
+    return str(ref.folder.resolve()) if ref.folder is not None and ref.source == str(ref.folder) else ref.name
+
+
+# --------------------------------------------------------------------------- loading for inference
+
+
+def base_options(folder: Path, opts: Any) -> Any:
+    """The ModelOptions that locate the base model of the adapter in ``folder``."""
+    config = adapter_config(folder)
+    base = str(config["base_model_name_or_path"])
+    revision = config.get("revision") or None
+    return dataclasses.replace(opts, model=base, revision=revision, engine="torch")
+
+
+def load_adapted(auto_class: Any, ref: Any, require_head: str | None, kwargs: dict[str, Any]) -> Any:
+    """The base model of the adapter folder ``ref.folder`` with the adapter merged in (eval mode, placed).
+
+    The base model is loaded with the adapter folder's config (its label names), then the adapter
+    (and the head it saves in full) applied by PEFT and merged into the weights.
+    """
+    from peft import PeftModel
+
+    from llmtool.models import load_config, load_model, locate
+
+    folder = ref.folder
+    base_ref = locate(base_options(folder, ref.options))
+    config = load_config(ref)  # the adapter folder's config.json: the base config with the label names
+    model, missing = load_model(auto_class, base_ref, config=config, missing_keys=True, **kwargs)
+    try:
+        adapted = PeftModel.from_pretrained(model, str(folder), is_trainable=False)
+    except Exception as exc:
+        text = " ".join(str(exc).split())
+        raise ModelError(f"{folder}: the adapter does not fit its base model {base_ref.name}: {text[:300]}") from None
+    saved = list(getattr(adapted.peft_config["default"], "modules_to_save", None) or [])
+    if require_head is not None:
+        uncovered = [k for k in missing if not any(f"{name}." in f".{k}" for name in saved)]
+        if uncovered:
+            from llmtool.models import MissingHeadError
+
+            raise MissingHeadError(f"{folder}: neither the base model {base_ref.name} nor the adapter has a trained "
+                                   f"{require_head} ({', '.join(uncovered[:3])} missing)")  # fmt: skip
+    merged = adapted.merge_and_unload()
+    merged.eval()
+    return merged
+
+
+def merge(adapter_dir: str, output_dir: str, opts: Any) -> dict[str, Any]:
+    """Write the adapter in ``adapter_dir`` merged into its base model as a full model in ``output_dir``
+    (safetensors, with the tokenizer and llmtool's JSON files), which any engine can run."""
+    import shutil
+
+    from llmtool.models import ModelRef, load_tokenizer, offline_mode, prepare_environment
+
+    folder = Path(adapter_dir).expanduser()
+    if not is_adapter(folder):
+        raise UsageError(f"{adapter_dir}: not an adapter folder (no {ADAPTER_CONFIG}); is it already a full model?")
+    out = Path(output_dir).expanduser()
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UsageError(f"--output {out} exists and is not an empty folder")
+    prepare_environment(opts.offline, opts.verbose)
+    opts = dataclasses.replace(opts, model=str(folder), device="cpu", dtype="float32", engine="torch")
+    ref = ModelRef(opts, str(folder), offline_mode(opts), folder)
+    model = load_adapted(auto_class_of(folder), ref, None, {})
+    tokenizer = load_tokenizer(ref)
+    tmp = out.parent / f".{out.name}.llmtool-merge"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    try:
+        model.save_pretrained(str(tmp))
+        tokenizer.save_pretrained(str(tmp))
+        for name in ("llmtool_settings.json", "metrics.json"):
+            if (folder / name).is_file():
+                shutil.copyfile(folder / name, tmp / name)
+        if out.exists():
+            out.rmdir()
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    config = adapter_config(folder)
+    return {"model": str(out), "base_model": config["base_model_name_or_path"], "adapter": str(folder)}
+
+
+def auto_class_of(folder: Path) -> Any:
+    """The Auto class an adapter folder's model is loaded with (from the architecture in its config.json)."""
+    import transformers
+
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        config = {}
+    arch = (config.get("architectures") or [""])[0]
+    for suffix, cls in (
+        ("ForSequenceClassification", transformers.AutoModelForSequenceClassification),
+        ("ForMaskedLM", transformers.AutoModelForMaskedLM),
+    ):
+        if arch.endswith(suffix):
+            return cls
+    return transformers.AutoModelForCausalLM
+
+
+def finish_output(model: Any, folder: Path, *, merge: bool = False) -> None:
+    """Complete the final folder Trainer saved the adapter in: ``config.json`` (the base model's config,
+    with the label names and the task's architecture), or with ``merge`` the merged full model instead."""
+    base = model.get_base_model()
+    base.config.architectures = [type(base).__name__]
+    if not merge:
+        base.config.save_pretrained(str(folder))
+        return
+    for name in (ADAPTER_CONFIG, ADAPTER_WEIGHTS, "README.md"):
+        (folder / name).unlink(missing_ok=True)
+    model.merge_and_unload().save_pretrained(str(folder))
