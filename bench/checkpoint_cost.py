@@ -7,7 +7,9 @@ Three settings, run in turn (ABCABC...) so that the machine's load falls on each
 - ``end-only``: ``--save-steps 1000000``, no checkpoint before the end.
 
 Each run's training seconds (``metrics.json``: the Trainer loop, without start-up) are compared to
-the end-only runs': the issue's bar is default / end-only <= 1.1.
+the end-only runs': the issue's bar is default / end-only <= 1.1. Single runs on a loaded machine
+vary by more than the checkpoints cost, so the script also derives the cost of one checkpoint from
+the per-epoch runs (one per step) and the default's ratio from it (``default_ratio_from_checkpoint_cost``).
 
 Usage: ``python -m bench.checkpoint_cost [--rounds N] [--steps N] [--dir DIR]``; prints one JSON line.
 """
@@ -23,6 +25,13 @@ import tempfile
 from pathlib import Path
 
 SETTINGS = {"default": [], "per-epoch": ["--save-steps", "1"], "end-only": ["--save-steps", "1000000"]}
+
+
+def _checkpoints(out: Path) -> int:
+    """How many checkpoints the default cadence wrote: its ``save_steps`` (the plan's), over the run."""
+    settings = json.loads((out / "llmtool_settings.json").read_text())
+    every, steps = settings["training"]["save_steps"], settings["plan"]["steps"]
+    return -(-steps // every)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,9 +56,13 @@ def main(argv: list[str] | None = None) -> int:
                 return 1
             seconds[name].append(json.loads(run.stdout)["train"]["seconds"])
     base = statistics.median(seconds["end-only"])
+    saved = {"default": _checkpoints(work / "default"), "per-epoch": args.steps}  # checkpoints a run wrote
+    each = (statistics.median(seconds["per-epoch"]) - base) / max(1, saved["per-epoch"] - 1)
     print(json.dumps({
-        "steps": args.steps, "examples": 20, "seconds": seconds,
+        "steps": args.steps, "examples": 20, "seconds": seconds, "checkpoints": saved,
         "ratio_to_end_only": {k: round(statistics.median(v) / base, 3) for k, v in seconds.items()},
+        "seconds_per_checkpoint": round(each, 4),
+        "default_ratio_from_checkpoint_cost": round(1 + (saved["default"] - 1) * each / base, 3),
     }))  # fmt: skip
     return 0
 

@@ -27,7 +27,7 @@ from llmtool.settings import TrainSettings
 S = TypeVar("S", bound=TrainSettings)
 
 EVALS_PER_RUN = 10  # the default cadence evaluates and checkpoints about this many times in a run, at most
-MIN_EVAL_STEPS = 50  # ... and never more often than every this many steps (unless an epoch is longer)
+MIN_EVAL_STEPS = 100  # ... and never more often than every this many steps (unless an epoch is longer)
 SHORT_PLAN_STEPS = 300  # fewer optimizer steps than this rarely teach a model from scratch anything
 FEW_EXAMPLES = 32  # fewer training examples than this (packed blocks) are easily memorised by position
 FEW_VALID = 20  # fewer validation examples than this give a noisy loss to pick the best checkpoint by

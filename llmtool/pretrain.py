@@ -178,7 +178,8 @@ SENTENCE_LINES_SHARE = 0.8  # ... and at least this share ending a sentence (ver
 AUTO_EPOCHS = 40  # the step budget: this many passes over the examples (facts need many to be memorised) ...
 AUTO_MIN_STEPS = {"mlm": 3000, "clm": 1500}  # ... at least this many steps from scratch ...
 AUTO_MAX_STEPS = {"tiny": 10_000, "mini": 10_000, "small": 20_000, "base": 50_000}  # ... at most this many
-BATCH = 32  # examples per step, fewer when the corpus has fewer
+BATCH = 32  # examples per step, fewer when the corpus has fewer (mlm lines: a multiple, see batch_size)
+MAX_LINES_A_BLOCK = 8  # mlm lines: a step holds at most BATCH x this many lines
 MASK_LINES, MASK_BLOCKS = 0.4, 0.15  # mlm: the share masked in a line of its own, and in longer examples
 BLOCK, SMALL_BLOCK = 128, 32  # tokens per example: packing running text, and mlm packing short lines
 FEW_BLOCKS = 32  # mlm packs short lines only when that makes at least this many blocks (else: lines) ...
@@ -242,16 +243,16 @@ def training_plan(settings: PretrainSettings, examples: tuple[Any, Any | None]) 
     """The settings with the plan's choices filled in (see :mod:`llmtool.plan`), and the plan."""
     from llmtool.plan import Rules, make_plan
 
+    train, valid = examples
     rules = Rules(
         lr=SIZES[settings.size].lr,
-        batch_size=BATCH,
+        batch_size=batch_size(settings, train),
         epochs=AUTO_EPOCHS,
         min_steps=AUTO_MIN_STEPS[settings.objective],
         max_steps=AUTO_MAX_STEPS[settings.size],
         warmup_ratio=WARMUP,
         from_scratch=True,
     )
-    train, valid = examples
     size = block(settings)
     layout = (
         f"sentence pairs of up to {block(settings)} tokens"
@@ -266,6 +267,16 @@ def training_plan(settings: PretrainSettings, examples: tuple[Any, Any | None]) 
         settings, rules, examples=len(train), valid_examples=len(valid) if valid is not None else 0,
         layout=layout, processes=world_size(),
     )  # fmt: skip
+
+
+def batch_size(settings: PretrainSettings, train: Any) -> int:
+    """Examples a step when --batch-size is not given: BATCH; for mlm on one line per example, as many
+    lines as fill about BATCH blocks of SMALL_BLOCK tokens (a line holds few masked tokens: with 32
+    lines a step, the people corpus of bench/learns.py was learned half as well; README "Measured")."""
+    if settings.objective != "mlm" or not settings.line_by_line:
+        return BATCH
+    lengths = [len(ids) for ids in train[: min(len(train), LINES_SAMPLE)]["input_ids"]]
+    return BATCH * max(1, min(MAX_LINES_A_BLOCK, SMALL_BLOCK * len(lengths) // max(1, sum(lengths))))
 
 
 # --------------------------------------------------------------------------- corpus -> documents

@@ -131,12 +131,13 @@ def read_stderr_until(proc: subprocess.Popen[str], marker: str) -> list[str]:
 def interrupt_after_first_epoch(
     args: Sequence[str], sig: int, env: dict[str, str] | None = None, timeout: float = 300, ignore: Sequence[int] = ()
 ) -> tuple[int, str]:
-    """Start a training run, wait for its first epoch's evaluation line, let it train on briefly
-    (into the second epoch), then send ``sig``; its exit status and whole stderr."""
+    """Start a training run, wait for its first evaluation line (at the end of an epoch: the first,
+    or a later one when short epochs are evaluated every few, see llmtool.plan), let it train on
+    briefly (into the next epoch), then send ``sig``; its exit status and whole stderr."""
     import time
 
     proc = start_cli(args, env, ignore)
-    seen = read_stderr_until(proc, "epoch 1.00")
+    seen = read_stderr_until(proc, ": validation ")
     time.sleep(0.3)
     proc.send_signal(sig)
     _, rest = proc.communicate(timeout=timeout)

@@ -38,13 +38,14 @@ def test_classify_learns_and_keeps_the_users_label_names(tmp_path: Path, tiny_be
     train = write_sentiment_csv(tmp_path / "train.csv", 600, seed=1)
     out = tmp_path / "sentiment-model"
     args = ["finetune", str(train), "--model", str(tiny_bert), "--output", str(out)]
-    result = run_cli([*args, "--epochs", "4", "--lr", "3e-3", "--json"], env=ENV)
+    result = run_cli([*args, "--epochs", "4", "--lr", "3e-3", "--batch-size", "16", "--json"], env=ENV)
     assert result.returncode == 0, result.stderr
 
     metrics = json.loads(result.stdout)  # one JSON document, nothing else on stdout
     assert metrics["task"] == "classify" and metrics["labels"] == ["negative", "positive"]
     assert metrics["valid"]["accuracy"] >= 0.95 and metrics["valid"]["macro_f1"] >= 0.95
-    assert [h["epoch"] for h in metrics["history"]] == [1.0, 2.0, 3.0, 4.0]
+    # 34-step epochs: evaluated every 3 epochs (at least 100 steps apart, llmtool.plan) and at the end
+    assert [h["epoch"] for h in metrics["history"]] == [3.0, 4.0] and metrics["history"][0]["step"] == 102
     assert metrics["best_step"] in [h["step"] for h in metrics["history"]]
     assert all(line.startswith("llmtool: ") for line in result.stderr.splitlines()), result.stderr  # no tqdm
     assert "validation loss" in result.stderr
@@ -107,13 +108,14 @@ def test_clm_lowers_held_out_perplexity(tmp_path: Path, tiny_gpt2: Path) -> None
     out = tmp_path / "story-lm"
     result = run_cli(
         ["finetune", str(train), "--task", "clm", "--model", str(tiny_gpt2), "--output", str(out),
-         "--valid", str(valid), "--block-size", "32", "--epochs", "2", "--lr", "3e-3", "--eval-on-start", "--json"],
+         "--valid", str(valid), "--block-size", "32", "--epochs", "2", "--lr", "3e-3", "--batch-size", "16",
+         "--eval-on-start", "--json"],
         env=ENV,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     metrics = json.loads(result.stdout)
     baseline, *epochs = metrics["history"]
-    # short epochs: evaluated every few epochs (at least 50 steps apart) and at the end, not each epoch
+    # short epochs: evaluated every few epochs (at least 100 steps apart) and at the end, not each epoch
     assert baseline["step"] == 0 and epochs and epochs[-1]["step"] == metrics["train"]["steps"]
     assert metrics["valid"]["perplexity"] < baseline["perplexity"] / 3
     assert metrics["valid"]["perplexity"] == pytest.approx(math.exp(metrics["valid"]["loss"]))
@@ -156,7 +158,8 @@ def test_mlm_lowers_perplexity_with_a_progress_bar_on_a_terminal(tmp_path: Path,
     env = {k: v for k, v in ENV.items() if k != "NO_COLOR"} | {"TERM": "xterm", "COLUMNS": "150"}
     code, stdout, stderr = run_with_terminal_stderr(
         ["finetune", str(train), "--task", "mlm", "--model", str(tiny_bert), "--output", str(out),
-         "--block-size", "32", "--epochs", "3", "--lr", "3e-3", "--eval-on-start", "--logging-steps", "2", "--json"],
+         "--block-size", "32", "--epochs", "3", "--lr", "3e-3", "--batch-size", "16", "--eval-on-start",
+         "--logging-steps", "2", "--json"],
         env,
     )  # fmt: skip
     assert code == 0, stderr

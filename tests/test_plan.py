@@ -40,13 +40,13 @@ def test_the_step_budget_is_epochs_within_bounds(examples: int, steps: int) -> N
 
 
 def test_evaluations_are_whole_epochs_and_never_too_frequent() -> None:
-    assert eval_every(per_epoch=1, total=600) == 60  # 20 examples: every 60 one-step epochs, not every step
-    assert eval_every(per_epoch=7, total=70) == 56  # at least MIN_EVAL_STEPS apart, on an epoch's end
+    assert eval_every(per_epoch=1, total=600) == 100  # 20 examples: every 100 one-step epochs, not every step
+    assert eval_every(per_epoch=7, total=700) == 105  # at least MIN_EVAL_STEPS apart, on an epoch's end
     assert eval_every(per_epoch=75, total=3000) == 300  # about ten evaluations in a run
     assert eval_every(per_epoch=4000, total=12_000) == 4000  # long epochs: each epoch, as before
     assert all(eval_every(p, t) >= min(MIN_EVAL_STEPS, p) for p in range(1, 80) for t in range(1, 2000, 97))
     settings, plan = make_plan(PretrainSettings(max_steps=600), RULES, examples=20, valid_examples=0, layout="x")
-    assert settings.save_steps == plan.eval_every == 60
+    assert settings.save_steps == plan.eval_every == 100
     settings, _ = make_plan(PretrainSettings(epochs=3), RULES, examples=4000, valid_examples=0, layout="x")
     assert settings.save_steps is None  # epochs of 125 steps: evaluate at each epoch's end
 
@@ -82,3 +82,23 @@ def test_pretrain_dry_run_chooses_the_layout_from_the_corpus(tmp_path: Path) -> 
     assert "plan     one line per example" in text.stdout and "20 steps" in text.stdout
     assert "warning  20 optimizer steps are too few" in text.stdout
     assert not (tmp_path / "out").exists() and sorted(p.name for p in tmp_path.iterdir()) == ["facts.txt", "prose.txt"]
+
+
+def test_mlm_on_short_lines_takes_a_batch_of_lines_filling_32_blocks() -> None:
+    """One line per example holds few masked tokens: the batch takes as many lines as fill about 32
+    blocks of 32 tokens (bench/learns.py's people corpus: 70.8% of the facts seen with 32 lines a
+    step, 100% with 96)."""
+    import dataclasses
+
+    from datasets import Dataset
+
+    from llmtool.pretrain import batch_size
+
+    lines = Dataset.from_dict({"input_ids": [[2, *range(5, 13), 3]] * 50})  # [CLS] 8 tokens [SEP]
+    mlm = PretrainSettings(objective="mlm", line_by_line=True)
+    assert batch_size(mlm, lines) == 96  # 3 lines of 10 tokens fill a block of 32
+    assert batch_size(dataclasses.replace(mlm, line_by_line=False), lines) == 32  # packed blocks
+    assert batch_size(PretrainSettings(objective="clm", line_by_line=True), lines) == 32  # every token learns
+    assert batch_size(mlm, Dataset.from_dict({"input_ids": [[2, 5, 3]] * 50})) == 256  # at most 8 lines a block
+    _, plan = make_plan(mlm, dataclasses.replace(RULES, batch_size=96), examples=480, valid_examples=0, layout="x")
+    assert plan.batch_size == 96 and plan.steps == 3000  # the people corpus's plan: 600 epochs of 5

@@ -169,7 +169,7 @@ def test_mlm_on_defaults_learns_the_facts(facts: Path, tmp_path: Path) -> None:
 
 
 def test_the_plan_line_warnings_and_checkpoint_cadence(tmp_path: Path) -> None:
-    """A 20-line corpus is one step per epoch: checkpoints come every 50 steps, not every step."""
+    """A 20-line corpus is one step per epoch: checkpoints come every 100 steps, not every step."""
     corpus = tmp_path / "twenty.txt"
     corpus.write_text("".join(f"Item {i} of the list is number {i * 7}.\n" for i in range(20)))
     out = tmp_path / "out"
@@ -179,11 +179,11 @@ def test_the_plan_line_warnings_and_checkpoint_cadence(tmp_path: Path) -> None:
     plan = [line for line in result.stderr.splitlines() if line.startswith("llmtool: plan: ")]
     assert len(plan) == 1, result.stderr
     assert "one line per example" in plan[0] and "batch 20, 120 steps = 120 epochs of 1" in plan[0]
-    assert "checkpoint every 50 steps" in plan[0]
+    assert "checkpoint every 100 steps" in plan[0]
     assert "120 optimizer steps are too few to teach a new model" in result.stderr
     kept = sorted(int(p.name.split("-")[1]) for p in (out / "checkpoints").iterdir())
-    assert kept == [100, 120]  # saved at 50, 100 and the end; the two newest kept
-    assert json.loads((out / "llmtool_settings.json").read_text())["training"]["save_steps"] == 50
+    assert kept == [100, 120]  # saved at 100 and the end
+    assert json.loads((out / "llmtool_settings.json").read_text())["training"]["save_steps"] == 100
 
 
 # --------------------------------------------------------------------------- GPT-2 (clm)
@@ -376,7 +376,9 @@ def test_torchrun_two_cpu_processes_pretrain_one_model(tmp_path: Path) -> None:
     assert settings["world_size"] == 2 and settings["objective"] == "mlm+nsp"
     per_process = -(-settings["examples"]["train"] // 2)  # the distributed sampler pads to equal halves
     steps_per_epoch = -(-per_process // 8)
-    assert [h["step"] for h in metrics["history"]] == [steps_per_epoch, 2 * steps_per_epoch]
+    assert settings["plan"]["steps_per_epoch"] == steps_per_epoch and metrics["train"]["steps"] == 2 * steps_per_epoch
+    every = settings["plan"]["eval_every"]  # whole epochs (llmtool.plan), and the end
+    assert [h["step"] for h in metrics["history"]] == [*range(every, 2 * steps_per_epoch, every), 2 * steps_per_epoch]
     assert proc.stderr.count("training documents") == 1  # the main process reports, the other stays quiet
     assert sorted(p.name for p in out.iterdir()) == sorted(
         ["config.json", "llmtool_settings.json", "metrics.json", "model.safetensors", "tokenizer.json",

@@ -33,6 +33,8 @@ def finetune_args(train: Path, model: Path, out: Path, *extra: str) -> list[str]
         "1e-3",
         "--seed",
         "1",
+        "--batch-size",
+        "16",
         "--save-steps",
         "5",
         *extra,
