@@ -279,7 +279,7 @@ def test_lora_under_torchrun_two_cpu_processes(tmp_path: Path, tiny_bert: Path) 
     command = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
         "-m", "llmtool", "finetune", str(train), "--model", str(tiny_bert), "--output", str(out),
-        "--lora", "--epochs", "2", "--lr", "5e-3", "--json",
+        "--lora", "--epochs", "2", "--lr", "5e-3", "--batch-size", "16", "--save-steps", "18", "--json",
     ]  # fmt: skip
     proc = subprocess.run(command, capture_output=True, text=True, env=ENV, timeout=600, check=False)
     assert proc.returncode == 0, proc.stderr
