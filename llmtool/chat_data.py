@@ -21,10 +21,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
-from llmtool.data import Layout, TrainingData, file_kind, fingerprint, llmtool_cause, quiet_datasets, split_indices
+from llmtool.data import Layout, TrainingData, arrow_rows, file_kind, quiet_datasets, split_indices
 from llmtool.errors import InputError, UsageError
 from llmtool.streams import check_readable, decode_lines, open_binary
 from llmtool.tables import csv_rows, find_column
@@ -152,21 +152,9 @@ def load_conversations(layout: ChatLayout, cache_dir: str) -> Any:
     if next(iter_conversations(layout), None) is None:
         raise InputError("no data rows (only a header, or blank lines)", source=layout.path)
     quiet_datasets()
-    from datasets import Dataset, Features, Value
+    from datasets import Features, Value
 
-    try:
-        return Dataset.from_generator(
-            _generate,
-            features=Features({"messages": Value("string"), "line": Value("int64")}),
-            gen_kwargs={"layout_json": json.dumps(asdict(layout))},
-            cache_dir=cache_dir,
-            fingerprint=fingerprint(layout),
-        )
-    except Exception as exc:  # datasets wraps what the generator raised
-        cause = llmtool_cause(exc)
-        if cause is not None:
-            raise cause from None
-        raise
+    return arrow_rows(_generate, Features({"messages": Value("string"), "line": Value("int64")}), layout, cache_dir)
 
 
 def prepare(

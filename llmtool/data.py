@@ -214,12 +214,18 @@ def load_rows(layout: Layout, cache_dir: str) -> Dataset:
     if next(iter_rows(layout), None) is None:  # checked here: datasets fails obscurely on an empty generator
         raise InputError("no data rows (only a header, or blank lines)", source=layout.path)
     quiet_datasets()
+    return arrow_rows(_generate, _features(layout), layout, cache_dir)
+
+
+def arrow_rows(generate: Any, features: Any, layout: Any, cache_dir: str) -> Dataset:
+    """``generate(layout_json)``'s rows as an on-disk Arrow dataset, cached under the layout's fingerprint;
+    a bad row raises its :class:`InputError`, unwrapped from the ``datasets`` builder's own error."""
     from datasets import Dataset
 
     try:
-        dataset = Dataset.from_generator(
-            _generate,
-            features=_features(layout),
+        return Dataset.from_generator(
+            generate,
+            features=features,
             gen_kwargs={"layout_json": json.dumps(asdict(layout))},
             cache_dir=cache_dir,
             fingerprint=fingerprint(layout),
@@ -229,7 +235,6 @@ def load_rows(layout: Layout, cache_dir: str) -> Dataset:
         if cause is not None:
             raise cause from None
         raise
-    return dataset
 
 
 def llmtool_cause(exc: BaseException) -> BaseException | None:
