@@ -190,7 +190,8 @@ class ChatEncoder:
     """Token ids and labels of conversations: -100 on every prompt-side token, the ids on the answers.
 
     Each piece (the prompt up to an assistant turn, the turn itself) is tokenized on its own, as
-    ``generate`` tokenizes a prompt, and the pieces' ids concatenated; ``limit`` truncates.
+    ``generate`` tokenizes a prompt, and the pieces' ids concatenated; ``limit`` truncates (``length``
+    keeps each conversation's untruncated token count).
     """
 
     def __init__(self, tokenizer: Any, limit: int | None) -> None:
@@ -198,14 +199,15 @@ class ChatEncoder:
         self.templated = bool(getattr(tokenizer, "chat_template", None))
 
     def __call__(self, batch: dict[str, list[Any]]) -> dict[str, Any]:
-        ids, labels = [], []
+        ids, labels, lengths = [], [], []
         for text in batch["messages"]:
             x, y = self.encode(json.loads(text))
+            lengths.append(len(x))
             if self.limit is not None:
                 x, y = x[: self.limit], y[: self.limit]
             ids.append(x)
             labels.append(y)
-        return {"input_ids": ids, "attention_mask": [[1] * len(x) for x in ids], "labels": labels}
+        return {"input_ids": ids, "attention_mask": [[1] * len(x) for x in ids], "labels": labels, "length": lengths}
 
     def encode(self, messages: list[dict[str, str]]) -> tuple[list[int], list[int]]:
         ids: list[int] = []
@@ -270,3 +272,15 @@ def collator(tokenizer: Any) -> Any:
 
 def has_answer(labels: list[int]) -> bool:
     return any(label != IGNORE for label in labels)
+
+
+def cut_warning(split: str, conversations: int, dropped: int, cut: int, limit: int) -> list[str]:
+    """What --block-size did to the conversations of one split, as warnings (none when it cut nothing)."""
+    out = []
+    if dropped:
+        out.append(f"{dropped} of {conversations} {split} conversations have no response token within "
+                   f"--block-size {limit} and are left out; raise --block-size")  # fmt: skip
+    if cut:
+        out.append(f"{cut} of {conversations} {split} conversations are cut at --block-size {limit} "
+                   "(the end of their response is not trained); raise --block-size")  # fmt: skip
+    return out

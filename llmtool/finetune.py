@@ -73,7 +73,9 @@ def finetune(
         finish = None
         if settings.lora:
             model, finish = _with_lora(model, settings, model_options, run.console)
-        train_ds, valid_ds = run.main_first(lambda: _tokenize_all(data, tokenizer, settings, limit, model_options))
+        train_ds, valid_ds, cut = run.main_first(lambda: _tokenize_all(data, tokenizer, settings, limit, model_options))
+        for warning in cut:
+            run.console.warn(warning)
         params = sum(p.numel() for p in model.parameters())
         settings, plan = training_plan(settings, params, len(train_ds), len(valid_ds) if valid_ds is not None else 0)
         run.settings = settings
@@ -256,14 +258,29 @@ def _length_limit(settings: FinetuneSettings, tokenizer: Any, model: Any) -> int
 
 def _tokenize_all(
     data: TrainingData, tokenizer: Any, settings: FinetuneSettings, limit: int, opts: ModelOptions
-) -> tuple[Any, Any | None]:
-    train = _tokenize(data.train, tokenizer, settings, limit, opts, "train")
-    valid = _tokenize(data.valid, tokenizer, settings, limit, opts, "valid") if data.valid is not None else None
+) -> tuple[Any, Any | None, list[str]]:
+    """Training and validation examples, and warnings about conversations that --block-size cuts."""
+    warnings: list[str] = []
+    if _is_chat(data):
+        from llmtool.chat_data import cut_warning
+
+        train, dropped, cut = _tokenize_conversations(data.train, tokenizer, settings, limit, opts, "train")
+        warnings += cut_warning("training", len(data.train), dropped, cut, limit)
+        valid = None
+        if data.valid is not None:
+            valid, dropped, cut = _tokenize_conversations(data.valid, tokenizer, settings, limit, opts, "valid")
+            warnings += cut_warning("validation", len(data.valid), dropped, cut, limit)
+        if len(train) == 0:
+            raise UsageError(f"no training conversation has a response token within --block-size {limit}; "
+                             "raise --block-size")  # fmt: skip
+    else:
+        train = _tokenize(data.train, tokenizer, settings, limit, opts, "train")
+        valid = _tokenize(data.valid, tokenizer, settings, limit, opts, "valid") if data.valid is not None else None
     if valid is not None and len(valid) == 0:
         raise UsageError("the validation data is shorter than one --block-size block; pass --line-by-line or more data")
     if len(train) == 0:
         raise UsageError("the training data is shorter than one --block-size block; lower --block-size")
-    return train, valid
+    return train, valid, warnings
 
 
 def _tokenize(dataset: Any, tokenizer: Any, s: FinetuneSettings, limit: int, opts: ModelOptions, split: str) -> Any:
@@ -273,8 +290,6 @@ def _tokenize(dataset: Any, tokenizer: Any, s: FinetuneSettings, limit: int, opt
     batches of rows, so that the blocks do not depend on how many processes tokenized.
     """
     task: Task = s.task  # type: ignore[assignment]
-    if "messages" in dataset.column_names:
-        return _tokenize_conversations(dataset, tokenizer, s, limit, opts, split)
     if task == "classify":
         fn: Any = _ClassifyEncoder(tokenizer, limit, "text_pair" in dataset.column_names)
     else:
@@ -299,12 +314,16 @@ def _tokenize(dataset: Any, tokenizer: Any, s: FinetuneSettings, limit: int, opt
 
 def _tokenize_conversations(
     dataset: Any, tokenizer: Any, s: FinetuneSettings, limit: int, opts: ModelOptions, split: str
-) -> Any:
-    """One example per conversation (never packed: the labels mark its response tokens)."""
+) -> tuple[Any, int, int]:
+    """One example per conversation (never packed: the labels mark its response tokens).
+
+    Returns the examples, how many conversations were left out (no response token within ``limit``)
+    and how many of those kept were cut short.
+    """
     from llmtool.chat_data import ChatEncoder, has_answer
 
-    key = [dataset._fingerprint, opts.model, opts.revision, "chat", limit, split, 1]
-    out = dataset.map(
+    key = [dataset._fingerprint, opts.model, opts.revision, "chat", limit, split, 2]
+    encoded = dataset.map(
         ChatEncoder(tokenizer, limit),
         batched=True,
         remove_columns=dataset.column_names,
@@ -312,7 +331,10 @@ def _tokenize_conversations(
         new_fingerprint=fingerprint(key),
         desc=None,
     )
-    return out.filter(has_answer, input_columns=["labels"], new_fingerprint=fingerprint([*key, "answered"]), desc=None)
+    out = encoded.filter(has_answer, input_columns=["labels"], new_fingerprint=fingerprint([*key, "answered"]),
+                         desc=None)  # fmt: skip
+    cut = sum(1 for n in out["length"] if n > limit)
+    return out.remove_columns("length"), len(encoded) - len(out), cut
 
 
 class _ClassifyEncoder:
@@ -430,8 +452,8 @@ def dry_run(train_path: str, settings: FinetuneSettings, model_options: ModelOpt
             )
         if data.labels is not None:
             report["labels"] = {"train": data.train_counts, "valid": data.valid_counts}
-        report["tokens"] = _length_report(lengths, limit, settings)
-        examples = _examples_estimate(lengths, len(data.train), limit, settings)
+        report["tokens"] = _length_report(lengths, limit, settings, _is_chat(data))
+        examples = _examples_estimate(lengths, len(data.train), limit, settings, _is_chat(data))
         valid_rows = len(data.valid) if data.valid is not None else 0
         counts = _parameter_counts(settings, model_options, data)
         _, plan = training_plan(settings, counts["total"], examples, valid_rows)
@@ -494,7 +516,7 @@ def _token_lengths(dataset: Any, tokenizer: Any, task: str, sample: int = 20_000
     return lengths
 
 
-def _length_report(lengths: list[int], limit: int, settings: FinetuneSettings) -> dict[str, Any]:
+def _length_report(lengths: list[int], limit: int, settings: FinetuneSettings, chat: bool) -> dict[str, Any]:
     import numpy as np
 
     a = np.asarray(lengths)
@@ -505,14 +527,14 @@ def _length_report(lengths: list[int], limit: int, settings: FinetuneSettings) -
     }
     key = "max_length" if settings.task == "classify" else "block_size"
     report[key] = limit
-    if settings.task == "classify" or settings.line_by_line:
+    if settings.task == "classify" or settings.line_by_line or chat:
         report["truncated_rows"] = int((a > limit).sum())
     return report
 
 
-def _examples_estimate(lengths: list[int], rows: int, limit: int, settings: FinetuneSettings) -> int:
+def _examples_estimate(lengths: list[int], rows: int, limit: int, settings: FinetuneSettings, chat: bool) -> int:
     """Training examples: one per row, or packed blocks (slightly fewer: each batch of rows drops its tail)."""
-    if settings.task == "classify" or settings.line_by_line:
+    if settings.task == "classify" or settings.line_by_line or chat:
         return rows
     return int(sum(lengths) * rows / max(1, len(lengths)) // limit)
 

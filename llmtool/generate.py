@@ -90,6 +90,15 @@ def resolve(options: GenerateOptions, model_config: dict[str, Any] | None) -> Sa
     )
 
 
+def _budget_source(options: GenerateOptions, model_config: dict[str, Any] | None, tokens: int) -> str:
+    """Where the new-token budget came from, for the prompt-too-long message."""
+    if options.max_new_tokens is not None:
+        return f"--max-new-tokens {tokens}"
+    if (model_config or {}).get("max_new_tokens") is not None:
+        return f"max_new_tokens {tokens} from the model's generation_config.json (--max-new-tokens overrides it)"
+    return f"the default --max-new-tokens {tokens}"
+
+
 class Generator:
     """A causal LM (any engine) that turns prompt records into generation records.
 
@@ -109,6 +118,7 @@ class Generator:
         self.decoder = decoder
         self.options = options
         self.sampling = resolve(options, generation_config)
+        self.budget = _budget_source(options, generation_config, self.sampling.max_new_tokens)
         self.seed = options.seed if options.seed is not None else secrets.randbits(63)
         self.max_length = max_input_length(tokenizer, decoder)
         if tokenizer.pad_token_id is None and self.sampling.pad_token_id is not None:
@@ -164,8 +174,8 @@ class Generator:
         for record, prompt_ids in zip(batch, ids, strict=True):
             if len(prompt_ids) + how.max_new_tokens > self.max_length:
                 raise InputError(
-                    f"the prompt is {len(prompt_ids)} tokens; with --max-new-tokens {how.max_new_tokens} that is "
-                    f"more than the model's context of {self.max_length} tokens",
+                    f"the prompt is {len(prompt_ids)} tokens; with {self.budget} that is more than the model's "
+                    f"context of {self.max_length} tokens",
                     source=record.source,
                     line=record.line,
                 )

@@ -481,6 +481,22 @@ def test_generate_follows_the_models_generation_config_and_flags_win(
     assert sampled == gen(tiny_gpt2, "--seed", "3", "-t", "8", "--repetition-penalty", "1.5")
 
 
+def test_prompt_too_long_names_where_the_token_budget_came_from(tiny_gpt2: Path, configured_gpt2: Path) -> None:
+    from conftest import run_cli
+
+    long = ("the dog " * 62).strip()  # 124 tokens: 5 more do not fit the tiny GPT-2's context of 128
+    from_model = run_cli(["generate", "-m", str(configured_gpt2)], long)
+    assert from_model.returncode == 2, from_model.stderr
+    assert "with max_new_tokens 5 from the model's generation_config.json (--max-new-tokens overrides it)" in (
+        from_model.stderr
+    ), from_model.stderr
+    flagged = run_cli(["generate", "-m", str(configured_gpt2), "-t", "6"], long)
+    assert flagged.returncode == 2 and "with --max-new-tokens 6 that is more than" in flagged.stderr
+    default = run_cli(["generate", "-m", str(tiny_gpt2)], long)
+    assert default.returncode == 2 and "with the default --max-new-tokens 50 that is" in default.stderr
+    assert run_cli(["generate", "-m", str(configured_gpt2), "-t", "4", "--greedy"], long).returncode == 0
+
+
 def test_resolve_precedence_is_flag_then_model_then_llmtool() -> None:
     from llmtool.generate import resolve
     from llmtool.settings import GenerateOptions

@@ -166,7 +166,9 @@ def test_response_only_labels_checked_by_hand(tiny_gpt2: Path, tiny_chat_gpt2: P
 
     encoder = ChatEncoder(plain, 64)
     batch_in = encoder({"messages": [json.dumps(messages), json.dumps([messages[0], {**messages[1], "content": "2"}])]})
-    features = [{k: batch_in[k][i] for k in batch_in} for i in range(2)]
+    answers = [plain(text, add_special_tokens=False)["input_ids"] for text in ("\ntwo is 2", "\n2")]
+    assert batch_in["length"] == [len(prompt) + len(a) + 1 for a in answers]  # untruncated, EOS included
+    features = [{k: batch_in[k][i] for k in batch_in if k != "length"} for i in range(2)]  # as training keeps them
     from llmtool.models import ensure_pad_token
 
     ensure_pad_token(plain, "tiny")
@@ -189,6 +191,35 @@ def test_messages_train_and_generate_chat_answers(tmp_path: Path, tiny_chat_gpt2
     assert metrics["valid"]["loss"] < metrics["history"][0]["loss"]
     # The adapter answers through the chat template (a tiny model trained for seconds: the form, not the facts).
     _ok(run_cli(["generate", "-m", str(out), "--chat", "--greedy", "--max-new-tokens", "4"], input=QA[0][0], env=ENV))
+
+
+def test_conversations_cut_by_block_size_are_said(tmp_path: Path, tiny_gpt2: Path) -> None:
+    long = " ".join(f"word{i}" for i in range(40))  # far more than 16 tokens: no answer token fits
+    rows = [(long, "yes.")] * 6 + [("short?", " a rather long answer " * 4)] * 4 + [("hi?", "ok.")] * 20
+    train = tmp_path / "qa.csv"
+    train.write_text("q,a\n" + "".join(f"{q},{a}\n" for q, a in rows), encoding="utf-8")
+    args = ["finetune", str(train), "-t", "clm", "-m", str(tiny_gpt2), "--prompt-column", "q", "--response-column", "a",
+            "--block-size", "16", "--max-steps", "2", "--valid-split", "0", "--seed", "0"]  # fmt: skip
+    result = run_cli([*args, "-o", str(tmp_path / "out")], env=ENV)
+    _ok(result)
+    assert "6 of 30 training conversations have no response token within --block-size 16 and are left out" in (
+        result.stderr
+    ), result.stderr
+    assert "4 of 30 training conversations are cut at --block-size 16" in result.stderr, result.stderr
+    report = json.loads(_ok(run_cli([*args, "-o", str(tmp_path / "dry"), "--dry-run", "--json"], env=ENV)))
+    assert report["tokens"]["truncated_rows"] == 10 and report["steps"]["examples"] == 30, report
+    only_long = tmp_path / "long.csv"
+    only_long.write_text("q,a\n" + "".join(f"{long},yes.\n" for _ in range(5)), encoding="utf-8")
+    args[1] = str(only_long)
+    failed = run_cli([*args, "-o", str(tmp_path / "none")], env=ENV)
+    assert failed.returncode == 2, failed.stderr
+    last = failed.stderr.strip().splitlines()[-1]
+    assert (
+        last
+        == "llmtool: error: no training conversation has a response token within --block-size 16; raise --block-size"
+    )
+    assert failed.stderr.count("error") == 1, failed.stderr
+    assert not (tmp_path / "none").exists()
 
 
 @pytest.mark.parametrize(
