@@ -5,8 +5,8 @@ Every inference command's single entry (``fill_mask.fill_mask``, ``generate.gene
 model for the torch engine (with the command's own checks). What comes back is a tokenizer and an
 engine object with the interface described in :mod:`llmtool.torch_engine`.
 
-``--engine auto`` (the default; also ``LLMTOOL_ENGINE``) runs CTranslate2 when it can run the
-model's architecture, the device and every option asked for, else torch, silently unless
+``--engine auto`` (the default; on the command line also ``LLMTOOL_ENGINE``) runs CTranslate2 when
+it can run the model's architecture, the device and every option asked for, else torch, silently unless
 ``--verbose`` (one line says which engine ran and why). ``--engine ctranslate2`` asked for
 something it cannot do is a usage error naming the reason. Models are converted on first use
 (:mod:`llmtool.ct2`); a large one (over ``LLMTOOL_CONVERT_MAX``, 2 GB of weights) is not converted

@@ -200,9 +200,10 @@ class OutputFolder:
         if self.resume:
             if self.latest_checkpoint() is not None or all(e.name in (CACHE, CHECKPOINTS) for e in entries):
                 return  # a checkpoint to resume, or only the leftovers of a run stopped early: start afresh
-            if (self.path / "config.json").exists():
+            if (self.path / "config.json").exists() or (self.path / "adapter_config.json").exists():
+                what = "LoRA adapter" if (self.path / "adapter_config.json").exists() else "model"
                 raise UsageError(
-                    f"--resume: {self.path} holds a finished model and no checkpoint to resume; "
+                    f"--resume: {self.path} holds a finished {what} and no checkpoint to resume; "
                     "pass --overwrite to train again, or --keep-checkpoints next time"
                 )
             # Never adopt a folder of other files: publishing the model replaces the whole folder.

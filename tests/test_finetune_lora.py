@@ -88,6 +88,14 @@ def test_lora_classify_learns_and_writes_a_standard_adapter(classifier: tuple[Pa
         assert [r["label"] for r in again] == predicted
         assert [r["score"] for r in again] == pytest.approx([r["score"] for r in got], abs=1e-4)
 
+    # --resume into the finished adapter folder says what it holds, and leaves it as it was.
+    before = sorted(p.name for p in out.iterdir())
+    train = write_sentiment_csv(tmp_path / "train.csv", 40, seed=2)
+    resumed = run_cli(["finetune", str(train), "-m", "unused", "-o", str(out), "--lora", "--resume"], env=ENV)
+    assert resumed.returncode == 2, resumed.stderr
+    assert "holds a finished LoRA adapter and no checkpoint to resume; pass --overwrite" in resumed.stderr
+    assert sorted(p.name for p in out.iterdir()) == before
+
 
 def test_dry_run_counts_trainable_and_total_parameters(tmp_path: Path, tiny_bert: Path) -> None:
     train = write_sentiment_csv(tmp_path / "train.csv", 60, seed=1)
