@@ -107,7 +107,6 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         metrics = json.loads(tuned.stdout)
         row = {"data": args.data, "run": name, "seed": args.seed, "flags": RUNS[name],
-               "train_rows": metrics.get("rows", {}).get("train") if isinstance(metrics.get("rows"), dict) else None,
                "steps": metrics["train"]["steps"], "seconds": metrics["train"]["seconds"],
                "plan": next((line for line in tuned.stderr.splitlines() if "plan:" in line), None)}  # fmt: skip
         for test, path in tests.items():

@@ -41,70 +41,95 @@ def split_text(source: Path, tmp: Path) -> tuple[Path, Path, Path]:
     return parts[0], parts[1], parts[2]
 
 
-def answers_right(model: Path, questions: list[dict[str, str]]) -> float:
+def answers_right(model: Path, questions: list[dict[str, str]]) -> dict[str, float]:
+    """Greedy answers (8 new tokens at most): the share that start with the right answer, and the share that
+    are exactly the answer and then end (the model stops by itself, ``finish_reason`` ``eos``)."""
     prompts = "\n".join(q["prompt"] for q in questions)
     out = llmtool(["generate", "-m", str(model), "--greedy", "--max-new-tokens", "8", "--no-prompt", "--json"], prompts)
-    got = [json.loads(line)["generations"][0]["text"].strip() for line in out.splitlines()]
-    return sum(g.startswith(q["answer"]) for g, q in zip(got, questions, strict=True)) / len(questions)
+    got = [json.loads(line)["generations"][0] for line in out.splitlines()]
+    pairs = list(zip(got, questions, strict=True))
+    right = sum(g["text"].strip().startswith(q["answer"]) for g, q in pairs)
+    stops = sum(g["text"].strip() == q["answer"] + "." and g["finish_reason"] == "eos" for g, q in pairs)
+    return {"accuracy": round(right / len(questions), 3), "answer_then_stop": round(stops / len(questions), 3)}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--pretrain-steps", default="600")
     parser.add_argument("--finetune-steps", default="150")
-    parser.add_argument("--qa-epochs", default="15")
+    parser.add_argument("--qa-epochs", default="2,5,15", help="epochs of the question/answer runs (a list)")
+    parser.add_argument("--parts", default="lora,qa", help="lora (LoRA vs full), qa (prompt/response vs plain)")
+    parser.add_argument("--dir", default=None, help="work folder, kept (default: a temporary one); reuses its base")
     parser.add_argument("--out", default="bench/lora-clm-results.json")
     a = parser.parse_args()
     shared = Path(os.environ.get("LLMTOOL_SHARED_DATA", "../shared/data"))
-    report: dict[str, Any] = {}
+    out_path = Path(a.out)
+    report: dict[str, Any] = json.loads(out_path.read_text()) if out_path.is_file() else {}
+    parts = a.parts.split(",")
     with tempfile.TemporaryDirectory() as tmp_name:
-        tmp = Path(tmp_name)
+        tmp = Path(a.dir or tmp_name)
+        tmp.mkdir(parents=True, exist_ok=True)
         pre, ft, heldout = split_text(shared / "lm" / "tinyshakespeare.txt", tmp)
         base = tmp / "base"
-        llmtool(["pretrain", str(pre), "--objective", "clm", "--size", "mini", "--block-size", "64",
-                 "--max-steps", a.pretrain_steps, "--output", str(base), "-q"])  # fmt: skip
+        if not (base / "config.json").is_file():
+            llmtool(["pretrain", str(pre), "--objective", "clm", "--size", "mini", "--block-size", "64",
+                     "--max-steps", a.pretrain_steps, "--output", str(base), "-q"])  # fmt: skip
         report["base"] = {"preset": "mini", "pretrain_steps": int(a.pretrain_steps), "mib": folder_mib(base)}
-        common = ["finetune", str(ft), "--task", "clm", "--model", str(base), "--valid", str(heldout), "--block-size",
-                  "64", "--max-steps", a.finetune_steps, "--batch-size", "16", "--seed", "0"]  # fmt: skip
-        runs = []
-        for kind, extra in (("lora", ["--lora", "--lr", "2e-3"]), ("full", ["--lr", "5e-4"])):
-            params = json.loads(llmtool([*common, *extra, "--dry-run", "--json"]))["parameters"]
-            out = tmp / kind
-            out_text, peak = measured([*common, *extra, "--output", str(out), "--json", "--eval-on-start", "-q"])
-            metrics = json.loads(out_text)
-            runs.append({
-                "kind": kind, "lr": extra[-1], **{f"{k}_parameters": v for k, v in params.items()},
-                "peak_rss_mib": round(peak),
-                "seconds_per_step": round(metrics["train"]["seconds"] / metrics["train"]["steps"], 3),
-                "perplexity_before": round(metrics["history"][0]["perplexity"], 2),
-                "perplexity_after": round(metrics["valid"]["perplexity"], 2),
-                "output_mib": folder_mib(out),
-            })  # fmt: skip
-            print(json.dumps(runs[-1]), file=sys.stderr)
-        report["lora_vs_full"] = runs
+        if "lora" in parts:
+            report["lora_vs_full"] = lora_vs_full(a, tmp, base, ft, heldout)
+        if "qa" in parts:
+            report["qa"] = question_answer(a, tmp, base)
+    out_path.write_text(json.dumps(report, indent=2) + "\n")
 
-        llmtool(["corpus", "facts", "--output", str(tmp / "facts.txt"), "--probes", str(tmp / "probes.jsonl"), "-q"])
-        probes = [json.loads(line) for line in (tmp / "probes.jsonl").read_text().splitlines()]
-        train = [p for p in probes if p["split"] == "train"]
-        asked = [p for p in probes if p["split"] != "train"]
-        qa = tmp / "qa.jsonl"
-        qa.write_text("".join(json.dumps({"prompt": p["prompt"], "answer": " " + p["answer"] + "."}) + "\n"
-                              for p in train))  # fmt: skip
-        plain = tmp / "plain.txt"
-        plain.write_text("".join(f"{p['prompt']} {p['answer']}.\n" for p in train))
-        qa_common = ["--task", "clm", "--model", str(base), "--epochs", a.qa_epochs, "--lr", "1e-3",
-                     "--valid-split", "0", "--seed", "0", "-q"]  # fmt: skip
-        results = {}
+
+def lora_vs_full(a: argparse.Namespace, tmp: Path, base: Path, ft: Path, heldout: Path) -> list[dict[str, Any]]:
+    common = ["finetune", str(ft), "--task", "clm", "--model", str(base), "--valid", str(heldout), "--block-size",
+              "64", "--max-steps", a.finetune_steps, "--batch-size", "16", "--seed", "0"]  # fmt: skip
+    runs = []
+    for kind, extra in (("lora", ["--lora", "--lr", "2e-3"]), ("full", ["--lr", "5e-4"])):
+        params = json.loads(llmtool([*common, *extra, "--dry-run", "--json"]))["parameters"]
+        out = tmp / kind
+        out_text, peak = measured([*common, *extra, "--output", str(out), "--json", "--eval-on-start", "-q"])
+        metrics = json.loads(out_text)
+        runs.append({
+            "kind": kind, "lr": extra[-1], **{f"{k}_parameters": v for k, v in params.items()},
+            "peak_rss_mib": round(peak),
+            "seconds_per_step": round(metrics["train"]["seconds"] / metrics["train"]["steps"], 3),
+            "perplexity_before": round(metrics["history"][0]["perplexity"], 2),
+            "perplexity_after": round(metrics["valid"]["perplexity"], 2),
+            "output_mib": folder_mib(out),
+        })  # fmt: skip
+        print(json.dumps(runs[-1]), file=sys.stderr)
+    return runs
+
+
+def question_answer(a: argparse.Namespace, tmp: Path, base: Path) -> dict[str, Any]:
+    """The same question/answer rows as prompt/response pairs (loss on the answers) and as plain lines."""
+    llmtool(["corpus", "facts", "--output", str(tmp / "facts.txt"), "--probes", str(tmp / "probes.jsonl"), "-q"])
+    probes = [json.loads(line) for line in (tmp / "probes.jsonl").read_text().splitlines()]
+    train = [p for p in probes if p["split"] == "train"]
+    asked = [p for p in probes if p["split"] != "train"]
+    qa = tmp / "qa.jsonl"
+    qa.write_text("".join(json.dumps({"prompt": p["prompt"], "answer": " " + p["answer"] + "."}) + "\n"
+                          for p in train))  # fmt: skip
+    plain = tmp / "plain.txt"
+    plain.write_text("".join(f"{p['prompt']} {p['answer']}.\n" for p in train))
+    results: dict[str, Any] = {}
+    for epochs in a.qa_epochs.split(","):
+        qa_common = ["--task", "clm", "--model", str(base), "--epochs", epochs, "--lr", "1e-3",
+                     "--valid-split", "0", "--seed", "0", "-q", "--overwrite"]  # fmt: skip
         for kind, args in (
             ("prompt_response", [str(qa), "--prompt-column", "prompt", "--response-column", "answer"]),
             ("plain_clm", [str(plain), "--line-by-line"]),
         ):
-            out = tmp / kind
+            out = tmp / f"{kind}-{epochs}"
             llmtool(["finetune", *args, *qa_common, "--output", str(out)])
-            results[kind] = {"heldout_accuracy": answers_right(out, asked), "train_accuracy": answers_right(out, train)}
-            print(kind, json.dumps(results[kind]), file=sys.stderr)
-        report["qa"] = {"train_rows": len(train), "heldout_questions": len(asked), **results}
-    Path(a.out).write_text(json.dumps(report, indent=2) + "\n")
+            results.setdefault(f"{epochs}_epochs", {})[kind] = {
+                "heldout": answers_right(out, asked),
+                "train": answers_right(out, train),
+            }
+            print(epochs, kind, json.dumps(results[f"{epochs}_epochs"][kind]), file=sys.stderr)
+    return {"train_rows": len(train), "heldout_questions": len(asked), "lr": 1e-3, **results}
 
 
 if __name__ == "__main__":

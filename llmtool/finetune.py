@@ -31,7 +31,7 @@ from llmtool.lm_examples import (
     token_ids,
 )
 from llmtool.models import prepare_environment
-from llmtool.settings import LORA_LR, FinetuneSettings, ModelOptions
+from llmtool.settings import LORA_LR_FACTOR, FinetuneSettings, ModelOptions
 from llmtool.streams import Console
 from llmtool.training import TrainingRun, perplexity, signals_deferred, world_size
 
@@ -126,8 +126,8 @@ def training_plan(settings: FinetuneSettings, parameters: int, examples: int, va
 
     size = "small" if parameters < SMALL_MODEL else "large" if parameters >= LARGE_MODEL else "base"
     rules = Rules(
-        lr=LORA_LR if settings.lora else LR[size], batch_size=8 if examples < SMALL_DATA else 16, epochs=EPOCHS,
-        min_steps=MIN_STEPS, max_steps=10**9, warmup_ratio=WARMUP,
+        lr=LR[size] * (LORA_LR_FACTOR if settings.lora else 1), batch_size=8 if examples < SMALL_DATA else 16,
+        epochs=EPOCHS, min_steps=MIN_STEPS, max_steps=10**9, warmup_ratio=WARMUP,
     )  # fmt: skip
     layout = "one row per example" if settings.task == "classify" or settings.line_by_line else "packed blocks"
     return make_plan(

@@ -192,7 +192,7 @@ def test_the_plan_line_warnings_and_checkpoint_cadence(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_clm_learns_the_facts(facts: Path, tmp_path: Path) -> None:
     model = tmp_path / "gpt"
-    pretrain(facts / "facts.txt", model, "--objective clm --seed 1")  # the plan: lines, 1500 steps (the README's)
+    pretrain(facts / "facts.txt", model, "--objective clm --seed 1")  # the plan: lines, 3000 steps (quick start)
 
     france = run_cli(
         ["generate", "--model", str(model), "The capital of France is", "--greedy", "-t", "3", "--no-prompt"], env=ENV
