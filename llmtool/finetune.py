@@ -146,7 +146,7 @@ def _with_lora(model: Any, settings: FinetuneSettings, opts: ModelOptions, conso
     counts = lora.parameter_counts(wrapped)
     share = counts["trainable"] / max(1, counts["total"])
     console.info(f"LoRA: {counts['trainable']:,} of {counts['total']:,} parameters trainable ({share:.2%})")
-    return wrapped, lambda trained, folder: lora.finish_output(trained, folder, merge=settings.merge)
+    return wrapped, lambda trained, folder: lora.finish_output(trained, folder, ref, merge=settings.merge)
 
 
 def _is_chat(data: TrainingData) -> bool:

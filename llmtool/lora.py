@@ -144,6 +144,47 @@ def load_adapted(auto_class: Any, ref: Any, require_head: str | None, kwargs: di
     The base model is loaded with the adapter folder's config (its label names), then the adapter
     (and the head it saves in full) applied by PEFT and merged into the weights.
     """
+    adapted, _ = _adapted(auto_class, ref, require_head, kwargs)
+    merged = adapted.merge_and_unload()
+    merged.eval()
+    return merged
+
+
+def merged_model(adapted: Any, base_ref: Any) -> Any:
+    """A PEFT model merged into a full model to save: of the base's own architecture where that holds
+    more than the task's (an mlm adapter on a BERT pre-trained with next-sentence prediction keeps the
+    base's pooler and next-sentence head: a BertForPreTraining), else of the task's."""
+    merged = adapted.merge_and_unload()
+    fuller = _fuller_class(merged, base_ref)
+    if fuller is not None:
+        from llmtool.models import load_model
+
+        full, _ = load_model(fuller, base_ref, config=merged.config, missing_keys=True)
+        state = merged.state_dict()
+        if set(state) <= set(full.state_dict()):  # the same layout: the base's extra heads come from the base
+            full.load_state_dict(state, strict=False)
+            merged = full
+    merged.config.architectures = [type(merged).__name__]
+    merged.eval()
+    return merged
+
+
+def _fuller_class(merged: Any, base_ref: Any) -> Any:
+    """AutoModelForPreTraining when a masked LM's base checkpoint is a pre-training model, else None."""
+    if not type(merged).__name__.endswith("ForMaskedLM"):
+        return None
+    from llmtool.models import load_config
+
+    architectures = getattr(load_config(base_ref), "architectures", None) or [""]
+    if not str(architectures[0]).endswith("ForPreTraining"):
+        return None
+    import transformers
+
+    return transformers.AutoModelForPreTraining
+
+
+def _adapted(auto_class: Any, ref: Any, require_head: str | None, kwargs: dict[str, Any]) -> tuple[Any, Any]:
+    """The PEFT model of the adapter folder ``ref.folder`` on its base (unmerged), and the base's ModelRef."""
     from peft import PeftModel
 
     from llmtool.models import load_config, load_model, locate
@@ -165,9 +206,7 @@ def load_adapted(auto_class: Any, ref: Any, require_head: str | None, kwargs: di
 
             raise MissingHeadError(f"{folder}: neither the base model {base_ref.name} nor the adapter has a trained "
                                    f"{require_head} ({', '.join(uncovered[:3])} missing)")  # fmt: skip
-    merged = adapted.merge_and_unload()
-    merged.eval()
-    return merged
+    return adapted, base_ref
 
 
 def merge(adapter_dir: str, output_dir: str, opts: Any) -> dict[str, Any]:
@@ -186,7 +225,7 @@ def merge(adapter_dir: str, output_dir: str, opts: Any) -> dict[str, Any]:
     prepare_environment(opts.offline, opts.verbose)
     opts = dataclasses.replace(opts, model=str(folder), device="cpu", dtype="float32", engine="torch")
     ref = ModelRef(opts, str(folder), offline_mode(opts), folder)
-    model = load_adapted(auto_class_of(folder), ref, None, {})
+    model = merged_model(*_adapted(auto_class_of(folder), ref, None, {}))
     tokenizer = load_tokenizer(ref)
     tmp = out.parent / f".{out.name}.llmtool-merge"
     if tmp.exists():
@@ -225,9 +264,10 @@ def auto_class_of(folder: Path) -> Any:
     return transformers.AutoModelForCausalLM
 
 
-def finish_output(model: Any, folder: Path, *, merge: bool = False) -> None:
+def finish_output(model: Any, folder: Path, base_ref: Any, *, merge: bool = False) -> None:
     """Complete the final folder Trainer saved the adapter in: ``config.json`` (the base model's config,
-    with the label names and the task's architecture), or with ``merge`` the merged full model instead."""
+    with the label names and the task's architecture), or with ``merge`` the merged full model instead
+    (:func:`merged_model`, as ``llmtool merge`` writes it)."""
     base = model.get_base_model()
     base.config.architectures = [type(base).__name__]
     if not merge:
@@ -235,4 +275,4 @@ def finish_output(model: Any, folder: Path, *, merge: bool = False) -> None:
         return
     for name in (ADAPTER_CONFIG, ADAPTER_WEIGHTS, "README.md"):
         (folder / name).unlink(missing_ok=True)
-    model.merge_and_unload().save_pretrained(str(folder))
+    merged_model(model, base_ref).save_pretrained(str(folder))

@@ -288,6 +288,43 @@ def test_mlm_adapter_loads_in_fill_mask(tmp_path: Path, tiny_bert: Path) -> None
     assert [s for _, s in predictions(at_once)] == pytest.approx([s for _, s in predictions(again)], abs=1e-5)
 
 
+def test_mlm_adapter_on_a_pretraining_bert_answers_next_sentence(tmp_path: Path) -> None:
+    """An mlm adapter on a BertForPreTraining base changes the shared encoder: next-sentence uses it,
+    and the merged model gives the same probabilities."""
+    import tiny_models
+
+    base = tiny_models.build_bert_pretraining(tmp_path / "bert-pretraining", steps=5)
+    text = tmp_path / "text.txt"
+    text.write_text("".join(f"the {w} sat on the mat .\n" for w in ("cat", "dog", "king") * 40), encoding="utf-8")
+    out = tmp_path / "nsp-adapter"
+    args = ["finetune", str(text), "-t", "mlm", "-m", str(base), "--lora", "--max-steps", "40", "--lr", "2e-2"]
+    _ok(run_cli([*args, "--block-size", "16", "-o", str(out)], env=ENV))
+    pairs = "the cat sat.\tthe dog ran.\nthe king sat.\ton the mat."
+
+    def probabilities(model: Path) -> list[float]:
+        lines = _ok(run_cli(["next-sentence", "-m", str(model), "--json"], input=pairs, env=ENV))
+        return [r["is_next"] for r in _json_lines(lines)]
+
+    adapted = probabilities(out)
+    assert adapted != pytest.approx(probabilities(base), abs=1e-4)  # the adapter is not ignored
+    # Merged, it stays a pre-training BERT (the base's pooler and next-sentence head kept), by
+    # `llmtool merge` and by `finetune --lora --merge` alike; fill-mask agrees with the adapter too.
+    merged = tmp_path / "merged"
+    _ok(run_cli(["merge", str(out), "-o", str(merged)], env=ENV))
+    at_once = tmp_path / "merged-at-once"
+    _ok(run_cli([*args, "--block-size", "16", "--merge", "-o", str(at_once)], env=ENV))
+    fill = ["fill-mask", "--json", "-k", "3"]
+    masked = "the [MASK] sat on the mat ."
+    for folder in (merged, at_once):
+        assert json.loads((folder / "config.json").read_text())["architectures"] == ["BertForPreTraining"]
+        assert probabilities(folder) == pytest.approx(adapted, abs=1e-4)
+        filled = _json_lines(_ok(run_cli([*fill, "-m", str(folder)], input=masked, env=ENV)))
+        expected = _json_lines(_ok(run_cli([*fill, "-m", str(out)], input=masked, env=ENV)))
+        assert [p["token"] for p in filled[0]["masks"][0]["predictions"]] == [
+            p["token"] for p in expected[0]["masks"][0]["predictions"]
+        ]
+
+
 @pytest.mark.slow
 def test_lora_sigint_then_resume_matches_the_uninterrupted_run(tmp_path: Path, tiny_bert: Path) -> None:
     train = write_sentiment_csv(tmp_path / "train.csv", 1200, seed=3)

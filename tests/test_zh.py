@@ -183,7 +183,7 @@ def test_whole_word_masking_resumes_bit_exactly(tmp_path: Path) -> None:
     corpus = tmp_path / "zh.txt"
     corpus.write_text("\n\n".join([ZH_CORPUS] * 6) + "\n", encoding="utf-8")
     flags = (
-        "--whole-word-mask --block-size 16 --batch-size 4 --valid-split 0.2 --epochs 3 --save-steps 9 --seed 3 --json"
+        "--whole-word-mask --block-size 16 --batch-size 4 --valid-split 0.2 --epochs 8 --save-steps 9 --seed 3 --json"
     )
     common = ["pretrain", str(corpus), *flags.split()]
     env = cli_env(OMP_NUM_THREADS="1")
