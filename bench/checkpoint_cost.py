@@ -2,7 +2,7 @@
 
 Three settings, run in turn (ABCABC...) so that the machine's load falls on each alike:
 
-- ``default``: the default cadence (every few epochs, at least 50 steps apart: :mod:`llmtool.plan`);
+- ``default``: the default cadence (every few epochs, at least 50 steps apart: :mod:`llmtool.training.plan`);
 - ``per-epoch``: ``--save-steps 1``, what the default was before (one epoch is one step here);
 - ``end-only``: ``--save-steps 1000000``, no checkpoint before the end.
 

@@ -53,7 +53,7 @@ def _write(path: Path, rows: list[tuple[str, str]]) -> Path:
 
 def facts_tables(work: Path) -> tuple[Path, dict[str, Path]]:
     """The facts corpus as continent classification: training rows, and the two held-out tables."""
-    from llmtool.corpus import CAPITAL_TEMPLATES, COUNTRY_TEMPLATES, FACTS, held_out_template
+    from llmtool.training.corpus import CAPITAL_TEMPLATES, COUNTRY_TEMPLATES, FACTS, held_out_template
 
     train: list[tuple[str, str]] = []
     unseen_country: list[tuple[str, str]] = []

@@ -28,10 +28,10 @@ def main(argv: list[str] | None = None) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from llmtool.generate import GenerateOptions, Generator
+    from llmtool.engines.torch_engine import TorchDecoder
+    from llmtool.io.streams import Record
     from llmtool.models import ModelOptions, load, locate
-    from llmtool.streams import Record
-    from llmtool.torch_engine import TorchDecoder
+    from llmtool.tasks.generate import GenerateOptions, Generator
 
     device = torch.device(args.device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
@@ -108,10 +108,10 @@ def main(argv: list[str] | None = None) -> None:
 def ct2_runs(args: Any, device: str, produced: dict[str, str]) -> dict[str, Callable[[], tuple[float, int]]]:
     """llmtool's CTranslate2 engine at float32 and int8, as ``llmtool generate --greedy`` runs it: the
     converted copy (converted here if it is not yet), its tokenizer, and the decoder's greedy generate."""
-    from llmtool import ct2
-    from llmtool.engine import Ct2DecoderAdapter
-    from llmtool.generate import GenerateOptions, Generator
-    from llmtool.streams import Record
+    from llmtool.engines import ct2
+    from llmtool.engines.choice import Ct2DecoderAdapter
+    from llmtool.io.streams import Record
+    from llmtool.tasks.generate import GenerateOptions, Generator
 
     runs: dict[str, Callable[[], tuple[float, int]]] = {}
     for name, quantization in (("llmtool ctranslate2", "float32"), ("llmtool ctranslate2 int8", "int8")):

@@ -738,7 +738,7 @@ def row_conversion(ctx: Context) -> RowResult:
         ctx.python,
         "-c",
         "import json, sys, time; t0 = time.perf_counter()\n"
-        "from llmtool import ct2\nfrom llmtool.engine import Ct2DecoderAdapter\n"
+        "from llmtool.engines import ct2\nfrom llmtool.engines.choice import Ct2DecoderAdapter\n"
         "import ctranslate2, numpy, tokenizers\nt1 = time.perf_counter()\n"
         f"entry = ct2.ensure_entry({str(models['gpt2'])!r}, 'float32')\n"
         "tok = ct2.load_tokenizer(entry); dec = ct2.load_decoder(entry, 'cpu', 'float32'); t2 = time.perf_counter()\n"

@@ -11,8 +11,6 @@ Attributes are imported lazily, so ``import llmtool`` stays cheap.
 
 from __future__ import annotations
 
-import sys
-import types
 from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
@@ -24,23 +22,23 @@ except metadata.PackageNotFoundError:  # run from a source tree that was never i
 __all__ = ["__version__", "attention", "classify", "evaluate", "fill_mask", "generate", "next_sentence", "score"]
 
 _LAZY = {
-    "attention": ("llmtool.attention", "attention"),
-    "fill_mask": ("llmtool.fill_mask", "fill_mask"),
-    "generate": ("llmtool.generate", "generate"),
-    "classify": ("llmtool.classify", "classify"),
-    "evaluate": ("llmtool.evaluate", "evaluate"),
-    "next_sentence": ("llmtool.next_sentence", "next_sentence"),
-    "score": ("llmtool.score", "score"),
+    "attention": ("llmtool.tasks.attention", "attention"),
+    "fill_mask": ("llmtool.tasks.fill_mask", "fill_mask"),
+    "generate": ("llmtool.tasks.generate", "generate"),
+    "classify": ("llmtool.tasks.classify", "classify"),
+    "evaluate": ("llmtool.tasks.evaluate", "evaluate"),
+    "next_sentence": ("llmtool.tasks.next_sentence", "next_sentence"),
+    "score": ("llmtool.tasks.score", "score"),
 }
 
 if TYPE_CHECKING:
-    from llmtool.attention import attention
-    from llmtool.classify import classify
-    from llmtool.evaluate import evaluate
-    from llmtool.fill_mask import fill_mask
-    from llmtool.generate import generate
-    from llmtool.next_sentence import next_sentence
-    from llmtool.score import score
+    from llmtool.tasks.attention import attention
+    from llmtool.tasks.classify import classify
+    from llmtool.tasks.evaluate import evaluate
+    from llmtool.tasks.fill_mask import fill_mask
+    from llmtool.tasks.generate import generate
+    from llmtool.tasks.next_sentence import next_sentence
+    from llmtool.tasks.score import score
 
 
 def __getattr__(name: str) -> Any:
@@ -50,20 +48,3 @@ def __getattr__(name: str) -> Any:
         module, attr = _LAZY[name]
         return getattr(importlib.import_module(module), attr)
     raise AttributeError(f"module 'llmtool' has no attribute {name!r}")
-
-
-class _Package(types.ModuleType):
-    """Keeps ``llmtool.score`` (and the rest) the function, not the submodule of the same name.
-
-    Importing a submodule sets it as an attribute of its package, so once anything had imported
-    ``llmtool.score`` the module, ``llmtool.score(...)`` would fail with "module is not callable".
-    The submodules stay importable by name (``from llmtool.score import Scorer``).
-    """
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if name in _LAZY and isinstance(value, types.ModuleType):
-            value = getattr(value, _LAZY[name][1])
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package

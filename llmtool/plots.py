@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-    from llmtool.streams import Console
+    from llmtool.io.streams import Console
 
 DPI = 120  # pixels per inch of the PNGs
 BASE_FONT = "DejaVu Sans"  # ships with matplotlib: always there, covers Latin, Greek, Cyrillic

@@ -132,7 +132,7 @@ def interrupt_after_first_epoch(
     args: Sequence[str], sig: int, env: dict[str, str] | None = None, timeout: float = 300, ignore: Sequence[int] = ()
 ) -> tuple[int, str]:
     """Start a training run, wait for its first evaluation line (at the end of an epoch: the first,
-    or a later one when short epochs are evaluated every few, see llmtool.plan), let it train on
+    or a later one when short epochs are evaluated every few, see llmtool.training.plan), let it train on
     briefly (into the next epoch), then send ``sig``; its exit status and whole stderr."""
     import time
 

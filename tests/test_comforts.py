@@ -27,7 +27,7 @@ import tiny_models
 
 from llmtool import envinfo
 from llmtool.errors import ModelError, UsageError
-from llmtool.streams import Console
+from llmtool.io.streams import Console
 
 ROOT = Path(__file__).resolve().parents[1]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -214,7 +214,7 @@ def test_plots_without_matplotlib_say_how_to_install_it(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def bert(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any, Any]:
-    from llmtool.attention import load
+    from llmtool.tasks.attention import load
 
     folder = tiny_models.build_bert(tmp_path_factory.mktemp("comforts") / "bert")
     tokenizer, model = load(folder)
@@ -224,7 +224,7 @@ def bert(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any, Any]:
 def test_attention_rows_are_distributions_over_the_tokens(bert: tuple[Path, Any, Any]) -> None:
     import numpy as np
 
-    from llmtool.attention import weights_of
+    from llmtool.tasks.attention import weights_of
 
     _, tokenizer, model = bert
     result = weights_of("The capital of France is Paris.", tokenizer, model)
@@ -254,7 +254,7 @@ def test_attention_rows_are_distributions_over_the_tokens(bert: tuple[Path, Any,
 def test_attention_checks_layer_and_head(
     bert: tuple[Path, Any, Any], layer: int | None, head: int | None, message: str
 ) -> None:
-    from llmtool.attention import weights_of
+    from llmtool.tasks.attention import weights_of
 
     _, tokenizer, model = bert
     with pytest.raises(UsageError, match=message):
@@ -265,7 +265,7 @@ def test_attention_switches_a_model_loaded_with_sdpa_to_eager(bert: tuple[Path, 
     import numpy as np
     from transformers import AutoModel
 
-    from llmtool.attention import weights_of
+    from llmtool.tasks.attention import weights_of
 
     folder, tokenizer, _ = bert
     model = AutoModel.from_pretrained(folder, attn_implementation="sdpa")
@@ -275,7 +275,7 @@ def test_attention_switches_a_model_loaded_with_sdpa_to_eager(bert: tuple[Path, 
 
 
 def test_attention_of_empty_text_and_a_missing_model(bert: tuple[Path, Any, Any], tmp_path: Path) -> None:
-    from llmtool.attention import load, weights_of
+    from llmtool.tasks.attention import load, weights_of
 
     _, tokenizer, model = bert
     with pytest.raises(UsageError, match="empty"):
@@ -285,7 +285,7 @@ def test_attention_of_empty_text_and_a_missing_model(bert: tuple[Path, Any, Any]
 
 
 def test_attention_of_chinese_text_plotted(bert: tuple[Path, Any, Any], plots: Any, tmp_path: Path) -> None:
-    from llmtool.attention import weights_of
+    from llmtool.tasks.attention import weights_of
 
     _, tokenizer, model = bert
     result = weights_of("我爱北京", tokenizer, model, layer=0)
@@ -498,8 +498,8 @@ def test_prompt_too_long_names_where_the_token_budget_came_from(tiny_gpt2: Path,
 
 
 def test_resolve_precedence_is_flag_then_model_then_llmtool() -> None:
-    from llmtool.generate import resolve
     from llmtool.settings import GenerateOptions
+    from llmtool.tasks.generate import resolve
 
     silent = resolve(GenerateOptions(), None)
     assert (silent.greedy, silent.max_new_tokens, silent.top_k, silent.temperature) == (False, 50, 50, 1.0)

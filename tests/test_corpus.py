@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from conftest import run_cli
 
-from llmtool.corpus import CAPITAL_TEMPLATES, FACTS, FactsOptions, documents
+from llmtool.training.corpus import CAPITAL_TEMPLATES, FACTS, FactsOptions, documents
 
 DOCS = 12  # the default --documents-per-country
 
@@ -78,7 +78,7 @@ def test_pairs_are_held_out_and_read_by_next_sentence(tmp_path: Path) -> None:
         assert row["b"] not in sentences  # B is a held-out sentence
         assert (row["country"] in row["b"]) == (row["label"] == "1")
 
-    from llmtool.next_sentence import read_pairs
+    from llmtool.tasks.next_sentence import read_pairs
 
     read = list(read_pairs(input_path=str(pairs)))  # the first two columns, after the header
     assert [(p.first, p.second) for p in read] == [(r["a"], r["b"]) for r in rows]
@@ -126,7 +126,7 @@ def corpus_texts() -> list[str]:
 def test_wordpiece_learns_every_name_as_one_token_and_reloads_identically(tmp_path: Path) -> None:
     from transformers import AutoTokenizer
 
-    from llmtool.tokenizer_train import TokenizerOptions, train_tokenizer
+    from llmtool.training.tokenizer_train import TokenizerOptions, train_tokenizer
 
     texts = corpus_texts()
     tokenizer = train_tokenizer(texts, "mlm", TokenizerOptions(vocab_size=1000))
@@ -146,7 +146,7 @@ def test_wordpiece_learns_every_name_as_one_token_and_reloads_identically(tmp_pa
 def test_byte_level_bpe_learns_spaced_names_and_never_needs_unk(tmp_path: Path) -> None:
     from transformers import AutoTokenizer
 
-    from llmtool.tokenizer_train import TokenizerOptions, train_tokenizer
+    from llmtool.training.tokenizer_train import TokenizerOptions, train_tokenizer
 
     texts = corpus_texts()
     tokenizer = train_tokenizer(texts, "clm", TokenizerOptions(vocab_size=1000))
@@ -166,7 +166,7 @@ def test_byte_level_bpe_learns_spaced_names_and_never_needs_unk(tmp_path: Path) 
 
 def test_tokenizer_training_refuses_empty_text_and_tiny_vocabularies() -> None:
     from llmtool.errors import InputError, UsageError
-    from llmtool.tokenizer_train import TokenizerOptions, train_tokenizer
+    from llmtool.training.tokenizer_train import TokenizerOptions, train_tokenizer
 
     with pytest.raises(InputError, match="no text to learn a vocabulary from"):
         train_tokenizer(["", "  "], "mlm")

@@ -1,4 +1,4 @@
-"""The CTranslate2 engine (llmtool.ct2) and its torch-free tokenizer (llmtool.tokenization).
+"""The CTranslate2 engine (llmtool.engines.ct2) and its torch-free tokenizer (llmtool.engines.ct2_tokenizer).
 
 Everything runs on tiny local models: conversions take a fraction of a second, so the cache's
 failure modes (concurrent conversions, a conversion killed midway, damaged entries, an unwritable
@@ -23,9 +23,9 @@ import numpy as np
 import pytest
 import tiny_models
 
-from llmtool import ct2
+from llmtool.engines import ct2
+from llmtool.engines.ct2_tokenizer import FastTokenizer, export_tokenizer
 from llmtool.errors import ModelError, UsageError
-from llmtool.tokenization import FastTokenizer, export_tokenizer
 
 LLAMA_TEMPLATE = (
     "{{ bos_token }}{% for message in messages %}"
@@ -587,7 +587,7 @@ def test_runtime_needs_neither_torch_nor_transformers(models: Models, shared_cac
         import json, sys
         sys.modules["torch"] = None
         sys.modules["transformers"] = None
-        from llmtool import ct2
+        from llmtool.engines import ct2
         entry = ct2.ensure_entry({str(bert)!r}, allow_convert=False, convert_max_bytes=0)
         tokenizer = ct2.load_tokenizer(entry)
         batch = tokenizer(["the capital of france is [MASK] ."])
@@ -798,7 +798,7 @@ import os, signal, sys, time
 from pathlib import Path
 import ctranslate2.converters  # imported before the hook is set: it only watches the conversion
 import transformers
-from llmtool import ct2
+from llmtool.engines import ct2
 
 source, mode, marker = sys.argv[1], sys.argv[2], Path(sys.argv[3])
 
@@ -808,7 +808,8 @@ def notify(line):
         marker.touch()
 
 def hook(frame, event, arg):
-    if event != "call" or frame.f_globals.get("__name__") not in ("llmtool.ct2", "llmtool.tokenization"):
+    watched = ("llmtool.engines.ct2", "llmtool.engines.ct2_tokenizer")
+    if event != "call" or frame.f_globals.get("__name__") not in watched:
         return
     name = frame.f_code.co_name
     if mode == "kill-" + name:

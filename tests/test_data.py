@@ -16,7 +16,8 @@ from conftest import cli_env, run_cli
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from llmtool.data import (
+from llmtool.errors import InputError, UsageError
+from llmtool.training.data import (
     ColumnSpec,
     Layout,
     iter_rows,
@@ -25,7 +26,6 @@ from llmtool.data import (
     sort_labels,
     split_indices,
 )
-from llmtool.errors import InputError, UsageError
 
 
 def write(path: Path, text: str | bytes) -> Path:

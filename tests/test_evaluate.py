@@ -14,7 +14,7 @@ import pytest
 import tiny_models
 from conftest import cli_env, llmtool_executable, run_cli
 
-from llmtool.evaluate import classification_metrics, label_id
+from llmtool.tasks.evaluate import classification_metrics, label_id
 
 
 @pytest.fixture(autouse=True)

@@ -19,7 +19,7 @@ import pytest
 from conftest import cli_env, llmtool_executable, run_cli
 from synthetic import sentiment_rows, story_lines, write_sentiment_csv, write_stories
 
-from llmtool.finetune import format_report
+from llmtool.training.finetune import format_report
 
 ENV = cli_env(OMP_NUM_THREADS="1")
 MODEL_FILES = {"config.json", "llmtool_settings.json", "metrics.json", "model.safetensors", "tokenizer_config.json"}
@@ -44,7 +44,7 @@ def test_classify_learns_and_keeps_the_users_label_names(tmp_path: Path, tiny_be
     metrics = json.loads(result.stdout)  # one JSON document, nothing else on stdout
     assert metrics["task"] == "classify" and metrics["labels"] == ["negative", "positive"]
     assert metrics["valid"]["accuracy"] >= 0.95 and metrics["valid"]["macro_f1"] >= 0.95
-    # 34-step epochs: evaluated every 3 epochs (at least 100 steps apart, llmtool.plan) and at the end
+    # 34-step epochs: evaluated every 3 epochs (at least 100 steps apart, llmtool.training.plan) and at the end
     assert [h["epoch"] for h in metrics["history"]] == [3.0, 4.0] and metrics["history"][0]["step"] == 102
     assert metrics["best_step"] in [h["step"] for h in metrics["history"]]
     assert all(line.startswith("llmtool: ") for line in result.stderr.splitlines()), result.stderr  # no tqdm
@@ -207,9 +207,9 @@ def test_tokenizing_in_two_processes_gives_the_same_examples(tmp_path: Path, tin
     """Big files are tokenized with datasets' num_proc; the examples must not depend on it."""
     from transformers import AutoTokenizer
 
-    from llmtool.data import prepare
-    from llmtool.finetune import FinetuneSettings, _tokenize
     from llmtool.models import ModelOptions
+    from llmtool.training.data import prepare
+    from llmtool.training.finetune import FinetuneSettings, _tokenize
 
     train = write_sentiment_csv(tmp_path / "train.csv", 3000, seed=8)
     tokenizer = AutoTokenizer.from_pretrained(tiny_bert)

@@ -151,7 +151,7 @@ def test_clm_adapter_loads_in_generate_and_score_and_merges_to_the_same_outputs(
 def test_response_only_labels_checked_by_hand(tiny_gpt2: Path, tiny_chat_gpt2: Path) -> None:
     from transformers import AutoTokenizer
 
-    from llmtool.chat_data import ChatEncoder
+    from llmtool.training.chat_data import ChatEncoder
 
     messages = [{"role": "user", "content": "what is two?"}, {"role": "assistant", "content": "two is 2"}]
     plain = AutoTokenizer.from_pretrained(str(tiny_gpt2))
@@ -170,7 +170,7 @@ def test_response_only_labels_checked_by_hand(tiny_gpt2: Path, tiny_chat_gpt2: P
     assert ids == head_ids + answer and labels == [-100] * len(head_ids) + answer
 
     # A batch as training collates it: -100 exactly on the prompt positions and the padding.
-    from llmtool.chat_data import collator  # the collator finetune uses for conversations
+    from llmtool.training.chat_data import collator  # the collator finetune uses for conversations
 
     encoder = ChatEncoder(plain, 64)
     batch_in = encoder({"messages": [json.dumps(messages), json.dumps([messages[0], {**messages[1], "content": "2"}])]})

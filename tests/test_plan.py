@@ -1,4 +1,4 @@
-"""The training plan (llmtool.plan, issue 12): what a run chooses when its flags leave it open, the
+"""The training plan (llmtool.training.plan, issue 12): what a run chooses when its flags leave it open, the
 cadence of evaluations and checkpoints, and the warnings said before training starts. The layout and
 the plan line of real runs are checked through the CLI in test_pretrain.py."""
 
@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from conftest import cli_env, run_cli
 
-from llmtool.plan import MIN_EVAL_STEPS, Rules, eval_every, make_plan, steps_per_epoch
 from llmtool.settings import PretrainSettings
+from llmtool.training.plan import MIN_EVAL_STEPS, Rules, eval_every, make_plan, steps_per_epoch
 
 ENV = cli_env(OMP_NUM_THREADS="1")
 RULES = Rules(lr=2e-3, batch_size=32, epochs=40, min_steps=3000, max_steps=10_000, warmup_ratio=0.05, from_scratch=True)
@@ -92,7 +92,7 @@ def test_mlm_on_short_lines_takes_a_batch_of_lines_filling_32_blocks() -> None:
 
     from datasets import Dataset
 
-    from llmtool.pretrain import batch_size
+    from llmtool.training.pretrain import batch_size
 
     lines = Dataset.from_dict({"input_ids": [[2, *range(5, 13), 3]] * 50})  # [CLS] 8 tokens [SEP]
     mlm = PretrainSettings(objective="mlm", line_by_line=True)

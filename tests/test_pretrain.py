@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from conftest import cli_env, interrupt_after_first_epoch, run_cli
 
-from llmtool.corpus import FACTS
+from llmtool.training.corpus import FACTS
 
 ENV = cli_env(OMP_NUM_THREADS="1")
 SLOW = 900  # seconds a training subprocess may take on a busy machine before the test fails
@@ -306,7 +306,7 @@ def test_presets_have_the_documented_parameter_counts() -> None:
 
     import torch
 
-    from llmtool.pretrain import parameter_table
+    from llmtool.training.pretrain import parameter_table
 
     with torch.device("meta"):
         table = parameter_table()
@@ -377,7 +377,7 @@ def test_torchrun_two_cpu_processes_pretrain_one_model(tmp_path: Path) -> None:
     per_process = -(-settings["examples"]["train"] // 2)  # the distributed sampler pads to equal halves
     steps_per_epoch = -(-per_process // 8)
     assert settings["plan"]["steps_per_epoch"] == steps_per_epoch and metrics["train"]["steps"] == 2 * steps_per_epoch
-    every = settings["plan"]["eval_every"]  # whole epochs (llmtool.plan), and the end
+    every = settings["plan"]["eval_every"]  # whole epochs (llmtool.training.plan), and the end
     assert [h["step"] for h in metrics["history"]] == [*range(every, 2 * steps_per_epoch, every), 2 * steps_per_epoch]
     assert proc.stderr.count("training documents") == 1  # the main process reports, the other stays quiet
     assert sorted(p.name for p in out.iterdir() if p.name != "metrics.png") == sorted(  # curves: llmtool[plot]

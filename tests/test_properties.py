@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from llmtool.errors import InputError, UsageError
-from llmtool.streams import chunked, decode_lines, read_file, read_records
+from llmtool.io.streams import chunked, decode_lines, read_file, read_records
 
 EXPECTED = (InputError, UsageError)
 SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from llmtool.errors import InputError, UsageError
-from llmtool.streams import Formatter, chunked, decode_lines, read_records, tsv_field, write_records
-from llmtool.tables import csv_rows
+from llmtool.io.streams import Formatter, chunked, decode_lines, read_records, tsv_field, write_records
+from llmtool.io.tables import csv_rows
 
 
 def lines(data: bytes, encoding: str = "utf-8") -> list[tuple[int, str]]:

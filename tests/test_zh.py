@@ -82,7 +82,7 @@ def test_gbk_input_gets_a_gbk_hint(zh_bert: Path, tmp_path: Path) -> None:
 
 
 def test_sentences_split_at_chinese_and_full_width_marks() -> None:
-    from llmtool.pretrain import split_sentences
+    from llmtool.training.pretrain import split_sentences
 
     assert split_sentences("我爱北京。天安门很大！你去过吗？我去过；很好…… Then he left. And came back.") == [
         "我爱北京。",
@@ -123,7 +123,7 @@ def _shared_bert_tokenizer() -> object:
 def test_whole_word_masking_masks_words_and_repeats_exactly() -> None:
     import numpy as np
 
-    from llmtool.lm_examples import Masker, MlmCollator, WordSplitter
+    from llmtool.training.lm_examples import Masker, MlmCollator, WordSplitter
 
     tokenizer: Any = _shared_bert_tokenizer()
     text = "unbelievably walking 北京是中国的首都"

@@ -23,7 +23,7 @@ import typer
 
 from llmtool import __version__
 from llmtool.errors import ExitCode, Terminated, report
-from llmtool.streams import Console, Formatter, OutputFormat
+from llmtool.io.streams import Console, Formatter, OutputFormat
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -70,7 +70,7 @@ def _silence_stdout() -> None:
 
 def write(results: Iterable[dict[str, Any]], output: OutputFormat, formatter: Formatter, console: Console) -> None:
     """Records to stdout in the chosen format, with a progress count on a terminal."""
-    from llmtool.streams import write_records
+    from llmtool.io.streams import write_records
 
     with console.progress("records") as bar:
 
@@ -123,7 +123,7 @@ def env_command(
     Example: llmtool env --json | jq .packages
     """
     from llmtool import envinfo
-    from llmtool.streams import json_line
+    from llmtool.io.streams import json_line
 
     info = envinfo.collect()
     typer.echo(json_line(info) if json_flag else envinfo.render(info))

@@ -9,7 +9,7 @@ import typer
 from llmtool.cli import app, handle_errors
 from llmtool.cli.options import MODEL, OfflineOpt, QuantizeOpt, QuietOpt, RevisionOpt, model_options
 from llmtool.errors import UsageError
-from llmtool.streams import Console
+from llmtool.io.streams import Console
 
 cache_app = typer.Typer(
     help="The CTranslate2 engine's converted models: where they are, converting one ahead of use, removing them.",
@@ -35,8 +35,8 @@ def cache_list_command(
 
     Example: llmtool cache list --json | jq -r .source
     """
-    from llmtool import ct2
-    from llmtool.streams import json_line
+    from llmtool.engines import ct2
+    from llmtool.io.streams import json_line
 
     for entry in ct2.list_entries():
         if json_flag:
@@ -60,8 +60,8 @@ def cache_add_command(
 
     Prints the entry's folder. Example: llmtool cache add ./facts-gpt --quantize int8
     """
-    from llmtool import ct2
-    from llmtool.engine import prepare
+    from llmtool.engines import ct2
+    from llmtool.engines.choice import prepare
 
     ref = prepare(model_options(model=model, quantize=quantize, revision=revision, offline=offline))
     if ref.folder is None:
@@ -86,7 +86,7 @@ def cache_rm_command(
 
     Example: llmtool cache rm ./facts-gpt
     """
-    from llmtool import ct2
+    from llmtool.engines import ct2
 
     if (match is None) == (not all_entries):
         raise UsageError("give a KEY or MODEL folder, or --all")

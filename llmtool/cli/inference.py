@@ -42,6 +42,7 @@ from llmtool.cli.options import (
     option,
     output_format,
 )
+from llmtool.io.streams import Console
 from llmtool.settings import (
     AttentionOptions,
     ClassifyOptions,
@@ -52,7 +53,6 @@ from llmtool.settings import (
     ScoreOptions,
     defaults,
 )
-from llmtool.streams import Console
 
 FILL = defaults(FillMaskOptions)
 GEN = defaults(GenerateOptions)
@@ -101,8 +101,8 @@ def fill_mask_command(
 
     Example: echo "The capital of France is [MASK]." | llmtool fill-mask --json
     """
-    from llmtool.fill_mask import FORMATTER, fill_mask
-    from llmtool.streams import read_records
+    from llmtool.io.streams import read_records
+    from llmtool.tasks.fill_mask import FORMATTER, fill_mask
 
     output = output_format(fmt, json_flag)
     target_list = [t.strip() for t in targets.split(",") if t.strip()] if targets is not None else None
@@ -179,8 +179,8 @@ def generate_command(
 
     Example: llmtool generate "Once upon a time" --max-new-tokens 20 --seed 1
     """
-    from llmtool.generate import FORMATTER, generate, should_stream
-    from llmtool.streams import read_records, stdout_isatty
+    from llmtool.io.streams import read_records, stdout_isatty
+    from llmtool.tasks.generate import FORMATTER, generate, should_stream
 
     output = output_format(fmt, json_flag)
     options = GenerateOptions(
@@ -281,7 +281,7 @@ def classify_command(
 
     Example: llmtool classify --model ./sst2-model --input reviews.csv --text-column review --format csv
     """
-    from llmtool.classify import FORMATTER, classify, csv_formatter, read_examples
+    from llmtool.tasks.classify import FORMATTER, classify, csv_formatter, read_examples
 
     output = output_format(fmt, json_flag, extra=("csv",))
     options = ClassifyOptions(top_k=top_k, batch_size=batch_size, max_length=max_length, skip_invalid=skip_invalid)
@@ -352,8 +352,8 @@ def score_command(
 
     Example: llmtool score --model gpt2 --total < corpus.txt
     """
-    from llmtool.score import FORMATTER, score
-    from llmtool.streams import read_records
+    from llmtool.io.streams import read_records
+    from llmtool.tasks.score import FORMATTER, score
 
     output = output_format(fmt, json_flag)
     options = ScoreOptions(
@@ -423,8 +423,8 @@ def evaluate_command(
 
     Example: llmtool evaluate dev.csv --model ./sst2-model --text-column sentence --json
     """
-    from llmtool.evaluate import FORMATTER, evaluate, render_rich
-    from llmtool.streams import stdout_isatty, write_records
+    from llmtool.io.streams import stdout_isatty, write_records
+    from llmtool.tasks.evaluate import FORMATTER, evaluate, render_rich
 
     output = output_format(fmt, json_flag)
     options = EvaluateOptions(
@@ -507,7 +507,7 @@ def next_sentence_command(
 
     Example: llmtool next-sentence --model ./bert-nsp "I was hungry." "I ate a sandwich."
     """
-    from llmtool.next_sentence import FORMATTER, next_sentence, read_pairs
+    from llmtool.tasks.next_sentence import FORMATTER, next_sentence, read_pairs
 
     output = output_format(fmt, json_flag)
     options = NextSentenceOptions(batch_size=batch_size, max_length=max_length)
@@ -564,8 +564,8 @@ def attention_command(
 
     Example: llmtool attention "The cat sat on the mat." -m bert-base-uncased --layer 0 --output att.png
     """
-    from llmtool.attention import FORMATTER, attention
-    from llmtool.streams import write_records
+    from llmtool.io.streams import write_records
+    from llmtool.tasks.attention import FORMATTER, attention
 
     out_format = output_format(fmt, json_flag)
     options = AttentionOptions(layer=layer, head=head, output=output)

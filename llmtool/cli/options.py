@@ -13,6 +13,7 @@ from typing import Annotated, Any
 import typer
 
 from llmtool.errors import UsageError
+from llmtool.io.streams import OutputFormat
 from llmtool.settings import (
     DTYPES,
     ENGINES,
@@ -24,7 +25,6 @@ from llmtool.settings import (
     TrainSettings,
     help_of,
 )
-from llmtool.streams import OutputFormat
 
 
 def option(cls: type, name: str, *decls: str, **kwargs: Any) -> Any:

@@ -49,8 +49,8 @@ from llmtool.cli.options import (
     option,
 )
 from llmtool.errors import UsageError
+from llmtool.io.streams import Console
 from llmtool.settings import FinetuneSettings, PretrainSettings, defaults, precision_flag
-from llmtool.streams import Console
 
 SettingsT = TypeVar("SettingsT")
 FT = defaults(FinetuneSettings)
@@ -203,10 +203,10 @@ def finetune_command(
 
     Example: llmtool finetune reviews.csv --model distilbert-base-uncased --output reviews-model --epochs 2
     """
-    from llmtool.finetune import default_model, finetune, format_report
-    from llmtool.finetune import dry_run as plan
-    from llmtool.streams import json_line
-    from llmtool.training import print_result
+    from llmtool.io.streams import json_line
+    from llmtool.training.finetune import default_model, finetune, format_report
+    from llmtool.training.finetune import dry_run as plan
+    from llmtool.training.trainer import print_result
 
     if output is None and not dry_run:
         raise UsageError("--output DIR is required (or --dry-run)")
@@ -243,8 +243,8 @@ def merge_command(
 
     Example: llmtool merge facts-lora --output facts-merged
     """
+    from llmtool.io.streams import json_line
     from llmtool.lora import merge
-    from llmtool.streams import json_line
 
     result = merge(adapter, output, model_options(model=adapter, offline=offline, verbose=verbose))
     typer.echo(json_line(result) if json_flag else result["model"])
@@ -366,17 +366,17 @@ def pretrain_command(
 
     Example: llmtool corpus facts -o facts.txt && llmtool pretrain facts.txt --objective mlm --output facts-bert
     """
-    from llmtool.pretrain import pretrain
-    from llmtool.training import print_result
+    from llmtool.training.pretrain import pretrain
+    from llmtool.training.trainer import print_result
 
     if output is None and not dry_run:
         raise UsageError("--output DIR is required (or --dry-run)")
     settings = settings_from(PretrainSettings, locals(), precision=precision_flag(bf16, fp16, fp32))
     settings.check()
     if dry_run:
-        from llmtool.pretrain import dry_run as plan
-        from llmtool.pretrain import format_dry_run
-        from llmtool.streams import json_line
+        from llmtool.io.streams import json_line
+        from llmtool.training.pretrain import dry_run as plan
+        from llmtool.training.pretrain import format_dry_run
 
         report = plan(corpus, settings, offline=offline)
         typer.echo(json_line(report) if json_flag else format_dry_run(report))
@@ -440,7 +440,7 @@ def corpus_facts_command(
 
     Example: llmtool corpus facts --output facts.txt --probes probes.tsv --pairs pairs.tsv
     """
-    from llmtool.corpus import FactsOptions, summary, write_facts
+    from llmtool.training.corpus import FactsOptions, summary, write_facts
 
     options = FactsOptions(seed=seed, documents_per_country=documents_per_country, countries=countries, holdout=holdout)
     counts = write_facts(options, output, probes, pairs)

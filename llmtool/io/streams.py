@@ -90,7 +90,7 @@ def read_file(path: str, column: str | None = None, *, encoding: str = "utf-8") 
     if suffix in (".jsonl", ".ndjson"):
         return _jsonl_records(path, column or "text", encoding)
     if suffix in (".csv", ".tsv"):
-        from llmtool.tables import column_records
+        from llmtool.io.tables import column_records
 
         return column_records(path, column, encoding)
     if column is not None:
@@ -261,7 +261,7 @@ def error_record(item: Any, reason: str) -> dict[str, Any]:
 
 def as_records(inputs: str | Iterable[str] | Iterable[Record]) -> Iterator[Record]:
     """Records from a string, strings (an open text file's lines too: their line ends are dropped), or
-    records (from :func:`llmtool.streams.read_records`)."""
+    records (from :func:`llmtool.io.streams.read_records`)."""
     items: Iterable[str | Record] = [inputs] if isinstance(inputs, str) else inputs
     for index, item in enumerate(items):
         if isinstance(item, Record):

@@ -15,14 +15,14 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from llmtool import engine as engines
-from llmtool.batching import by_length
-from llmtool.classify import probabilities
+from llmtool.engines import choice as engines
 from llmtool.errors import InputError, ModelError, UsageError
+from llmtool.io.streams import ARGUMENT, Formatter, Record, chunked, read_records
+from llmtool.io.tables import csv_rows, find_column, is_table
 from llmtool.models import MissingHeadError, ModelRef, architecture, load, load_config, max_input_length, supports_task
 from llmtool.settings import ModelOptions, NextSentenceOptions
-from llmtool.streams import ARGUMENT, Formatter, Record, chunked, read_records
-from llmtool.tables import csv_rows, find_column, is_table
+from llmtool.tasks.batching import by_length
+from llmtool.tasks.classify import probabilities
 
 DEFAULT_MODEL = "bert-base-uncased"
 

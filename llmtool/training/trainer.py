@@ -40,10 +40,10 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, TypeVar
 
-from llmtool import interrupts
 from llmtool.errors import LlmtoolError, Terminated, UsageError
+from llmtool.io.streams import Console, ProgressHandle
 from llmtool.settings import TrainSettings
-from llmtool.streams import Console, ProgressHandle
+from llmtool.training import interrupts
 
 T = TypeVar("T")
 
@@ -62,7 +62,7 @@ SAVE_SECONDS = 600  # a checkpoint (without evaluation) when the last one is thi
 
 @contextlib.contextmanager
 def signals_deferred() -> Iterator[None]:
-    """A training command's set-up with Ctrl-C/SIGTERM deferred (llmtool.interrupts): training resumes
+    """A training command's set-up with Ctrl-C/SIGTERM deferred (llmtool.training.interrupts): training resumes
     them when it starts (``_GracefulStop``); a signal received before then is raised when set-up ends."""
     interrupts.defer()
     try:
@@ -77,7 +77,7 @@ def print_result(result: dict[str, Any], as_json: bool = False) -> None:
     """The final metrics on stdout, from the main process only: JSON, or a few lines for people."""
     if not is_main_process():
         return
-    from llmtool.streams import json_line
+    from llmtool.io.streams import json_line
 
     sys.stdout.write((json_line(result) if as_json else format_result(result)) + "\n")
     sys.stdout.flush()
@@ -604,7 +604,7 @@ def build_training_args(s: TrainSettings, checkpoint_dir: str, *, has_eval: bool
     if precision == "fp16" and (s.device == "cpu" or not _cuda_available()):
         raise UsageError("--fp16 needs a CUDA GPU; on the CPU use --bf16 or full precision")
     if s.lr is None or s.batch_size is None or s.warmup_ratio is None or (s.epochs is None and s.max_steps is None):
-        raise ValueError("training settings left open: fill them in with llmtool.plan.make_plan first")
+        raise ValueError("training settings left open: fill them in with llmtool.training.plan.make_plan first")
     strategy = "steps" if s.save_steps else "epoch"
     metric = metric.removeprefix("eval_")
     return TrainingArguments(

@@ -3,14 +3,14 @@
 
 The steps, each checked before the next costs anything:
 
-1. read the corpus files (checked like ``finetune``'s data: :mod:`llmtool.data`) into documents
+1. read the corpus files (checked like ``finetune``'s data: :mod:`llmtool.training.data`) into documents
    (a ``.txt`` file: one sentence or line per line, a blank line between documents; a CSV or
    JSONL text column: one document per row), stored as Arrow on disk;
-2. train a tokenizer on them (:mod:`llmtool.tokenizer_train`), or reuse one (``--tokenizer``);
+2. train a tokenizer on them (:mod:`llmtool.training.tokenizer_train`), or reuse one (``--tokenizer``);
 3. build a model config from a size preset (``--size``) and/or a ``config.json`` (``--config``),
    with new random weights;
 4. turn documents into examples: packed blocks, one line each, or BERT's sentence pairs;
-5. train with the shared machinery (:mod:`llmtool.training`: progress, Ctrl-C checkpoints,
+5. train with the shared machinery (:mod:`llmtool.training.trainer`: progress, Ctrl-C checkpoints,
    ``--resume``, atomic output, distributed runs) and save a standard Transformers folder that
    ``fill-mask``, ``generate``, ``next-sentence``, ``finetune`` and ``AutoModel*`` load.
 """
@@ -26,15 +26,15 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from llmtool import data
-from llmtool.data import ColumnSpec, Layout, quiet_datasets, resolve_layout
 from llmtool.errors import InputError, ModelError, UsageError
-from llmtool.lm_examples import BlockPacker, LineEncoder, MlmCollator, fingerprint, mask_once, num_proc
+from llmtool.io.streams import Console
 from llmtool.models import prepare_environment
 from llmtool.settings import MIN_FREQUENCY, OBJECTIVES, SIZES, VOCAB_SIZE, PretrainSettings
-from llmtool.streams import Console
-from llmtool.tokenizer_train import TokenizerOptions, check_pretrained_tokenizer, train_tokenizer
-from llmtool.training import TrainingRun, perplexity, signals_deferred, world_size
+from llmtool.training import data
+from llmtool.training.data import ColumnSpec, Layout, quiet_datasets, resolve_layout
+from llmtool.training.lm_examples import BlockPacker, LineEncoder, MlmCollator, fingerprint, mask_once, num_proc
+from llmtool.training.tokenizer_train import TokenizerOptions, check_pretrained_tokenizer, train_tokenizer
+from llmtool.training.trainer import TrainingRun, perplexity, signals_deferred, world_size
 
 ARCHITECTURES = {"mlm": "bert", "clm": "gpt2"}
 TOKENIZER_DIR = "tokenizer"  # where the trained tokenizer is kept (in the run's cache) for the other processes
@@ -164,7 +164,7 @@ def format_dry_run(report: dict[str, Any]) -> str:
 
 
 def _plan_from_dict(values: dict[str, Any]) -> Any:
-    from llmtool.plan import Plan
+    from llmtool.training.plan import Plan
 
     return Plan(**values)
 
@@ -240,8 +240,8 @@ def _masking(settings: PretrainSettings, lines: bool) -> float:
 
 
 def training_plan(settings: PretrainSettings, examples: tuple[Any, Any | None]) -> tuple[PretrainSettings, Any]:
-    """The settings with the plan's choices filled in (see :mod:`llmtool.plan`), and the plan."""
-    from llmtool.plan import Rules, make_plan
+    """The settings with the plan's choices filled in (see :mod:`llmtool.training.plan`), and the plan."""
+    from llmtool.training.plan import Rules, make_plan
 
     train, valid = examples
     rules = Rules(
@@ -298,8 +298,8 @@ def corpus_layouts(paths: Sequence[str], settings: PretrainSettings) -> list[Lay
 def iter_documents(layout: Layout) -> Iterator[dict[str, Any]]:
     """``{"lines": [...], "line": N}`` per document: a .txt file's blank-line-separated paragraphs
     (cut every MAX_DOCUMENT_LINES lines), or one table row (its text's lines)."""
-    from llmtool.data import iter_rows
-    from llmtool.streams import decode_lines
+    from llmtool.io.streams import decode_lines
+    from llmtool.training.data import iter_rows
 
     if layout.kind != "lines":
         for row in iter_rows(layout):

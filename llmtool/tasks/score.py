@@ -25,9 +25,9 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from llmtool import engine as engines
-from llmtool.batching import by_length
+from llmtool.engines import choice as engines
 from llmtool.errors import InputError, ModelError, UsageError
+from llmtool.io.streams import Formatter, Record, as_records, chunked, error_record
 from llmtool.models import (
     MissingHeadError,
     ModelRef,
@@ -38,7 +38,7 @@ from llmtool.models import (
     supports_task,
 )
 from llmtool.settings import ModelOptions, ScoreOptions
-from llmtool.streams import Formatter, Record, as_records, chunked, error_record
+from llmtool.tasks.batching import by_length
 
 Objective = Literal["clm", "mlm"]
 DEFAULT_MODEL = "gpt2"
@@ -94,7 +94,7 @@ def language_model_loader(objective: Objective) -> engines.TorchLoader:
 
 
 def open_scorer(model_options: ModelOptions, options: ScoreOptions) -> Scorer:
-    """Locate the model, tell its objective, and load it (on the engine :mod:`llmtool.engine` chooses)."""
+    """Locate the model, tell its objective, and load it (on the engine :mod:`llmtool.engines.choice` chooses)."""
     ref = engines.prepare(model_options)
     _, objective = check_language_model(ref)
     return load_scorer(ref, objective, options)
@@ -150,7 +150,7 @@ class Scorer:
     def __init__(self, tokenizer: Any, lm: Any, objective: Objective, options: ScoreOptions, name: str = "") -> None:
         options.check()
         self.tokenizer = tokenizer
-        self.lm = lm  # a decoder engine (clm) or an encoder engine (mlm): see llmtool.torch_engine
+        self.lm = lm  # a decoder engine (clm) or an encoder engine (mlm): see llmtool.engines.torch_engine
         self.objective = objective
         self.options = options
         limit = max_input_length(tokenizer, lm)

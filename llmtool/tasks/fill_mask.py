@@ -12,12 +12,12 @@ import re
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from llmtool import engine as engines
-from llmtool.batching import by_length, top_k
+from llmtool.engines import choice as engines
 from llmtool.errors import InputError, UsageError
+from llmtool.io.streams import Formatter, Record, as_records, chunked, error_record
 from llmtool.models import ModelRef, load, max_input_length, set_seed
 from llmtool.settings import FillMaskOptions, ModelOptions
-from llmtool.streams import Formatter, Record, as_records, chunked, error_record
+from llmtool.tasks.batching import by_length, top_k
 
 DEFAULT_MODEL = "bert-base-uncased"
 USER_MASK = "[MASK]"  # always accepted, whatever the model's own mask token is

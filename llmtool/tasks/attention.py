@@ -15,11 +15,11 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from llmtool.errors import ModelError, UsageError
+from llmtool.io.streams import Formatter
 from llmtool.settings import AttentionOptions, ModelOptions
-from llmtool.streams import Formatter
 
 if TYPE_CHECKING:
-    from llmtool.streams import Console
+    from llmtool.io.streams import Console
 
 EAGER = "eager"  # the only attention implementation that materialises the weights (sdpa and flash fuse them)
 
@@ -157,8 +157,8 @@ def attention(
 
     ``kwargs`` are :class:`AttentionOptions` fields (``layer=0``, ``head=1``, ``output="a.png"``).
     """
-    from llmtool import engine as engines
     from llmtool import plots
+    from llmtool.engines import choice as engines
     from llmtool.models import load as load_located
 
     opts = options or AttentionOptions(**kwargs)

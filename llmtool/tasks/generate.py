@@ -13,11 +13,11 @@ import secrets
 from collections.abc import Iterable, Iterator
 from typing import IO, Any
 
-from llmtool import engine as engines
+from llmtool.engines import choice as engines
 from llmtool.errors import InputError, UsageError
+from llmtool.io.streams import Formatter, Record, as_records, chunked
 from llmtool.models import ModelRef, ensure_pad_token, load, max_input_length, set_seed
 from llmtool.settings import GENERATION_DEFAULTS, GenerateOptions, ModelOptions
-from llmtool.streams import Formatter, Record, as_records, chunked
 
 DEFAULT_MODEL = "gpt2"
 

@@ -3,13 +3,13 @@
 Every inference command's single entry (``fill_mask.fill_mask``, ``generate.generate``, ...) calls
 :func:`prepare`, then :func:`open_encoder` or :func:`open_decoder` with a function that loads the
 model for the torch engine (with the command's own checks). What comes back is a tokenizer and an
-engine object with the interface described in :mod:`llmtool.torch_engine`.
+engine object with the interface described in :mod:`llmtool.engines.torch_engine`.
 
 ``--engine auto`` (the default; on the command line also ``LLMTOOL_ENGINE``) runs CTranslate2 when
 it can run the model's architecture, the device and every option asked for, else torch, silently unless
 ``--verbose`` (one line says which engine ran and why). ``--engine ctranslate2`` asked for
 something it cannot do is a usage error naming the reason. Models are converted on first use
-(:mod:`llmtool.ct2`); a large one (over ``LLMTOOL_CONVERT_MAX``, 2 GB of weights) is not converted
+(:mod:`llmtool.engines.ct2`); a large one (over ``LLMTOOL_CONVERT_MAX``, 2 GB of weights) is not converted
 unasked: ``auto`` runs torch and says once how to convert it.
 
 The CTranslate2 path imports neither torch nor transformers once the model is converted.
@@ -45,7 +45,7 @@ def open_encoder(ref: ModelRef, task: str, load_torch: TorchLoader) -> tuple[Any
     opened = _open_ct2(ref, task)
     if opened is not None:
         return opened
-    from llmtool.torch_engine import TorchEncoder
+    from llmtool.engines.torch_engine import TorchEncoder
 
     tokenizer, model = load_torch(ref)
     return tokenizer, TorchEncoder(tokenizer, model)
@@ -56,7 +56,7 @@ def open_decoder(ref: ModelRef, task: str, load_torch: TorchLoader) -> tuple[Any
     opened = _open_ct2(ref, task)
     if opened is not None:
         return opened
-    from llmtool.torch_engine import TorchDecoder
+    from llmtool.engines.torch_engine import TorchDecoder
 
     tokenizer, model = load_torch(ref)
     return tokenizer, TorchDecoder(tokenizer, model)
@@ -127,7 +127,7 @@ def ct2_plan(ref: ModelRef, task: str) -> tuple[str, str, str] | str:
     if config is None:
         return "config.json could not be read"
     try:
-        from llmtool import ct2
+        from llmtool.engines import ct2
     except ImportError:
         return "the ctranslate2 package is not installed (pip install ctranslate2)"
     reason = ct2.supported(config, task)
@@ -175,7 +175,7 @@ def _open_ct2(ref: ModelRef, task: str) -> tuple[Any, Any] | None:
         _note(opts, f"engine: torch ({plan})")
         return None
     device, quantization, compute_type = plan
-    from llmtool import ct2
+    from llmtool.engines import ct2
     from llmtool.models import check_tokenizer_files, model_error
 
     assert ref.folder is not None
@@ -271,5 +271,5 @@ class Ct2DecoderAdapter:
         return [v[first - 1 :] for v, first in zip(values, firsts, strict=True)]
 
     def generate(self, prompts: Sequence[Sequence[int]], *, seed: int | None, row_seeds: Any, **kwargs: Any) -> Any:
-        # CTranslate2 draws from one seeded generator per run (llmtool.ct2), not one per sequence.
+        # CTranslate2 draws from one seeded generator per run (llmtool.engines.ct2), not one per sequence.
         return self.inner.generate(prompts, seed=seed, **kwargs)

@@ -7,8 +7,8 @@ Three tasks:
 - ``clm``: continued causal-LM training (GPT-2 style) on a text column or a text file.
 - ``mlm``: continued masked-LM training (BERT style), likewise.
 
-The data is checked in full before a model loads (:mod:`llmtool.data`); the run itself (output
-folder, progress, signals, resume, atomic save) is :mod:`llmtool.training`.
+The data is checked in full before a model loads (:mod:`llmtool.training.data`); the run itself (output
+folder, progress, signals, resume, atomic save) is :mod:`llmtool.training.trainer`.
 """
 
 from __future__ import annotations
@@ -18,9 +18,12 @@ import os
 import tempfile
 from typing import Any
 
-from llmtool.data import ColumnSpec, Task, TrainingData, prepare
 from llmtool.errors import UsageError
-from llmtool.lm_examples import (
+from llmtool.io.streams import Console
+from llmtool.models import prepare_environment
+from llmtool.settings import LORA_LR_FACTOR, FinetuneSettings, ModelOptions
+from llmtool.training.data import ColumnSpec, Task, TrainingData, prepare
+from llmtool.training.lm_examples import (
     PACK_ROWS,
     BlockPacker,
     LineEncoder,
@@ -30,10 +33,7 @@ from llmtool.lm_examples import (
     num_proc,
     token_ids,
 )
-from llmtool.models import prepare_environment
-from llmtool.settings import LORA_LR_FACTOR, FinetuneSettings, ModelOptions
-from llmtool.streams import Console
-from llmtool.training import TrainingRun, perplexity, signals_deferred, world_size
+from llmtool.training.trainer import TrainingRun, perplexity, signals_deferred, world_size
 
 DEFAULT_MODELS: dict[str, str] = {"classify": "bert-base-uncased", "clm": "gpt2", "mlm": "bert-base-uncased"}
 MAX_BLOCK = 1024  # the default block size is the model's limit, up to this
@@ -122,7 +122,7 @@ WARMUP = 0.1  # BERT's recipe: a tenth of the steps
 
 def training_plan(settings: FinetuneSettings, parameters: int, examples: int, valid_examples: int) -> tuple[Any, Any]:
     """The settings with what the user left open chosen for the data and the model, and the plan."""
-    from llmtool.plan import Rules, make_plan
+    from llmtool.training.plan import Rules, make_plan
 
     size = "small" if parameters < SMALL_MODEL else "large" if parameters >= LARGE_MODEL else "base"
     rules = Rules(
@@ -150,13 +150,13 @@ def _with_lora(model: Any, settings: FinetuneSettings, opts: ModelOptions, conso
 
 
 def _is_chat(data: TrainingData) -> bool:
-    from llmtool.chat_data import ChatLayout
+    from llmtool.training.chat_data import ChatLayout
 
     return isinstance(data.layout, ChatLayout)
 
 
 def _prepare_data(train_path: str, settings: FinetuneSettings, cache_dir: str) -> TrainingData:
-    from llmtool import chat_data
+    from llmtool.training import chat_data
 
     if settings.task == "clm" and (
         settings.prompt_column is not None
@@ -262,7 +262,7 @@ def _tokenize_all(
     """Training and validation examples, and warnings about conversations that --block-size cuts."""
     warnings: list[str] = []
     if _is_chat(data):
-        from llmtool.chat_data import cut_warning
+        from llmtool.training.chat_data import cut_warning
 
         train, dropped, cut = _tokenize_conversations(data.train, tokenizer, settings, limit, opts, "train")
         warnings += cut_warning("training", len(data.train), dropped, cut, limit)
@@ -320,7 +320,7 @@ def _tokenize_conversations(
     Returns the examples, how many conversations were left out (no response token within ``limit``)
     and how many of those kept were cut short.
     """
-    from llmtool.chat_data import ChatEncoder, has_answer
+    from llmtool.training.chat_data import ChatEncoder, has_answer
 
     key = [dataset._fingerprint, opts.model, opts.revision, "chat", limit, split, 2]
     encoded = dataset.map(
@@ -359,7 +359,7 @@ def _collator(
     from transformers import DataCollatorForLanguageModeling, DataCollatorWithPadding
 
     if chat:
-        from llmtool.chat_data import collator
+        from llmtool.training.chat_data import collator
 
         return collator(tokenizer)
     if task == "classify":
@@ -500,7 +500,7 @@ def _token_lengths(dataset: Any, tokenizer: Any, task: str, sample: int = 20_000
     rows = dataset.select(range(min(sample, len(dataset))))
     lengths: list[int] = []
     if "messages" in dataset.column_names:
-        from llmtool.chat_data import ChatEncoder
+        from llmtool.training.chat_data import ChatEncoder
 
         encoder = ChatEncoder(tokenizer, None)
         for batch in rows.iter(batch_size=1000):

@@ -8,7 +8,7 @@ of the cache (``$LLMTOOL_CACHE``, else ``$HF_HOME/llmtool``; entries under ``ct2
   decoder with its LM head;
 * ``heads.safetensors``: the heads CTranslate2 leaves out, as numpy arrays (BERT's masked-LM,
   next-sentence and classifier heads, RoBERTa's LM and classifier heads);
-* ``tokenizer.json`` + ``tokenizer_meta.json`` (:mod:`llmtool.tokenization`), ``model_meta.json``;
+* ``tokenizer.json`` + ``tokenizer_meta.json`` (:mod:`llmtool.engines.ct2_tokenizer`), ``model_meta.json``;
 * ``entry.json``, the manifest, written last: every file's size, sha256 and stat.
 
 The entry's name is a sha256 of the source's content (config, tokenizer files, weights), the
@@ -47,7 +47,7 @@ from llmtool.errors import ModelError, UsageError, one_line
 if TYPE_CHECKING:
     import numpy as np
 
-    from llmtool.tokenization import FastTokenizer
+    from llmtool.engines.ct2_tokenizer import FastTokenizer
 
 FORMAT = 1  # bump when the layout or the content of entries changes: old entries get new keys
 ENTRY_FILE = "entry.json"
@@ -716,7 +716,7 @@ def _int_or_list(value: Any) -> Any:
 def _write_extras(folder: Path, quantization: str, tmp: Path, captured: dict[str, Any]) -> None:
     from safetensors.numpy import save_file
 
-    from llmtool.tokenization import export_tokenizer
+    from llmtool.engines.ct2_tokenizer import export_tokenizer
 
     config = captured["config"]
     heads: dict[str, Any] = captured["heads"]
@@ -1424,7 +1424,7 @@ def load_decoder(
 
 
 def load_tokenizer(entry: str | os.PathLike[str]) -> FastTokenizer:
-    """The entry's tokenizer (:class:`llmtool.tokenization.FastTokenizer`)."""
-    from llmtool.tokenization import FastTokenizer
+    """The entry's tokenizer (:class:`llmtool.engines.ct2_tokenizer.FastTokenizer`)."""
+    from llmtool.engines.ct2_tokenizer import FastTokenizer
 
     return FastTokenizer.load(entry)

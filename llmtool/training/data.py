@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from llmtool.errors import InputError, UsageError
+from llmtool.io.streams import check_readable, read_file, suggest
+from llmtool.io.tables import LABEL_COLUMN, csv_rows, find_column, text_column
 from llmtool.settings import TASKS
-from llmtool.streams import check_readable, read_file, suggest
-from llmtool.tables import LABEL_COLUMN, csv_rows, find_column, text_column
 
 if TYPE_CHECKING:
     from datasets import Dataset

@@ -5,7 +5,7 @@ confusion matrix, against a CSV label column. Gold labels may be the model's lab
 its label ids; anything else is reported (with its line) before the model loads.
 
 Causal and masked LMs: the corpus perplexity of a text file or CSV column, each line scored
-with :mod:`llmtool.score` and pooled by token count (pseudo-perplexity for masked LMs).
+with :mod:`llmtool.tasks.score` and pooled by token count (pseudo-perplexity for masked LMs).
 
 Metrics are computed here in plain Python, with scikit-learn's conventions: precision of a class
 never predicted is 0, and macro-F1 averages over the classes that occur in the gold labels or
@@ -17,15 +17,15 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import IO, Any
 
-from llmtool import engine as engines
-from llmtool.classify import Classifier, load_classifier, read_examples
+from llmtool.engines import choice as engines
 from llmtool.errors import InputError, ModelError, UsageError
+from llmtool.io.streams import Console, Formatter, read_records
+from llmtool.io.tables import csv_rows, is_table
 from llmtool.metrics import classification_metrics
 from llmtool.models import ModelRef, architecture
-from llmtool.score import lm_objective, load_scorer
 from llmtool.settings import ClassifyOptions, EvaluateOptions, ModelOptions, ScoreOptions
-from llmtool.streams import Console, Formatter, read_records
-from llmtool.tables import csv_rows, is_table
+from llmtool.tasks.classify import Classifier, load_classifier, read_examples
+from llmtool.tasks.score import lm_objective, load_scorer
 
 __all__ = ["EvaluateOptions", "classification_metrics", "evaluate", "label_id"]
 

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from llmtool.errors import UsageError
-from llmtool.streams import tsv_field
+from llmtool.io.streams import tsv_field
 
 
 @dataclass(frozen=True)

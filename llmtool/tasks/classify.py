@@ -12,9 +12,10 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from llmtool import engine as engines
-from llmtool.batching import by_length
+from llmtool.engines import choice as engines
 from llmtool.errors import InputError, ModelError, UsageError
+from llmtool.io.streams import ARGUMENT, Formatter, Record, chunked, error_record, read_records
+from llmtool.io.tables import csv_rows, find_column, is_table, text_column
 from llmtool.models import (
     MissingHeadError,
     ModelRef,
@@ -26,8 +27,7 @@ from llmtool.models import (
     supports_task,
 )
 from llmtool.settings import ClassifyOptions, ModelOptions
-from llmtool.streams import ARGUMENT, Formatter, Record, chunked, error_record, read_records
-from llmtool.tables import csv_rows, find_column, is_table, text_column
+from llmtool.tasks.batching import by_length
 
 HEAD = "sequence-classification head"
 
@@ -261,7 +261,7 @@ def probabilities(logits: Any, multi_label: bool = False) -> Any:
 
 
 def open_classifier(model_options: ModelOptions, options: ClassifyOptions) -> Classifier:
-    """Locate and load a classifier (on the engine :mod:`llmtool.engine` chooses)."""
+    """Locate and load a classifier (on the engine :mod:`llmtool.engines.choice` chooses)."""
     ref = engines.prepare(model_options)
     tokenizer, encoder = engines.open_encoder(ref, "classify", load_classifier)
     return Classifier(tokenizer, encoder, options)

@@ -9,7 +9,7 @@ records) and ask an engine for numbers only:
 - a decoder: ``token_logprobs`` (log P(token | the tokens before it)) and ``generate`` (new tokens).
 
 Rows come unpadded (lists of token ids); results come back as numpy float32 arrays. The
-CTranslate2 engine (:mod:`llmtool.ct2`) answers the same calls, so the same records come out
+CTranslate2 engine (:mod:`llmtool.engines.ct2`) answers the same calls, so the same records come out
 whichever engine ran.
 """
 

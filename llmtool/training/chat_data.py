@@ -24,10 +24,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from llmtool.data import Layout, TrainingData, arrow_rows, file_kind, quiet_datasets, split_indices
 from llmtool.errors import InputError, UsageError
-from llmtool.streams import check_readable, decode_lines, open_binary
-from llmtool.tables import csv_rows, find_column
+from llmtool.io.streams import check_readable, decode_lines, open_binary
+from llmtool.io.tables import csv_rows, find_column
+from llmtool.training.data import Layout, TrainingData, arrow_rows, file_kind, quiet_datasets, split_indices
 
 MESSAGES = "messages"  # the JSONL field of conversations
 ASSISTANT = "assistant"

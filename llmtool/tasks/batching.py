@@ -2,7 +2,7 @@
 
 A window of piped records is tokenised at once, then cut into batches of similar length (little
 padding), run, and the results put back in input order by the command. Engines pad the batches
-themselves (see :mod:`llmtool.torch_engine`).
+themselves (see :mod:`llmtool.engines.torch_engine`).
 """
 
 from __future__ import annotations
