@@ -11,6 +11,8 @@ import os
 import sys
 from enum import IntEnum
 
+from llmtool.io.console import say
+
 
 class ExitCode(IntEnum):
     """Documented exit statuses (README, "Exit codes")."""
@@ -133,10 +135,10 @@ def report(exc: BaseException) -> int:
     since they are bugs. ``LLMTOOL_DEBUG=1`` shows the traceback for everything.
     """
     if isinstance(exc, KeyboardInterrupt):
-        _stderr("llmtool: interrupted")
+        say("interrupted")
         return ExitCode.INTERRUPTED
     if isinstance(exc, Terminated):
-        _stderr("llmtool: terminated")
+        say("terminated")
         return ExitCode.TERMINATED
     known = describe(exc)
     if debug_enabled() or known is None:
@@ -144,21 +146,13 @@ def report(exc: BaseException) -> int:
 
         traceback.print_exception(exc, file=sys.stderr)
     if known is None:
-        _stderr(f"llmtool: error: unexpected {type(exc).__name__}: {exc} (this is a bug; please report it)")
+        say(f"error: unexpected {type(exc).__name__}: {exc} (this is a bug; please report it)")
         return ExitCode.FAILURE
     message, code = known
-    _stderr(f"llmtool: error: {one_line(message)}")
+    say(f"error: {one_line(message)}")
     return code
 
 
 def one_line(message: str) -> str:
     """Messages from libraries span lines; the contract is one line."""
     return " ".join(message.split())
-
-
-def _stderr(line: str) -> None:
-    try:
-        sys.stderr.write(line + "\n")
-        sys.stderr.flush()
-    except (OSError, ValueError):  # stderr closed: nothing more can be said
-        pass

@@ -23,6 +23,7 @@ import typer
 
 from llmtool import __version__
 from llmtool.errors import ExitCode, Terminated, report
+from llmtool.io.console import say
 from llmtool.io.streams import Console, Formatter, OutputFormat
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -160,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         if message is None or not hasattr(exc, "exit_code"):
             return _finish(report(exc))
         hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
-        sys.stderr.write(f"llmtool: error: {' '.join(message().split())}{_from_environment(exc)}{hint}\n")
+        say(f"error: {' '.join(message().split())}{_from_environment(exc)}{hint}")
         return _finish(int(exc.exit_code))
     return _finish(int(result) if isinstance(result, int) else ExitCode.OK)
 

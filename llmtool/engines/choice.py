@@ -18,12 +18,12 @@ The CTranslate2 path imports neither torch nor transformers once the model is co
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Callable, Sequence
 from types import SimpleNamespace
 from typing import Any
 
 from llmtool.errors import LlmtoolError, ModelError, UsageError
+from llmtool.io.console import say
 from llmtool.models import ModelRef, locate, prepare_environment, prepare_streaming
 from llmtool.settings import ModelOptions
 
@@ -97,14 +97,6 @@ def model_config(ref: ModelRef) -> Any:
 
 
 # --------------------------------------------------------------------------- the choice
-
-
-def _say(line: str) -> None:
-    try:
-        sys.stderr.write(f"llmtool: {line}\n")
-        sys.stderr.flush()
-    except (OSError, ValueError):
-        pass
 
 
 def ct2_plan(ref: ModelRef, task: str) -> tuple[str, str, str] | str:
@@ -201,7 +193,7 @@ def _open_ct2(ref: ModelRef, task: str) -> tuple[Any, Any] | None:
     except LlmtoolError as exc:
         if explicit or not isinstance(exc, ModelError) or "llmtool cache add" not in str(exc):
             raise
-        _say(str(exc))  # too large to convert unasked: said once, and torch runs it
+        say(str(exc))  # too large to convert unasked: said once, and torch runs it
         return None
     except Exception as exc:  # the converter failed on these weights (corrupt, truncated, unexpected)
         if explicit:
@@ -228,7 +220,7 @@ def _unreadable_weights(folder: Any) -> Any:
 
 def _note(opts: ModelOptions, line: str) -> None:
     if opts.verbose:
-        _say(line)
+        say(line)
 
 
 # --------------------------------------------------------------------------- adapters

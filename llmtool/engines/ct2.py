@@ -36,13 +36,13 @@ import os
 import re
 import secrets
 import shutil
-import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from llmtool.errors import ModelError, UsageError, one_line
+from llmtool.io.console import say
 
 if TYPE_CHECKING:
     import numpy as np
@@ -432,9 +432,7 @@ def needs_conversion(source: str | os.PathLike[str], quantization: str | None = 
 
 
 def _stderr_notify(line: str) -> None:
-    with contextlib.suppress(OSError, ValueError):
-        sys.stderr.write(f"llmtool: {line}\n")
-        sys.stderr.flush()
+    say(line)
 
 
 def ensure_entry(

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import IO, Any, Literal, TypeVar
 
 from llmtool.errors import InputError, UsageError
+from llmtool.io.console import say
 
 STDIN = "<stdin>"
 ARGUMENT = "<argument>"
@@ -407,13 +408,11 @@ class Console:
         self.interactive = not quiet and _stream_isatty(self.stream)
 
     def warn(self, message: str) -> None:
-        self.stream.write(f"llmtool: warning: {message}\n")
-        self.stream.flush()
+        say(f"warning: {message}", self.stream)
 
     def info(self, message: str) -> None:
         if not self.quiet:
-            self.stream.write(f"llmtool: {message}\n")
-            self.stream.flush()
+            say(message, self.stream)
 
     def progress(self, description: str, total: float | None = None) -> ProgressHandle:
         """A Rich progress bar on a terminal; a no-op otherwise (pipes and CI stay clean)."""

@@ -13,11 +13,11 @@ second signal raises at once. Signals ignored since start-up stay ignored.
 from __future__ import annotations
 
 import signal
-import sys
 import threading
 from typing import Any
 
 from llmtool.errors import Terminated
+from llmtool.io.console import say
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 _saved: dict[int, Any] = {}  # the handlers to restore, while deferring
@@ -66,9 +66,4 @@ def _record(signum: int, frame: Any) -> None:
     if _pending is not None:  # asked twice: stop now
         raise_for(signum)
     _pending = signum
-    try:
-        message = f"llmtool: {name(signum)}: stopping when set-up reaches a safe point (again to quit at once)"
-        sys.stderr.write(message + "\n")
-        sys.stderr.flush()
-    except (OSError, ValueError):
-        pass
+    say(f"{name(signum)}: stopping when set-up reaches a safe point (again to quit at once)")

@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from llmtool.errors import LlmtoolError, Terminated, UsageError
+from llmtool.io.console import PREFIX, say
 from llmtool.io.streams import Console, ProgressHandle
 from llmtool.settings import TrainSettings
 from llmtool.training import interrupts
@@ -671,7 +672,7 @@ class _Reporter(_LazyCallback):
     def say(self, message: str) -> None:
         bar = self.bar.bar if self.bar is not None else None
         if bar is not None:
-            bar.console.print(f"llmtool: {message}", markup=False, highlight=False, soft_wrap=True)
+            bar.console.print(f"{PREFIX}{message}", markup=False, highlight=False, soft_wrap=True)
         else:
             self.console.info(message)
 
@@ -801,8 +802,7 @@ class _GracefulStop(_LazyCallback):
         name = interrupts.name(signum)
         with contextlib.suppress(Exception):
             newline = "\n" if sys.stderr.isatty() else ""  # off the ^C and the progress bar's line
-            sys.stderr.write(f"{newline}llmtool: {name}: saving a checkpoint after this step (again to quit at once)\n")
-            sys.stderr.flush()
+            say(f"{name}: saving a checkpoint after this step (again to quit at once)", before=newline)
 
     def _agreed(self, args: Any) -> int | None:
         """The stop signal, if any process has received one (all processes get the same answer)."""
