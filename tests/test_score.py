@@ -150,8 +150,8 @@ def test_python_api_names_stay_functions_after_submodule_imports() -> None:
     import llmtool.tasks.evaluate  # imports llmtool.tasks.score and llmtool.tasks.classify, the modules
     import llmtool.tasks.score
 
-    assert callable(llmtool.tasks.score) and callable(llmtool.tasks.classify) and callable(llmtool.tasks.next_sentence)
-    assert llmtool.tasks.score.__module__ == "llmtool.tasks.score"
+    assert callable(llmtool.score) and callable(llmtool.classify) and callable(llmtool.next_sentence)
+    assert llmtool.score.__module__ == "llmtool.tasks.score"
 
 
 @pytest.mark.parametrize("command", ["classify", "evaluate", "score", "next-sentence"])
