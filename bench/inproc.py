@@ -108,17 +108,18 @@ def main(argv: list[str] | None = None) -> None:
 def ct2_runs(args: Any, device: str, produced: dict[str, str]) -> dict[str, Callable[[], tuple[float, int]]]:
     """llmtool's CTranslate2 engine at float32 and int8, as ``llmtool generate --greedy`` runs it: the
     converted copy (converted here if it is not yet), its tokenizer, and the decoder's greedy generate."""
-    from llmtool.engines import ct2
-    from llmtool.engines.choice import Ct2DecoderAdapter
+    from llmtool.engines.ct2.convert import ensure_entry
+    from llmtool.engines.ct2.decoder import load_decoder
+    from llmtool.engines.ct2.tokenizer import load_tokenizer
     from llmtool.io.streams import Record
     from llmtool.tasks.generate import GenerateOptions, Generator
 
     runs: dict[str, Callable[[], tuple[float, int]]] = {}
     for name, quantization in (("llmtool ctranslate2", "float32"), ("llmtool ctranslate2 int8", "int8")):
-        entry = ct2.ensure_entry(args.model, quantization, allow_convert=True)
+        entry = ensure_entry(args.model, quantization, allow_convert=True)
         compute = quantization if device == "cpu" else ("int8_float16" if quantization == "int8" else "float32")
-        tokenizer = ct2.load_tokenizer(entry)
-        decoder = Ct2DecoderAdapter(ct2.load_decoder(entry, device, compute))  # as the CLI runs it
+        tokenizer = load_tokenizer(entry)
+        decoder = load_decoder(entry, device, compute)  # as the CLI runs it
         generator = Generator(tokenizer, decoder, GenerateOptions(max_new_tokens=args.tokens, greedy=True))
 
         def run(generator: Any = generator, name: str = name) -> tuple[float, int]:

@@ -738,10 +738,12 @@ def row_conversion(ctx: Context) -> RowResult:
         ctx.python,
         "-c",
         "import json, sys, time; t0 = time.perf_counter()\n"
-        "from llmtool.engines import ct2\nfrom llmtool.engines.choice import Ct2DecoderAdapter\n"
+        "import llmtool.engines.choice\nfrom llmtool.engines.ct2.convert import ensure_entry\n"
+        "from llmtool.engines.ct2.decoder import load_decoder\n"
+        "from llmtool.engines.ct2.tokenizer import load_tokenizer\n"
         "import ctranslate2, numpy, tokenizers\nt1 = time.perf_counter()\n"
-        f"entry = ct2.ensure_entry({str(models['gpt2'])!r}, 'float32')\n"
-        "tok = ct2.load_tokenizer(entry); dec = ct2.load_decoder(entry, 'cpu', 'float32'); t2 = time.perf_counter()\n"
+        f"entry = ensure_entry({str(models['gpt2'])!r}, 'float32')\n"
+        "tok = load_tokenizer(entry); dec = load_decoder(entry, 'cpu', 'float32'); t2 = time.perf_counter()\n"
         f"ids = tok({FIRST_PROMPT!r})['input_ids']\n"
         "out = dec.generate([ids], max_new_tokens=1, greedy=True); t3 = time.perf_counter()\n"
         f"out = dec.generate([ids], max_new_tokens={ctx.scale.first_tokens}, greedy=True); t4 = time.perf_counter()\n"

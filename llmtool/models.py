@@ -18,6 +18,9 @@ from llmtool.settings import DTYPES, ModelOptions
 
 if TYPE_CHECKING:
     import torch
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+    from llmtool.engines.base import Tokenizer
 
 DEVICES_HELP = "auto|cpu|cuda[:N]|mps"
 TOKENIZER_FILES = (
@@ -264,7 +267,7 @@ def check_tokenizer_files(ref: ModelRef) -> None:
         raise ModelError(f"{ref.folder}: no tokenizer files (expected one of {', '.join(TOKENIZER_FILES)})")
 
 
-def load_tokenizer(ref: ModelRef, **kwargs: Any) -> Any:
+def load_tokenizer(ref: ModelRef, **kwargs: Any) -> PreTrainedTokenizerBase:
     from transformers import AutoTokenizer
 
     check_tokenizer_files(ref)
@@ -331,12 +334,12 @@ def load_model(
     return model
 
 
-def load(auto_class: Any, ref: ModelRef, **model_kwargs: Any) -> tuple[Any, Any]:
+def load(auto_class: Any, ref: ModelRef, **model_kwargs: Any) -> tuple[PreTrainedTokenizerBase, Any]:
     """Tokenizer and model, both from the same located source."""
     return load_tokenizer(ref), load_model(auto_class, ref, **model_kwargs)
 
 
-def ensure_pad_token(tokenizer: Any, name: str) -> int:
+def ensure_pad_token(tokenizer: Tokenizer, name: str) -> int:
     """The pad id batches are padded with: the tokenizer's own, else its end-of-text token (GPT-2 has
     no pad token; padded positions are masked out, so which token stands there does not matter)."""
     if tokenizer.pad_token_id is None:
@@ -348,20 +351,20 @@ def ensure_pad_token(tokenizer: Any, name: str) -> int:
     return int(tokenizer.pad_token_id)
 
 
-def architecture(config: Any) -> str:
+def architecture(config: object) -> str:
     """What a checkpoint is, for messages: the class that saved it (config.json), else its model type."""
     recorded = getattr(config, "architectures", None) or []
     return str(recorded[0]) if recorded else f"{getattr(config, 'model_type', 'unknown')} model"
 
 
-def supports_task(config: Any, mapping: str) -> bool:
+def supports_task(config: object, mapping: str) -> bool:
     """Whether Transformers has a class for this model type in ``mapping`` (an ``MODEL_FOR_*_MAPPING_NAMES``)."""
     from transformers.models.auto import modeling_auto
 
     return getattr(config, "model_type", None) in getattr(modeling_auto, mapping)
 
 
-def _check_complete(model: Any, info: dict[str, Any], where: str, head: str) -> None:
+def _check_complete(model: PreTrainedModel, info: dict[str, Any], where: str, head: str) -> None:
     missing = sorted(info.get("missing_keys") or [])
     if not missing:
         return
@@ -424,7 +427,7 @@ def set_seed(seed: int | None) -> None:
     hf_set_seed(seed)
 
 
-def max_input_length(tokenizer: Any, model: Any) -> int:
+def max_input_length(tokenizer: object, model: object) -> int:
     """The longest input, in tokens, that the model takes: its position table and the tokenizer's limit."""
     config = getattr(model, "config", None)
     limits: list[int] = []

@@ -1,4 +1,4 @@
-"""The CTranslate2 engine (llmtool.engines.ct2) and its torch-free tokenizer (llmtool.engines.ct2_tokenizer).
+"""The CTranslate2 engine (llmtool.engines.ct2) and its torch-free tokenizer (llmtool.engines.ct2.tokenizer).
 
 Everything runs on tiny local models: conversions take a fraction of a second, so the cache's
 failure modes (concurrent conversions, a conversion killed midway, damaged entries, an unwritable
@@ -23,8 +23,26 @@ import numpy as np
 import pytest
 import tiny_models
 
-from llmtool.engines import ct2
-from llmtool.engines.ct2_tokenizer import FastTokenizer, export_tokenizer
+from llmtool.engines.ct2.cache import (
+    MEMO_FILE,
+    MEMO_FORMAT,
+    CacheError,
+    cache_root,
+    default_convert_max,
+    entries_dir,
+    entry_key,
+    list_entries,
+    needs_conversion,
+    parse_size,
+    remove_entries,
+    verify_entry,
+    weights_bytes,
+)
+from llmtool.engines.ct2.convert import ensure_entry
+from llmtool.engines.ct2.decoder import load_decoder
+from llmtool.engines.ct2.encoder import load_encoder
+from llmtool.engines.ct2.support import supported
+from llmtool.engines.ct2.tokenizer import FastTokenizer, export_tokenizer, load_tokenizer
 from llmtool.errors import ModelError, UsageError
 
 LLAMA_TEMPLATE = (
@@ -216,7 +234,7 @@ def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def entry_for(models: Models, name: str, quantization: str = "float32") -> Path:
-    return ct2.ensure_entry(models[name], quantization, notify=lambda line: None)
+    return ensure_entry(models[name], quantization, notify=lambda line: None)
 
 
 def child_env(root: Path) -> dict[str, str]:
@@ -354,8 +372,8 @@ def test_tokenizer_truncation_defaults(models: Models, tmp_path: Path) -> None:
 )
 def test_conversion_layout(models: Models, shared_cache: Path, name: str, loaded: str, heads: dict[str, Any]) -> None:
     entry = entry_for(models, name)
-    assert entry.parent == shared_cache / "ct2" and entry.name == ct2.entry_key(models[name], "float32")
-    assert ct2.verify_entry(entry) is None
+    assert entry.parent == shared_cache / "ct2" and entry.name == entry_key(models[name], "float32")
+    assert verify_entry(entry) is None
     meta = json.loads((entry / "model_meta.json").read_text())
     assert meta["loaded_class"] == loaded and meta["heads"] == heads
     manifest = json.loads((entry / "entry.json").read_text())
@@ -369,7 +387,7 @@ def test_conversion_layout(models: Models, shared_cache: Path, name: str, loaded
         assert meta["id2label"] == {"0": "neg", "1": "neutral", "2": "pos"} and meta["num_labels"] == 3
     if name in ("gpt2", "llama"):
         assert meta["kind"] == "decoder" and meta["generation_config"]["eos_token_id"] == meta["eos_token_id"]
-    assert ct2.ensure_entry(models[name], notify=pytest.fail) == entry  # converted once
+    assert ensure_entry(models[name], notify=pytest.fail) == entry  # converted once
 
 
 # -- equality with the torch models --------------------------------------------------------------
@@ -396,8 +414,8 @@ def test_mlm_logits_equal_torch(models: Models, shared_cache: Path, name: str) -
     from transformers import AutoModelForMaskedLM
 
     entry = entry_for(models, name)
-    encoder = ct2.load_encoder(entry, intra_threads=1)
-    tokenizer = ct2.load_tokenizer(entry)
+    encoder = load_encoder(entry, intra_threads=1)
+    tokenizer = load_tokenizer(entry)
     batch, positions = _mask_batch(tokenizer)
     got = encoder.mlm_logits(batch["input_ids"], positions, batch.get("token_type_ids"))
     model = AutoModelForMaskedLM.from_pretrained(str(models[name])).eval()
@@ -418,8 +436,8 @@ def test_sequence_logits_equal_torch(models: Models, shared_cache: Path, name: s
     from transformers import AutoModelForSequenceClassification
 
     entry = entry_for(models, name)
-    encoder = ct2.load_encoder(entry, intra_threads=1)
-    tokenizer = ct2.load_tokenizer(entry)
+    encoder = load_encoder(entry, intra_threads=1)
+    tokenizer = load_tokenizer(entry)
     texts = [*[t for t, _ in tiny_models.sentiment_examples()][:12], "a", "你好 world"]
     enc = tokenizer(texts, truncation=True, max_length=encoder.max_length)
     keys = [k for k in ("input_ids", "token_type_ids") if k in enc]
@@ -432,7 +450,7 @@ def test_sequence_logits_equal_torch(models: Models, shared_cache: Path, name: s
     assert np.abs(got - expected).max() < 1e-4
     assert encoder.id2label == model.config.id2label
     with pytest.raises(ModelError, match="next-sentence"):
-        encoder.nsp_logits(rows)
+        load_encoder(entry, intra_threads=1, task="next-sentence").sequence_logits(rows)
 
 
 @pytest.mark.parametrize("name", ["bertpre", "bertnsp"])
@@ -441,12 +459,12 @@ def test_next_sentence_logits_equal_torch(models: Models, shared_cache: Path, na
     from transformers import BertForNextSentencePrediction
 
     entry = entry_for(models, name)
-    encoder = ct2.load_encoder(entry, intra_threads=1)
-    tokenizer = ct2.load_tokenizer(entry)
+    encoder = load_encoder(entry, intra_threads=1, task="next-sentence")
+    tokenizer = load_tokenizer(entry)
     pairs = tiny_models.nsp_examples()[:10]
     enc = tokenizer([a for a, _, _ in pairs], [b for _, b, _ in pairs], truncation="longest_first", max_length=12)
     rows = [{k: enc[k][i] for k in ("input_ids", "token_type_ids")} for i in range(len(pairs))]
-    got = encoder.nsp_logits(rows)
+    got = encoder.sequence_logits(rows)
     model = BertForNextSentencePrediction.from_pretrained(str(models[name])).eval()
     with torch.inference_mode():
         expected = np.stack([model(**{k: torch.tensor([r[k]]) for k in r}).logits[0].numpy() for r in rows])
@@ -462,8 +480,8 @@ def test_token_logprobs_equal_torch(models: Models, shared_cache: Path, name: st
     from transformers import AutoModelForCausalLM
 
     entry = entry_for(models, name)
-    decoder = ct2.load_decoder(entry, intra_threads=1)
-    tokenizer = ct2.load_tokenizer(entry)
+    decoder = load_decoder(entry, intra_threads=1)
+    tokenizer = load_tokenizer(entry)
     rows = [tokenizer(t)["input_ids"] for t in [*PROMPTS, *tiny_models.CORPUS]] + [[5], []]
     got = decoder.token_logprobs(rows)
     model = AutoModelForCausalLM.from_pretrained(str(models[name])).eval()
@@ -485,8 +503,8 @@ def test_greedy_generation_equals_generate(models: Models, shared_cache: Path, n
     from transformers import AutoModelForCausalLM
 
     entry = entry_for(models, name)
-    decoder = ct2.load_decoder(entry, intra_threads=1)
-    tokenizer = ct2.load_tokenizer(entry)
+    decoder = load_decoder(entry, intra_threads=1)
+    tokenizer = load_tokenizer(entry)
     prompts = [tokenizer(t)["input_ids"] for t in PROMPTS]
     eos = {tokenizer.eos_token_id}
     got = decoder.generate(prompts, max_new_tokens=16, greedy=True, repetition_penalty=penalty, eos_ids=eos)
@@ -504,8 +522,8 @@ def test_greedy_generation_equals_generate(models: Models, shared_cache: Path, n
 
 
 def test_generation_ends_at_eos_and_streams(models: Models, shared_cache: Path) -> None:
-    decoder = ct2.load_decoder(entry_for(models, "gpt2"), intra_threads=1)
-    tokenizer = ct2.load_tokenizer(entry_for(models, "gpt2"))
+    decoder = load_decoder(entry_for(models, "gpt2"), intra_threads=1)
+    tokenizer = load_tokenizer(entry_for(models, "gpt2"))
     prompts = [tokenizer(t)["input_ids"] for t in PROMPTS[:3]]
     free = decoder.generate(prompts, max_new_tokens=6, greedy=True)
     assert [len(t) for t in free] == [6, 6, 6]
@@ -530,7 +548,7 @@ def test_generation_ends_at_eos_and_streams(models: Models, shared_cache: Path) 
 
 def test_sampling_repeats_with_a_seed(models: Models, shared_cache: Path) -> None:
     entry = entry_for(models, "llama")
-    tokenizer = ct2.load_tokenizer(entry)
+    tokenizer = load_tokenizer(entry)
     prompts = [tokenizer(t)["input_ids"] for t in PROMPTS[:3]]
     options: dict[str, Any] = {
         "max_new_tokens": 12,
@@ -541,17 +559,17 @@ def test_sampling_repeats_with_a_seed(models: Models, shared_cache: Path) -> Non
         "num_return_sequences": 2,
         "eos_ids": {tokenizer.eos_token_id},
     }
-    first = ct2.load_decoder(entry, intra_threads=1).generate(prompts, seed=11, **options)
-    again = ct2.load_decoder(entry, intra_threads=1)
+    first = load_decoder(entry, intra_threads=1).generate(prompts, seed=11, **options)
+    again = load_decoder(entry, intra_threads=1)
     assert again.generate(prompts, seed=11, **options) == first
     assert again.generate(prompts, seed=11, **options) != first  # the same stream goes on, like torch's
     assert again.generate(prompts, seed=11, **options) != first
     assert again.generate(prompts, seed=12, **options) != first
     assert again.generate(prompts, seed=11, **options) == first  # a new seed restarts the stream
     assert len(first) == 6 and first[0] != first[1]  # prompt-major, two different samples per prompt
-    alone = ct2.load_decoder(entry, intra_threads=1).generate(prompts[:1], seed=11, **options)
+    alone = load_decoder(entry, intra_threads=1).generate(prompts[:1], seed=11, **options)
     assert alone == first[:2]  # a prompt's samples do not depend on the prompts after it
-    penalized = ct2.load_decoder(entry, intra_threads=1).generate(prompts, seed=11, repetition_penalty=1.3, **options)
+    penalized = load_decoder(entry, intra_threads=1).generate(prompts, seed=11, repetition_penalty=1.3, **options)
     assert len(penalized) == 6 and all(1 <= len(t) <= 12 for t in penalized)
     unseeded = again.generate(prompts, top_k=5, top_p=0.9, **{k: v for k, v in options.items() if "top" not in k})
     assert len(unseeded) == 6
@@ -560,20 +578,18 @@ def test_sampling_repeats_with_a_seed(models: Models, shared_cache: Path) -> Non
 def test_int8_is_close(models: Models, shared_cache: Path) -> None:
     entry32, entry8 = entry_for(models, "bert"), entry_for(models, "bert", "int8")
     assert entry8 != entry32 and json.loads((entry8 / "entry.json").read_text())["quantization"] == "int8"
-    tokenizer = ct2.load_tokenizer(entry32)
+    tokenizer = load_tokenizer(entry32)
     batch, positions = _mask_batch(tokenizer)
-    exact = ct2.load_encoder(entry32, intra_threads=1).mlm_logits(
-        batch["input_ids"], positions, batch["token_type_ids"]
-    )
+    exact = load_encoder(entry32, intra_threads=1).mlm_logits(batch["input_ids"], positions, batch["token_type_ids"])
     for encoder in (
-        ct2.load_encoder(entry8, intra_threads=1),
-        ct2.load_encoder(entry32, compute_type="int8", intra_threads=1),
+        load_encoder(entry8, intra_threads=1),
+        load_encoder(entry32, compute_type="int8", intra_threads=1),
     ):
         approx = encoder.mlm_logits(batch["input_ids"], positions, batch["token_type_ids"])
         assert 0 < np.abs(approx - exact).max() < 0.05
-    decoder32 = ct2.load_decoder(entry_for(models, "gpt2"), intra_threads=1)
-    decoder8 = ct2.load_decoder(entry_for(models, "gpt2", "int8"), intra_threads=1)
-    rows = [ct2.load_tokenizer(entry32)("a")["input_ids"] * 3, list(range(1, 30))]
+    decoder32 = load_decoder(entry_for(models, "gpt2"), intra_threads=1)
+    decoder8 = load_decoder(entry_for(models, "gpt2", "int8"), intra_threads=1)
+    rows = [load_tokenizer(entry32)("a")["input_ids"] * 3, list(range(1, 30))]
     for a, b in zip(decoder8.token_logprobs(rows), decoder32.token_logprobs(rows), strict=True):
         assert np.abs(a - b).max() < 0.1
     assert len(decoder8.generate(rows, max_new_tokens=5)[1]) == 5
@@ -587,14 +603,17 @@ def test_runtime_needs_neither_torch_nor_transformers(models: Models, shared_cac
         import json, sys
         sys.modules["torch"] = None
         sys.modules["transformers"] = None
-        from llmtool.engines import ct2
-        entry = ct2.ensure_entry({str(bert)!r}, allow_convert=False, convert_max_bytes=0)
-        tokenizer = ct2.load_tokenizer(entry)
+        from llmtool.engines.ct2.convert import ensure_entry
+        from llmtool.engines.ct2.decoder import load_decoder
+        from llmtool.engines.ct2.encoder import load_encoder
+        from llmtool.engines.ct2.tokenizer import load_tokenizer
+        entry = ensure_entry({str(bert)!r}, allow_convert=False, convert_max_bytes=0)
+        tokenizer = load_tokenizer(entry)
         batch = tokenizer(["the capital of france is [MASK] ."])
         column = batch["input_ids"][0].index(tokenizer.mask_token_id)
-        logits = ct2.load_encoder(entry, intra_threads=1).mlm_logits(batch["input_ids"], [(0, column)])
-        decoder = ct2.load_decoder(ct2.ensure_entry({str(gpt2)!r}, allow_convert=False), intra_threads=1)
-        ids = ct2.load_tokenizer(decoder.entry)("once upon a time")["input_ids"]
+        logits = load_encoder(entry, intra_threads=1).mlm_logits(batch["input_ids"], [(0, column)])
+        decoder = load_decoder(ensure_entry({str(gpt2)!r}, allow_convert=False), intra_threads=1)
+        ids = load_tokenizer(decoder.entry)("once upon a time")["input_ids"]
         tokens = decoder.generate([ids], max_new_tokens=5)
         scores = decoder.token_logprobs([ids])
         heavy = [m for m in ("torch", "transformers") if sys.modules.get(m) is not None]
@@ -608,13 +627,13 @@ def test_runtime_needs_neither_torch_nor_transformers(models: Models, shared_cac
     assert done.returncode == 0, done.stderr
     answer = json.loads(done.stdout)
     assert answer["entry"] == str(entry_bert) and answer["heavy"] == []
-    tokenizer = ct2.load_tokenizer(entry_bert)
+    tokenizer = load_tokenizer(entry_bert)
     batch = tokenizer(["the capital of france is [MASK] ."])
     column = batch["input_ids"][0].index(tokenizer.mask_token_id)
-    here = ct2.load_encoder(entry_bert, intra_threads=1).mlm_logits(batch["input_ids"], [(0, column)])
+    here = load_encoder(entry_bert, intra_threads=1).mlm_logits(batch["input_ids"], [(0, column)])
     assert np.abs(np.array(answer["logits"]) - here[0]).max() < 1e-6
-    ids = ct2.load_tokenizer(entry_gpt2)("once upon a time")["input_ids"]
-    assert answer["tokens"] == ct2.load_decoder(entry_gpt2, intra_threads=1).generate([ids], max_new_tokens=5)
+    ids = load_tokenizer(entry_gpt2)("once upon a time")["input_ids"]
+    assert answer["tokens"] == load_decoder(entry_gpt2, intra_threads=1).generate([ids], max_new_tokens=5)
 
 
 # -- the cache -----------------------------------------------------------------------------------
@@ -624,49 +643,49 @@ def test_cache_root_follows_the_environment(monkeypatch: pytest.MonkeyPatch, tmp
     for name in ("LLMTOOL_CACHE", "HF_HOME", "XDG_CACHE_HOME"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    assert ct2.cache_root() == tmp_path / "home" / ".cache" / "huggingface" / "llmtool"
+    assert cache_root() == tmp_path / "home" / ".cache" / "huggingface" / "llmtool"
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert ct2.cache_root() == tmp_path / "xdg" / "huggingface" / "llmtool"
+    assert cache_root() == tmp_path / "xdg" / "huggingface" / "llmtool"
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    assert ct2.cache_root() == tmp_path / "hf" / "llmtool"
+    assert cache_root() == tmp_path / "hf" / "llmtool"
     monkeypatch.setenv("LLMTOOL_CACHE", str(tmp_path / "own"))
-    assert ct2.cache_root() == tmp_path / "own" and ct2.entries_dir() == tmp_path / "own" / "ct2"
+    assert cache_root() == tmp_path / "own" and entries_dir() == tmp_path / "own" / "ct2"
 
 
 def test_sizes(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert ct2.parse_size("2GB") == 2_000_000_000 and ct2.parse_size("500MB") == 500_000_000
-    assert ct2.parse_size("1.5GiB") == int(1.5 * 2**30) and ct2.parse_size("123") == 123
-    assert ct2.parse_size(" 10 kb ") == 10_000 and ct2.parse_size("7b") == 7
+    assert parse_size("2GB") == 2_000_000_000 and parse_size("500MB") == 500_000_000
+    assert parse_size("1.5GiB") == int(1.5 * 2**30) and parse_size("123") == 123
+    assert parse_size(" 10 kb ") == 10_000 and parse_size("7b") == 7
     for bad in ("", "GB", "2 XB", "-1", "1iB"):
         with pytest.raises(UsageError):
-            ct2.parse_size(bad)
+            parse_size(bad)
     monkeypatch.delenv("LLMTOOL_CONVERT_MAX", raising=False)
-    assert ct2.default_convert_max() == 2_000_000_000
+    assert default_convert_max() == 2_000_000_000
     monkeypatch.setenv("LLMTOOL_CONVERT_MAX", "300MB")
-    assert ct2.default_convert_max() == 300_000_000
+    assert default_convert_max() == 300_000_000
     monkeypatch.setenv("LLMTOOL_CONVERT_MAX", "lots")
     with pytest.raises(UsageError, match="LLMTOOL_CONVERT_MAX"):
-        ct2.default_convert_max()
+        default_convert_max()
 
 
 def test_size_limit_when_conversion_is_not_asked_for(models: Models, cache: Path, tmp_path: Path) -> None:
     source = models.copy("bert", tmp_path / "bert")
-    size = ct2.weights_bytes(source)
+    size = weights_bytes(source)
     assert size == (source / "model.safetensors").stat().st_size
-    assert ct2.needs_conversion(source)
+    assert needs_conversion(source)
     with pytest.raises(ModelError, match=r"llmtool cache add .*--engine ctranslate2") as caught:
-        ct2.ensure_entry(source, allow_convert=False, convert_max_bytes=size - 1, notify=pytest.fail)
+        ensure_entry(source, allow_convert=False, convert_max_bytes=size - 1, notify=pytest.fail)
     assert "\n" not in str(caught.value)
     lines: list[str] = []
-    entry = ct2.ensure_entry(source, allow_convert=False, convert_max_bytes=size, notify=lines.append)
+    entry = ensure_entry(source, allow_convert=False, convert_max_bytes=size, notify=lines.append)
     assert len(lines) == 1 and lines[0].startswith(f"converting {source.resolve()} (<1 MB of weights)")
     assert lines[0].endswith(f"for CTranslate2 into {entry}")
-    assert not ct2.needs_conversion(source)
-    assert ct2.ensure_entry(source, allow_convert=False, convert_max_bytes=0, notify=pytest.fail) == entry
+    assert not needs_conversion(source)
+    assert ensure_entry(source, allow_convert=False, convert_max_bytes=0, notify=pytest.fail) == entry
     with pytest.raises(UsageError, match="quantization"):
-        ct2.ensure_entry(source, "int3")
+        ensure_entry(source, "int3")
     with pytest.raises(ModelError, match="not a model folder"):
-        ct2.ensure_entry(tmp_path)
+        ensure_entry(tmp_path)
 
 
 def test_key_follows_content_and_memo(models: Models, cache: Path, tmp_path: Path) -> None:
@@ -675,25 +694,25 @@ def test_key_follows_content_and_memo(models: Models, cache: Path, tmp_path: Pat
     past = time.time() - 3600
     for path in [*one.iterdir(), *two.iterdir()]:
         os.utime(path, (past, past))  # old files: the memo keeps their hashes
-    key = ct2.entry_key(one)
-    assert ct2.entry_key(two) == key  # content, not place
-    assert ct2.entry_key(one, "int8") != key
-    memo_path = cache / ct2.MEMO_FILE
+    key = entry_key(one)
+    assert entry_key(two) == key  # content, not place
+    assert entry_key(one, "int8") != key
+    memo_path = cache / MEMO_FILE
     memo = json.loads(memo_path.read_text())
     weights = str((one / "model.safetensors").resolve())
     assert weights in memo["files"]
     # The memo is trusted while the stat matches: a forged hash shows through...
     memo["files"][weights]["sha256"] = "0" * 64
     memo_path.write_text(json.dumps(memo))
-    assert ct2.entry_key(one) != key
+    assert entry_key(one) != key
     # ...and is dropped once the file's stat changes (here only its mtime).
     os.utime(one / "model.safetensors", (past - 10, past - 10))
-    assert ct2.entry_key(one) == key
+    assert entry_key(one) == key
     for garbage in ("{not json", json.dumps({"format": "other", "files": {}}), json.dumps([1, 2])):
         memo_path.write_text(garbage)
-        assert ct2.entry_key(one) == key
-    memo_path.write_text(json.dumps({"format": ct2.MEMO_FORMAT, "files": {weights: {"stat": "x", "sha256": 5}}}))
-    assert ct2.entry_key(one) == key
+        assert entry_key(one) == key
+    memo_path.write_text(json.dumps({"format": MEMO_FORMAT, "files": {weights: {"stat": "x", "sha256": 5}}}))
+    assert entry_key(one) == key
 
 
 def test_changed_weights_get_a_new_entry(models: Models, cache: Path, tmp_path: Path) -> None:
@@ -701,7 +720,7 @@ def test_changed_weights_get_a_new_entry(models: Models, cache: Path, tmp_path: 
     from transformers import BertForMaskedLM
 
     source = models.copy("bert", tmp_path / "bert")
-    first = ct2.ensure_entry(source, notify=lambda line: None)
+    first = ensure_entry(source, notify=lambda line: None)
     size = (source / "model.safetensors").stat().st_size
     model = BertForMaskedLM.from_pretrained(str(source))
     with torch.no_grad():
@@ -709,15 +728,15 @@ def test_changed_weights_get_a_new_entry(models: Models, cache: Path, tmp_path: 
     model.save_pretrained(str(source))  # same shapes, same size: only the bytes differ
     assert (source / "model.safetensors").stat().st_size == size
     lines: list[str] = []
-    second = ct2.ensure_entry(source, notify=lines.append)
+    second = ensure_entry(source, notify=lines.append)
     assert second != first and len(lines) == 1 and "converting" in lines[0]
-    tokenizer = ct2.load_tokenizer(second)
+    tokenizer = load_tokenizer(second)
     batch = tokenizer(["the capital of france is [MASK] ."])
     with torch.inference_mode():
         expected = model.eval()(torch.tensor(batch["input_ids"])).logits[0, 1].numpy()
-    got = ct2.load_encoder(second, intra_threads=1).mlm_logits(batch["input_ids"], [(0, 1)])[0]
+    got = load_encoder(second, intra_threads=1).mlm_logits(batch["input_ids"], [(0, 1)])[0]
     assert np.abs(got - expected).max() < 1e-4
-    assert {e["key"] for e in ct2.list_entries()} == {first.name, second.name}
+    assert {e["key"] for e in list_entries()} == {first.name, second.name}
 
 
 def _damage_flip(entry: Path) -> None:
@@ -745,35 +764,35 @@ def _damage_delete(entry: Path) -> None:
 @pytest.mark.parametrize("damage", [_damage_flip, _damage_truncate, _damage_manifest, _damage_delete])
 def test_damaged_entry_is_detected_and_reconverted(models: Models, cache: Path, tmp_path: Path, damage: Any) -> None:
     source = models.copy("bert", tmp_path / "bert")
-    entry = ct2.ensure_entry(source, notify=lambda line: None)
-    good = ct2.load_encoder(entry, intra_threads=1).mlm_logits([[2, 10, 11, 3]], [(0, 1)])
+    entry = ensure_entry(source, notify=lambda line: None)
+    good = load_encoder(entry, intra_threads=1).mlm_logits([[2, 10, 11, 3]], [(0, 1)])
     damage(entry)
-    assert ct2.verify_entry(entry) is not None
+    assert verify_entry(entry) is not None
     with pytest.raises(ModelError, match="damaged"):
-        ct2.load_encoder(entry)
-    assert ct2.needs_conversion(source)
-    assert [e["valid"] for e in ct2.list_entries()] == [False]
+        load_encoder(entry)
+    assert needs_conversion(source)
+    assert [e["valid"] for e in list_entries()] == [False]
     with pytest.raises(ModelError, match=r"damaged .* removed") as caught:
-        ct2.ensure_entry(source, allow_convert=False, convert_max_bytes=0, notify=pytest.fail)
+        ensure_entry(source, allow_convert=False, convert_max_bytes=0, notify=pytest.fail)
     assert "\n" not in str(caught.value) and not entry.exists()
-    damage(ct2.ensure_entry(source, notify=lambda line: None))  # converted anew, then damaged again
+    damage(ensure_entry(source, notify=lambda line: None))  # converted anew, then damaged again
     lines: list[str] = []
-    again = ct2.ensure_entry(source, notify=lines.append)
-    assert again == entry and len(lines) == 1 and ct2.verify_entry(again) is None
-    assert np.array_equal(ct2.load_encoder(again, intra_threads=1).mlm_logits([[2, 10, 11, 3]], [(0, 1)]), good)
+    again = ensure_entry(source, notify=lines.append)
+    assert again == entry and len(lines) == 1 and verify_entry(again) is None
+    assert np.array_equal(load_encoder(again, intra_threads=1).mlm_logits([[2, 10, 11, 3]], [(0, 1)]), good)
 
 
 def test_touched_entry_is_still_valid(models: Models, cache: Path, tmp_path: Path) -> None:
     source = models.copy("gpt2", tmp_path / "gpt2")
-    entry = ct2.ensure_entry(source, notify=lambda line: None)
+    entry = ensure_entry(source, notify=lambda line: None)
     for path in entry.rglob("*"):
         os.utime(path)
-    assert ct2.verify_entry(entry) is None  # stat changed, content did not: hashed again, then remembered
+    assert verify_entry(entry) is None  # stat changed, content did not: hashed again, then remembered
     manifest = json.loads((entry / "entry.json").read_text())
     sig = manifest["files"]["model/model.bin"]["stat"]
     st = (entry / "model" / "model.bin").stat()
     assert sig == [st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns]
-    assert ct2.ensure_entry(source, notify=pytest.fail) == entry
+    assert ensure_entry(source, notify=pytest.fail) == entry
 
 
 def test_unwritable_cache_raises_cache_error(models: Models, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -782,15 +801,15 @@ def test_unwritable_cache_raises_cache_error(models: Models, tmp_path: Path, mon
     blocker.write_text("not a folder")
     for root in (blocker, blocker / "below", Path("/proc/llmtool-cache")):
         monkeypatch.setenv("LLMTOOL_CACHE", str(root))
-        with pytest.raises(ct2.CacheError) as caught:
-            ct2.ensure_entry(source, notify=pytest.fail)
+        with pytest.raises(CacheError) as caught:
+            ensure_entry(source, notify=pytest.fail)
         message = str(caught.value)
         assert isinstance(caught.value, ModelError) and "\n" not in message
         assert message.startswith(f"cannot write the CTranslate2 cache in {root / 'ct2'}: ")
-        assert ct2.list_entries() == [] and ct2.needs_conversion(source)
+        assert list_entries() == [] and needs_conversion(source)
         with pytest.raises(ModelError, match="llmtool cache add") as refused:  # too big: the cache is not touched
-            ct2.ensure_entry(source, allow_convert=False, convert_max_bytes=0, notify=pytest.fail)
-        assert not isinstance(refused.value, ct2.CacheError)
+            ensure_entry(source, allow_convert=False, convert_max_bytes=0, notify=pytest.fail)
+        assert not isinstance(refused.value, CacheError)
 
 
 CONVERT_CHILD = """
@@ -798,7 +817,7 @@ import os, signal, sys, time
 from pathlib import Path
 import ctranslate2.converters  # imported before the hook is set: it only watches the conversion
 import transformers
-from llmtool.engines import ct2
+from llmtool.engines.ct2.convert import ensure_entry
 
 source, mode, marker = sys.argv[1], sys.argv[2], Path(sys.argv[3])
 
@@ -808,8 +827,9 @@ def notify(line):
         marker.touch()
 
 def hook(frame, event, arg):
-    watched = ("llmtool.engines.ct2", "llmtool.engines.ct2_tokenizer")
-    if event != "call" or frame.f_globals.get("__name__") not in watched:
+    module = frame.f_globals.get("__name__") or ""
+    watched = module == "llmtool.engines.ct2" or module.startswith("llmtool.engines.ct2.")  # every module of the engine
+    if event != "call" or not watched:
         return
     name = frame.f_code.co_name
     if mode == "kill-" + name:
@@ -821,7 +841,7 @@ def hook(frame, event, arg):
 
 if mode != "plain":
     sys.setprofile(hook)
-entry = ct2.ensure_entry(source, notify=notify)
+entry = ensure_entry(source, notify=notify)
 sys.setprofile(None)
 print("entry", entry, flush=True)
 """
@@ -856,7 +876,7 @@ def test_two_processes_convert_once(models: Models, cache: Path, tmp_path: Path)
     assert out2.startswith("waiting for another llmtool converting")
     entry_lines = {line for line in (out1 + out2).splitlines() if line.startswith("entry ")}
     assert len(entry_lines) == 1
-    assert [e["valid"] for e in ct2.list_entries()] == [True]
+    assert [e["valid"] for e in list_entries()] == [True]
 
 
 @pytest.mark.parametrize("where", ["export_tokenizer", "_write_manifest"])
@@ -869,37 +889,37 @@ def test_killed_conversion_leaves_no_entry(models: Models, cache: Path, tmp_path
     out, err = child.communicate(timeout=180)
     assert child.returncode == -signal.SIGKILL, err
     assert "converting" in out and "entry" not in out
-    key = ct2.entry_key(source)
+    key = entry_key(source)
     stale = [p for p in (cache / "ct2").iterdir() if p.name.startswith(".tmp-")]
     assert len(stale) == 1 and stale[0].name.startswith(f".tmp-{key}-") and any(stale[0].rglob("model.bin"))
-    assert not (cache / "ct2" / key).exists() and ct2.list_entries() == [] and ct2.needs_conversion(source)
-    ct2.ensure_entry(other, notify=lambda line: None)  # any later run clears what is stale
+    assert not (cache / "ct2" / key).exists() and list_entries() == [] and needs_conversion(source)
+    ensure_entry(other, notify=lambda line: None)  # any later run clears what is stale
     assert not stale[0].exists()
     lines: list[str] = []
-    entry = ct2.ensure_entry(source, notify=lines.append)
-    assert len(lines) == 1 and entry.name == key and ct2.verify_entry(entry) is None
+    entry = ensure_entry(source, notify=lines.append)
+    assert len(lines) == 1 and entry.name == key and verify_entry(entry) is None
     assert sorted(p.name for p in (cache / "ct2").iterdir() if not p.name.endswith(".lock")) == sorted(
-        [key, ct2.entry_key(other)]
+        [key, entry_key(other)]
     )
 
 
 def test_list_and_remove_entries(models: Models, cache: Path, tmp_path: Path) -> None:
     bert = models.copy("bert", tmp_path / "bert")
     gpt2 = models.copy("gpt2", tmp_path / "gpt2")
-    assert ct2.list_entries() == [] and ct2.remove_entries() == []
-    e1 = ct2.ensure_entry(bert, notify=lambda line: None)
-    e2 = ct2.ensure_entry(bert, "int8", notify=lambda line: None)
-    e3 = ct2.ensure_entry(gpt2, notify=lambda line: None)
-    listed = {e["key"]: e for e in ct2.list_entries()}
+    assert list_entries() == [] and remove_entries() == []
+    e1 = ensure_entry(bert, notify=lambda line: None)
+    e2 = ensure_entry(bert, "int8", notify=lambda line: None)
+    e3 = ensure_entry(gpt2, notify=lambda line: None)
+    listed = {e["key"]: e for e in list_entries()}
     assert set(listed) == {e1.name, e2.name, e3.name}
     record = listed[e1.name]
     assert record["source"] == str(bert.resolve()) and record["quantization"] == "float32" and record["valid"]
     assert record["size"] > 0 and record["created"] <= time.time() and record["ctranslate2_version"]
-    assert ct2.remove_entries(e3.name[:8]) == [e3] and not e3.exists()
-    assert sorted(ct2.remove_entries(str(bert))) == sorted([e1, e2])
-    assert ct2.list_entries() == []
-    ct2.ensure_entry(gpt2, notify=lambda line: None)
-    assert len(ct2.remove_entries(None)) == 1 and ct2.list_entries() == []
+    assert remove_entries(e3.name[:8]) == [e3] and not e3.exists()
+    assert sorted(remove_entries(str(bert))) == sorted([e1, e2])
+    assert list_entries() == []
+    ensure_entry(gpt2, notify=lambda line: None)
+    assert len(remove_entries(None)) == 1 and list_entries() == []
 
 
 # -- what the engine runs ------------------------------------------------------------------------
@@ -909,22 +929,22 @@ def test_supported(models: Models) -> None:
     def config(name: str) -> dict[str, Any]:
         return dict(json.loads((models[name] / "config.json").read_text()))
 
-    assert ct2.supported(config("bert"), "fill-mask") is None
-    assert ct2.supported(config("bert"), "score-mlm") is None
-    assert ct2.supported(config("bert"), "next-sentence") is not None
-    assert ct2.supported(config("bertpre"), "next-sentence") is None
-    assert ct2.supported(config("bertcls"), "classify") is None
-    assert ct2.supported(config("robertacls"), "classify") is None
-    assert ct2.supported(config("roberta"), "fill-mask") is None
+    assert supported(config("bert"), "fill-mask") is None
+    assert supported(config("bert"), "score-mlm") is None
+    assert supported(config("bert"), "next-sentence") is not None
+    assert supported(config("bertpre"), "next-sentence") is None
+    assert supported(config("bertcls"), "classify") is None
+    assert supported(config("robertacls"), "classify") is None
+    assert supported(config("roberta"), "fill-mask") is None
     for name in ("gpt2", "llama"):
-        assert ct2.supported(config(name), "generate") is None and ct2.supported(config(name), "score-clm") is None
-        assert ct2.supported(config(name), "fill-mask") is not None
-    assert ct2.supported({**config("gpt2"), "architectures": ["GPT2ForSequenceClassification"]}, "classify") == (
+        assert supported(config(name), "generate") is None and supported(config(name), "score-clm") is None
+        assert supported(config(name), "fill-mask") is not None
+    assert supported({**config("gpt2"), "architectures": ["GPT2ForSequenceClassification"]}, "classify") == (
         "decoder classifiers need the torch engine"
     )
-    assert "does not support" in str(ct2.supported({"model_type": "t5", "architectures": ["T5Model"]}, "generate"))
-    assert ct2.supported({**config("bert"), "position_embedding_type": "relative_key"}, "fill-mask") is not None
-    assert ct2.supported({**config("bert"), "architectures": None}, "fill-mask") is not None
+    assert "does not support" in str(supported({"model_type": "t5", "architectures": ["T5Model"]}, "generate"))
+    assert supported({**config("bert"), "position_embedding_type": "relative_key"}, "fill-mask") is not None
+    assert supported({**config("bert"), "architectures": None}, "fill-mask") is not None
     rope = {"rope_type": "yarn", "factor": 4.0}
-    assert ct2.supported({**config("llama"), "rope_parameters": rope}, "generate") is not None
-    assert ct2.supported(config("bert"), "translate") is not None
+    assert supported({**config("llama"), "rope_parameters": rope}, "generate") is not None
+    assert supported(config("bert"), "translate") is not None

@@ -217,3 +217,48 @@ def test_cache_list_add_rm(tiny_bert: Path, tmp_path: Path) -> None:
     removed = run_cli(["cache", "rm", str(tiny_bert)], env=env)
     assert removed.returncode == 0 and removed.stdout.strip() == str(entry)
     assert run_cli(["cache", "list"], env=env).stdout == ""
+
+
+# -- the engines in this process: hidden states ----------------------------------------------------
+
+
+def open_both(model: Path) -> list[Any]:
+    """(tokenizer, encoder) for fill-mask on each engine, opened as the commands open them."""
+    from transformers import AutoModelForMaskedLM
+
+    from llmtool.engines import choice
+    from llmtool.models import load
+    from llmtool.settings import ModelOptions
+
+    opened = []
+    for engine in ("torch", "ctranslate2"):
+        ref = choice.prepare(ModelOptions(model=str(model), engine=engine, device="cpu"))
+        opened.append(choice.open_encoder(ref, "fill-mask", lambda ref: load(AutoModelForMaskedLM, ref)))
+    return opened
+
+
+def test_hidden_states_equal_on_both_engines_and_do_not_depend_on_padding(tiny_bert: Path) -> None:
+    import numpy as np
+
+    (tokenizer, torch_encoder), (_, ct2_encoder) = open_both(tiny_bert)
+    assert (torch_encoder.name, ct2_encoder.name) == ("torch", "ctranslate2")
+    single = tokenizer(TEXTS)
+    pair = tokenizer("the dog", "the cat sat on the mat")
+    keys = ("input_ids", "token_type_ids")
+    rows = [{k: single[k][i] for k in keys} for i in range(len(TEXTS))] + [{k: pair[k] for k in keys}]
+    lengths = [len(row["input_ids"]) for row in rows]
+    assert len(set(lengths)) == len(lengths)  # rows of different lengths: all but the longest are padded
+    states = []
+    for encoder in (torch_encoder, ct2_encoder):
+        hidden, mask = encoder.hidden_states(rows)
+        assert hidden.dtype == np.float32 and hidden.shape == (len(rows), max(lengths), 32)
+        assert mask.dtype == np.int64 and mask.tolist() == [[1] * n + [0] * (max(lengths) - n) for n in lengths]
+        assert not hidden[mask == 0].any()  # padding holds zeros
+        for i, row in enumerate(rows):  # a row alone: the same states as in the batch with longer rows
+            alone, alone_mask = encoder.hidden_states([row])
+            assert alone.shape == (1, lengths[i], 32) and alone_mask.tolist() == [[1] * lengths[i]]
+            assert np.abs(alone[0] - hidden[i, : lengths[i]]).max() < 1e-4
+        empty, empty_mask = encoder.hidden_states([])
+        assert empty.shape == (0, 0, 32) and empty_mask.shape == (0, 0)
+        states.append(hidden)
+    assert np.abs(states[0] - states[1]).max() < 1e-4

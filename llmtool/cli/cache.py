@@ -35,10 +35,10 @@ def cache_list_command(
 
     Example: llmtool cache list --json | jq -r .source
     """
-    from llmtool.engines import ct2
+    from llmtool.engines.ct2.cache import list_entries
     from llmtool.io.streams import json_line
 
-    for entry in ct2.list_entries():
+    for entry in list_entries():
         if json_flag:
             typer.echo(json_line(entry))
         else:
@@ -60,15 +60,15 @@ def cache_add_command(
 
     Prints the entry's folder. Example: llmtool cache add ./facts-gpt --quantize int8
     """
-    from llmtool.engines import ct2
     from llmtool.engines.choice import prepare
+    from llmtool.engines.ct2.convert import ensure_entry
 
     ref = prepare(model_options(model=model, quantize=quantize, revision=revision, offline=offline))
     if ref.folder is None:
         raise UsageError(f"{model} is not on disk; download it first (hf download {model})")
     quantization = "int8" if quantize == "int8" else "float32"
     console = Console(quiet)
-    entry = ct2.ensure_entry(ref.folder, quantization, allow_convert=True, notify=console.info)
+    entry = ensure_entry(ref.folder, quantization, allow_convert=True, notify=console.info)
     typer.echo(str(entry))
 
 
@@ -86,12 +86,12 @@ def cache_rm_command(
 
     Example: llmtool cache rm ./facts-gpt
     """
-    from llmtool.engines import ct2
+    from llmtool.engines.ct2.cache import entries_dir, remove_entries
 
     if (match is None) == (not all_entries):
         raise UsageError("give a KEY or MODEL folder, or --all")
-    removed = ct2.remove_entries(None if all_entries else match)
+    removed = remove_entries(None if all_entries else match)
     for path in removed:
         typer.echo(str(path))
     if not removed and not quiet:
-        Console().warn(f"nothing in {ct2.entries_dir()} matches {match!r}" if match else "the cache is empty")
+        Console().warn(f"nothing in {entries_dir()} matches {match!r}" if match else "the cache is empty")

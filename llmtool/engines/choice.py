@@ -2,14 +2,14 @@
 
 Every inference command's single entry (``fill_mask.fill_mask``, ``generate.generate``, ...) calls
 :func:`prepare`, then :func:`open_encoder` or :func:`open_decoder` with a function that loads the
-model for the torch engine (with the command's own checks). What comes back is a tokenizer and an
-engine object with the interface described in :mod:`llmtool.engines.torch_engine`.
+model for the torch engine (with the command's own checks). What comes back is :class:`Opened`: a
+tokenizer and an engine with the interface of :mod:`llmtool.engines.base`.
 
 ``--engine auto`` (the default; on the command line also ``LLMTOOL_ENGINE``) runs CTranslate2 when
 it can run the model's architecture, the device and every option asked for, else torch, silently unless
 ``--verbose`` (one line says which engine ran and why). ``--engine ctranslate2`` asked for
 something it cannot do is a usage error naming the reason. Models are converted on first use
-(:mod:`llmtool.engines.ct2`); a large one (over ``LLMTOOL_CONVERT_MAX``, 2 GB of weights) is not converted
+(:mod:`llmtool.engines.ct2.convert`); a large one (over ``LLMTOOL_CONVERT_MAX``, 2 GB of weights) is not converted
 unasked: ``auto`` runs torch and says once how to convert it.
 
 The CTranslate2 path imports neither torch nor transformers once the model is converted.
@@ -18,16 +18,23 @@ The CTranslate2 path imports neither torch nor transformers once the model is co
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
+from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import TYPE_CHECKING, Any, Generic, NamedTuple, TypeVar
 
+from llmtool.engines.base import DecoderEngine, EncoderEngine, Tokenizer
 from llmtool.errors import LlmtoolError, ModelError, UsageError
 from llmtool.io.console import say
 from llmtool.models import ModelRef, locate, prepare_environment, prepare_streaming
 from llmtool.settings import ModelOptions
 
-TorchLoader = Callable[[ModelRef], tuple[Any, Any]]  # ref -> (tokenizer, Transformers model)
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+# ref -> (tokenizer, Transformers model), with the command's own checks
+TorchLoader = Callable[[ModelRef], "tuple[PreTrainedTokenizerBase, PreTrainedModel]"]
+Engine = TypeVar("Engine", EncoderEngine, DecoderEngine)
 ENCODER_TASKS = ("fill-mask", "classify", "next-sentence", "score-mlm")
 DECODER_TASKS = ("generate", "score-clm")
 
@@ -40,26 +47,47 @@ def prepare(options: ModelOptions) -> ModelRef:
     return locate(options)
 
 
-def open_encoder(ref: ModelRef, task: str, load_torch: TorchLoader) -> tuple[Any, Any]:
+class Opened(NamedTuple, Generic[Engine]):
+    """A tokenizer and the engine that runs the model: ``tokenizer, engine = open_encoder(...)``."""
+
+    tokenizer: Tokenizer
+    engine: Engine
+
+
+def open_encoder(ref: ModelRef, task: str, load_torch: TorchLoader) -> Opened[EncoderEngine]:
     """(tokenizer, encoder engine) for fill-mask, classify, next-sentence and masked-LM scoring."""
-    opened = _open_ct2(ref, task)
+
+    def load_ct2(entry: Path, device: str, compute_type: str) -> EncoderEngine:
+        from llmtool.engines.ct2.encoder import load_encoder
+
+        return load_encoder(entry, device, compute_type, task=task, config=config_of(ref))
+
+    opened = _open_ct2(ref, task, load_ct2)
     if opened is not None:
         return opened
     from llmtool.engines.torch_engine import TorchEncoder
 
     tokenizer, model = load_torch(ref)
-    return tokenizer, TorchEncoder(tokenizer, model)
+    engine: EncoderEngine = TorchEncoder(tokenizer, model)
+    return Opened(tokenizer, engine)
 
 
-def open_decoder(ref: ModelRef, task: str, load_torch: TorchLoader) -> tuple[Any, Any]:
+def open_decoder(ref: ModelRef, task: str, load_torch: TorchLoader) -> Opened[DecoderEngine]:
     """(tokenizer, decoder engine) for generate and causal-LM scoring."""
-    opened = _open_ct2(ref, task)
+
+    def load_ct2(entry: Path, device: str, compute_type: str) -> DecoderEngine:
+        from llmtool.engines.ct2.decoder import load_decoder
+
+        return load_decoder(entry, device, compute_type, config=config_of(ref))
+
+    opened = _open_ct2(ref, task, load_ct2)
     if opened is not None:
         return opened
     from llmtool.engines.torch_engine import TorchDecoder
 
     tokenizer, model = load_torch(ref)
-    return tokenizer, TorchDecoder(tokenizer, model)
+    engine: DecoderEngine = TorchDecoder(tokenizer, model)
+    return Opened(tokenizer, engine)
 
 
 def config_of(ref: ModelRef) -> dict[str, Any] | None:
@@ -119,10 +147,10 @@ def ct2_plan(ref: ModelRef, task: str) -> tuple[str, str, str] | str:
     if config is None:
         return "config.json could not be read"
     try:
-        from llmtool.engines import ct2
+        from llmtool.engines.ct2.support import supported
     except ImportError:
         return "the ctranslate2 package is not installed (pip install ctranslate2)"
-    reason = ct2.supported(config, task)
+    reason = supported(config, task)
     return reason if reason is not None else _placement(opts)
 
 
@@ -153,8 +181,9 @@ def _placement(opts: ModelOptions) -> tuple[str, str, str] | str:
     return "cuda", "float32", dtype
 
 
-def _open_ct2(ref: ModelRef, task: str) -> tuple[Any, Any] | None:
-    """The tokenizer and CTranslate2 engine for ``task``, or None when torch runs it (``auto``)."""
+def _open_ct2(ref: ModelRef, task: str, load: Callable[[Path, str, str], Engine]) -> Opened[Engine] | None:
+    """The tokenizer and CTranslate2 engine for ``task`` (``load(entry, device, compute type)``), or None
+    when torch runs it (``auto``)."""
     opts = ref.options
     if opts.engine == "torch":
         _note(opts, "engine: torch (--engine torch)")
@@ -167,7 +196,9 @@ def _open_ct2(ref: ModelRef, task: str) -> tuple[Any, Any] | None:
         _note(opts, f"engine: torch ({plan})")
         return None
     device, quantization, compute_type = plan
-    from llmtool.engines import ct2
+    from llmtool.engines.ct2.cache import CacheError, default_convert_max
+    from llmtool.engines.ct2.convert import ensure_entry
+    from llmtool.engines.ct2.tokenizer import load_tokenizer
     from llmtool.models import check_tokenizer_files, model_error
 
     assert ref.folder is not None
@@ -178,14 +209,11 @@ def _open_ct2(ref: ModelRef, task: str) -> tuple[Any, Any] | None:
             raise ModelError(f"{damaged}: corrupt or truncated weights")
         return None
     try:
-        limit = None if explicit else ct2.default_convert_max()
-        entry = ct2.ensure_entry(ref.folder, quantization, convert_max_bytes=limit, allow_convert=explicit)
-        tokenizer = ct2.load_tokenizer(entry)
-        if task in DECODER_TASKS:
-            engine: Any = Ct2DecoderAdapter(ct2.load_decoder(entry, device, compute_type))
-        else:
-            engine = Ct2EncoderAdapter(ct2.load_encoder(entry, device, compute_type))
-    except ct2.CacheError as exc:
+        limit = None if explicit else default_convert_max()
+        entry = ensure_entry(ref.folder, quantization, convert_max_bytes=limit, allow_convert=explicit)
+        tokenizer: Tokenizer = load_tokenizer(entry)
+        engine = load(entry, device, compute_type)
+    except CacheError as exc:
         if explicit:
             raise
         _note(opts, f"engine: torch (the CTranslate2 cache cannot be used: {exc})")
@@ -200,12 +228,11 @@ def _open_ct2(ref: ModelRef, task: str) -> tuple[Any, Any] | None:
             raise model_error(exc, ref.source, "model") from exc
         _note(opts, f"engine: torch (CTranslate2 could not convert the model: {type(exc).__name__})")
         return None
-    engine.config = SimpleNamespace(**(config_of(ref) or {}))
     _note(opts, f"engine: ctranslate2 ({compute_type} on {device}; {entry})")
-    return tokenizer, engine
+    return Opened(tokenizer, engine)
 
 
-def _unreadable_weights(folder: Any) -> Any:
+def _unreadable_weights(folder: Path) -> Path | None:
     """The first safetensors file whose header cannot be read (checked before a conversion starts), or None."""
     from safetensors import safe_open
 
@@ -221,47 +248,3 @@ def _unreadable_weights(folder: Any) -> Any:
 def _note(opts: ModelOptions, line: str) -> None:
     if opts.verbose:
         say(line)
-
-
-# --------------------------------------------------------------------------- adapters
-
-
-class Ct2EncoderAdapter:
-    """A CTranslate2 encoder behind the torch engine's interface."""
-
-    name = "ctranslate2"
-    config: Any
-
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
-
-    def mlm_logits(self, batch: Sequence[Sequence[int]], positions: Sequence[tuple[int, int]]) -> Any:
-        return self.inner.mlm_logits(batch, positions)
-
-    def sequence_logits(self, batch: Sequence[dict[str, list[int]]]) -> Any:
-        return self.inner.sequence_logits(batch)
-
-    def nsp_logits(self, batch: Sequence[dict[str, list[int]]]) -> Any:
-        return self.inner.nsp_logits(batch)
-
-
-class Ct2DecoderAdapter:
-    """A CTranslate2 generator behind the torch engine's interface."""
-
-    name = "ctranslate2"
-    config: Any
-
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
-        self.eos_token_id = inner.eos_token_id
-        self.generation_config: dict[str, Any] | None = inner.generation_config
-
-    def token_logprobs(self, rows: Sequence[Sequence[int]], firsts: Sequence[int] | None = None) -> list[Any]:
-        values = self.inner.token_logprobs(rows)
-        if firsts is None:
-            return list(values)
-        return [v[first - 1 :] for v, first in zip(values, firsts, strict=True)]
-
-    def generate(self, prompts: Sequence[Sequence[int]], *, seed: int | None, row_seeds: Any, **kwargs: Any) -> Any:
-        # CTranslate2 draws from one seeded generator per run (llmtool.engines.ct2), not one per sequence.
-        return self.inner.generate(prompts, seed=seed, **kwargs)

@@ -1,26 +1,23 @@
-"""The torch engine: a Transformers model behind the small compute interface every task module uses.
+"""The torch engine: a Transformers model behind the engine interface every task module uses
+(:class:`~llmtool.engines.base.EncoderEngine`, :class:`~llmtool.engines.base.DecoderEngine`).
 
-Task modules (fill_mask, classify, next_sentence, score, generate) do everything that does not
-depend on the engine (reading, tokenizing, batching by length, top-k, windows, stop strings,
-records) and ask an engine for numbers only:
-
-- an encoder: ``mlm_logits`` (masked-LM logits at chosen positions), ``sequence_logits``
-  (classifier or next-sentence logits);
-- a decoder: ``token_logprobs`` (log P(token | the tokens before it)) and ``generate`` (new tokens).
-
-Rows come unpadded (lists of token ids); results come back as numpy float32 arrays. The
-CTranslate2 engine (:mod:`llmtool.engines.ct2`) answers the same calls, so the same records come out
-whichever engine ran.
+The model runs on its device; rows come unpadded and are padded here with the tokenizer's own
+``pad`` (input ids with the pad id, segment ids with the pad segment, and the attention mask).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Set as AbstractSet
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
-OnToken = Callable[[int, int], bool]  # (sequence, token id) -> stop this sequence?
+from llmtool.engines.base import FloatArray, IntArray, OnToken, Row
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import GenerationMixin, LogitsProcessor, PreTrainedModel, PreTrainedTokenizerBase
 
 
 class _TorchModel:
@@ -28,27 +25,28 @@ class _TorchModel:
 
     name = "torch"
 
-    def __init__(self, tokenizer: Any, model: Any) -> None:
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel) -> None:
         self.tokenizer = tokenizer
         self.model = model
         self.config = model.config
         self.device = next(model.parameters()).device
 
-    def _pad(self, rows: Sequence[dict[str, list[int]]], side: str = "right") -> dict[str, Any]:
+    def _pad(self, rows: Sequence[Row], side: str = "right") -> dict[str, torch.Tensor]:
         """Padded tensors on the model's device (``tokenizer.pad``: input ids with the pad id,
         segment ids with the pad segment, and the attention mask)."""
-        inputs = self.tokenizer.pad(list(rows), padding=True, return_tensors="pt", padding_side=side)
+        plain = [{key: list(ids) for key, ids in row.items()} for row in rows]
+        inputs = self.tokenizer.pad(plain, padding=True, return_tensors="pt", padding_side=side)
         return {key: value.to(self.device) for key, value in inputs.items()}
 
 
 class TorchEncoder(_TorchModel):
     """A masked LM, sequence classifier or next-sentence model."""
 
-    def __init__(self, tokenizer: Any, model: Any) -> None:
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel) -> None:
         super().__init__(tokenizer, model)
         self.head = mlm_head(model)
 
-    def mlm_logits(self, batch: Sequence[Sequence[int]], positions: Sequence[tuple[int, int]]) -> np.ndarray:
+    def mlm_logits(self, batch: Sequence[Sequence[int]], positions: Sequence[tuple[int, int]]) -> FloatArray:
         """Masked-LM logits (float32, one row per position) at the ``(row, column)`` positions only."""
         import torch
 
@@ -64,19 +62,32 @@ class TorchEncoder(_TorchModel):
                 logits = self.model(**inputs).logits[rows, cols]
             return logits.float().cpu().numpy()
 
-    def sequence_logits(self, batch: Sequence[dict[str, list[int]]]) -> np.ndarray:
+    def sequence_logits(self, batch: Sequence[Row]) -> FloatArray:
         """The model's logits per input (classifier classes, or next-sentence's two), float32."""
         import torch
 
         with torch.inference_mode():
-            return self.model(**self._pad(batch)).logits.float().cpu().numpy()
+            logits: FloatArray = self.model(**self._pad(batch)).logits.float().cpu().numpy()
+            return logits
 
-    def nsp_logits(self, batch: Sequence[dict[str, list[int]]]) -> np.ndarray:
-        """Next-sentence logits (a ``...ForNextSentencePrediction`` model's own output), float32."""
-        return self.sequence_logits(batch)
+    def hidden_states(self, batch: Sequence[Row]) -> tuple[FloatArray, IntArray]:
+        """The base model's ``last_hidden_state`` (float32, zeros past a row's end) and the attention mask (int64)."""
+        import torch
+
+        if not batch:
+            size = int(getattr(self.config, "hidden_size", 0) or 0)
+            return np.zeros((0, 0, size), dtype=np.float32), np.zeros((0, 0), dtype=np.int64)
+        inputs = self._pad(batch)
+        base = self.model.base_model  # the encoder under any head (the model itself when it has none)
+        with torch.inference_mode():
+            hidden = base(**inputs).last_hidden_state.float()
+            mask = inputs["attention_mask"]
+            hidden = hidden.masked_fill(mask.unsqueeze(-1) == 0, 0.0)
+            states: FloatArray = hidden.cpu().numpy()
+        return states, mask.cpu().numpy().astype(np.int64)
 
 
-def mlm_head(model: Any) -> tuple[Any, Any] | None:
+def mlm_head(model: PreTrainedModel) -> tuple[torch.nn.Module, torch.nn.Module] | None:
     """(encoder, head) for the architectures whose head can run on mask positions alone.
 
     BERT-family models keep it in ``cls``, RoBERTa-family in ``lm_head``; both take hidden states
@@ -97,9 +108,9 @@ def mlm_head(model: Any) -> tuple[Any, Any] | None:
 class TorchDecoder(_TorchModel):
     """A causal LM: log-probabilities of given tokens, and generation."""
 
-    def __init__(self, tokenizer: Any, model: Any) -> None:
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel) -> None:
         super().__init__(tokenizer, model)
-        self.eos_token_id = model.generation_config.eos_token_id  # None: the tokenizer's
+        self.eos_token_id: int | list[int] | None = model.generation_config.eos_token_id  # None: the tokenizer's
         # The model's own generation settings (what its generation_config.json said); None when
         # Transformers only derived them from config.json.
         own = model.generation_config
@@ -107,7 +118,7 @@ class TorchDecoder(_TorchModel):
             None if getattr(own, "_from_model_config", False) else own.to_diff_dict()
         )
 
-    def token_logprobs(self, rows: Sequence[Sequence[int]], firsts: Sequence[int] | None = None) -> list[np.ndarray]:
+    def token_logprobs(self, rows: Sequence[Sequence[int]], firsts: Sequence[int] | None = None) -> list[FloatArray]:
         """Per row, log P(row[t] | row[:t]) for t from ``firsts[i]`` (default 1) to the row's end.
 
         Only the positions asked for go through the softmax."""
@@ -124,7 +135,7 @@ class TorchDecoder(_TorchModel):
             r, c = predict.nonzero(as_tuple=True)
             logprobs = logits[r, c].float().log_softmax(dim=-1)
             picked = logprobs.gather(1, ids[r, c + 1].unsqueeze(1)).squeeze(1).cpu().numpy()
-        out: list[np.ndarray] = []
+        out: list[FloatArray] = []
         start = 0
         for row, first in zip(rows, firsts, strict=True):
             n = max(0, len(row) - first)
@@ -145,7 +156,7 @@ class TorchDecoder(_TorchModel):
         num_return_sequences: int,
         seed: int | None,
         row_seeds: Sequence[int] | None,
-        eos_ids: set[int],
+        eos_ids: AbstractSet[int],
         on_token: OnToken | None = None,
     ) -> list[list[int]]:
         """New tokens per output sequence, prompt-major (prompt 0's sequences first), EOS included.
@@ -178,13 +189,16 @@ class TorchDecoder(_TorchModel):
             kwargs["logits_processor"] = LogitsProcessorList([sampler])
         if on_token is not None:
             kwargs["stopping_criteria"] = StoppingCriteriaList([_TokenWatcher(on_token, input_ids.shape[1], eos_ids)])
+        model = cast("GenerationMixin", self.model)  # a causal LM: Transformers gives it generate()
         with torch.inference_mode():
-            output = self.model.generate(input_ids=input_ids, attention_mask=attention, **kwargs)
+            output = model.generate(input_ids=input_ids, attention_mask=attention, **kwargs)
         new_tokens: list[list[int]] = output[:, input_ids.shape[1] :].tolist()
         return new_tokens
 
 
-def _row_sampler(seeds: list[int], temperature: float, top_k: int, top_p: float, device: Any) -> Any:
+def _row_sampler(
+    seeds: list[int], temperature: float, top_k: int, top_p: float, device: torch.device
+) -> LogitsProcessor:
     """A logits processor that samples each row with its own generator.
 
     It applies the standard Transformers warpers (temperature, top-k, top-p), draws one token per
@@ -193,7 +207,7 @@ def _row_sampler(seeds: list[int], temperature: float, top_k: int, top_p: float,
     import torch
     from transformers import LogitsProcessor, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 
-    warpers: list[Callable[[Any, Any], Any]] = []
+    warpers: list[Callable[[torch.LongTensor, torch.FloatTensor], torch.FloatTensor]] = []
     if temperature != 1.0:
         warpers.append(TemperatureLogitsWarper(temperature))
     if top_k:
@@ -222,11 +236,11 @@ class _TokenWatcher:
     stop strings); a row stops when ``on_token`` says so. Rows that ended (EOS, or stopped) are not
     watched any more: generate keeps appending padding to them."""
 
-    def __init__(self, on_token: OnToken, prompt_length: int, eos_ids: set[int]) -> None:
+    def __init__(self, on_token: OnToken, prompt_length: int, eos_ids: AbstractSet[int]) -> None:
         self.on_token, self.prompt_length, self.eos_ids = on_token, prompt_length, eos_ids
         self.done: set[int] = set()
 
-    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any) -> torch.Tensor:
         import torch
 
         flags = []

@@ -162,7 +162,7 @@ class NextSentence:
 
     def _predict(self, batch: Sequence[dict[str, list[int]]]) -> list[float]:
         # label 0 is "B is the continuation of A" in BERT's NSP head
-        return [float(p) for p in probabilities(self.encoder.nsp_logits(batch))[:, 0]]
+        return [float(p) for p in probabilities(self.encoder.sequence_logits(batch))[:, 0]]
 
 
 # --------------------------------------------------------------------------- formats

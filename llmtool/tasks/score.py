@@ -103,6 +103,7 @@ def open_scorer(model_options: ModelOptions, options: ScoreOptions) -> Scorer:
 def load_scorer(ref: ModelRef, objective: Objective, options: ScoreOptions) -> Scorer:
     """A Scorer over the located model, whose objective is known."""
     loader = language_model_loader(objective)
+    lm: engines.EncoderEngine | engines.DecoderEngine
     if objective == "clm":
         tokenizer, lm = engines.open_decoder(ref, "score-clm", loader)
     else:

@@ -19,9 +19,13 @@ import json
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from llmtool.errors import ModelError
+
+if TYPE_CHECKING:
+    import tokenizers
+    from transformers import PreTrainedTokenizerBase
 
 META_FILE = "tokenizer_meta.json"
 TOKENIZER_FILE = "tokenizer.json"
@@ -33,7 +37,7 @@ TRUNCATION_STRATEGIES = ("longest_first", "only_first", "only_second")
 _REASONING_FIELDS = ("reasoning_content", "thinking", "reasoning")
 
 
-def export_tokenizer(hf_tokenizer: Any, folder: str | os.PathLike[str]) -> None:
+def export_tokenizer(hf_tokenizer: PreTrainedTokenizerBase, folder: str | os.PathLike[str]) -> None:
     """Write ``tokenizer.json`` and ``tokenizer_meta.json`` for :meth:`FastTokenizer.load`.
 
     Needs a tokenizer backed by the ``tokenizers`` library (every tokenizer of transformers 5.x
@@ -89,7 +93,7 @@ def export_tokenizer(hf_tokenizer: Any, folder: str | os.PathLike[str]) -> None:
     _write_json(out / META_FILE, meta)
 
 
-def _effective_clean_up(hf_tokenizer: Any) -> bool:
+def _effective_clean_up(hf_tokenizer: PreTrainedTokenizerBase) -> bool:
     """Whether ``decode`` applies ``clean_up_tokenization`` (transformers skips it for BPE models)."""
     if not getattr(hf_tokenizer, "clean_up_tokenization_spaces", False):
         return False
@@ -98,7 +102,7 @@ def _effective_clean_up(hf_tokenizer: Any) -> bool:
     return not (model_kind == "BPE" and not forced)
 
 
-def _lowercases(hf_tokenizer: Any) -> bool:
+def _lowercases(hf_tokenizer: PreTrainedTokenizerBase) -> bool:
     flag = getattr(hf_tokenizer, "do_lower_case", None)
     if flag is None:
         flag = getattr(hf_tokenizer, "init_kwargs", {}).get("do_lower_case")
@@ -108,7 +112,7 @@ def _lowercases(hf_tokenizer: Any) -> bool:
     return _normalizer_lowercases(state.get("normalizer"))
 
 
-def _normalizer_lowercases(normalizer: Any) -> bool:
+def _normalizer_lowercases(normalizer: object) -> bool:
     if not isinstance(normalizer, dict):
         return False
     if normalizer.get("type") == "Lowercase" or (
@@ -118,14 +122,14 @@ def _normalizer_lowercases(normalizer: Any) -> bool:
     return any(_normalizer_lowercases(n) for n in normalizer.get("normalizers", []) or [])
 
 
-def _write_json(path: Path, data: Any) -> None:
+def _write_json(path: Path, data: object) -> None:
     path.write_text(json.dumps(data, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
 
 
 class FastTokenizer:
     """The part of the HF tokenizer API llmtool's task code uses, over ``tokenizers`` alone."""
 
-    def __init__(self, backend: Any, meta: dict[str, Any]) -> None:
+    def __init__(self, backend: tokenizers.Tokenizer, meta: dict[str, Any]) -> None:
         self._tokenizer = backend
         self.meta = meta
         specials = meta["special_tokens"]
@@ -233,7 +237,12 @@ class FastTokenizer:
             if current is not None:
                 self._tokenizer.no_truncation()
             return
-        target = {"max_length": max_length, "stride": 0, "strategy": strategy, "direction": self.truncation_side}
+        target: dict[str, Any] = {
+            "max_length": max_length,
+            "stride": 0,
+            "strategy": strategy,
+            "direction": self.truncation_side,
+        }
         if current is None or {k: current.get(k) for k in target} != target:
             self._tokenizer.enable_truncation(**target)
 
@@ -291,7 +300,7 @@ class FastTokenizer:
         return int(self._tokenizer.get_vocab_size(with_added_tokens=True))
 
     @property
-    def backend_tokenizer(self) -> Any:
+    def backend_tokenizer(self) -> tokenizers.Tokenizer:
         return self._tokenizer
 
     def __repr__(self) -> str:
@@ -356,6 +365,11 @@ class FastTokenizer:
                 "argument was passed!"
             )
         return str(template)
+
+
+def load_tokenizer(entry: str | os.PathLike[str]) -> FastTokenizer:
+    """The tokenizer of a CTranslate2 cache entry (or any folder :func:`export_tokenizer` wrote)."""
+    return FastTokenizer.load(entry)
 
 
 def _plain_ids(ids: Any) -> Any:
