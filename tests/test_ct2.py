@@ -317,6 +317,23 @@ def test_tokenizer_matches_transformers(models: Models, tmp_path: Path, name: st
             fast.apply_chat_template(wrong, tokenize=False)
 
 
+def test_tokenizer_ignores_padding_asked_for_in_tokenizer_json(models: Models, tmp_path: Path) -> None:
+    """A tokenizer.json that pads (all-MiniLM-L6-v2's pads to 128) must not pad rows: Transformers pads
+    only when asked, and unmasked [PAD] rows would change every encoder output."""
+    hf = _hf_tokenizer(models["bert"])
+    export_tokenizer(hf, tmp_path)
+    path = tmp_path / "tokenizer.json"
+    data = json.loads(path.read_text(encoding="utf-8"))
+    data["padding"] = {
+        "strategy": {"Fixed": 128}, "direction": "Right", "pad_to_multiple_of": None,
+        "pad_id": 0, "pad_type_id": 0, "pad_token": "[PAD]",
+    }  # fmt: skip
+    path.write_text(json.dumps(data), encoding="utf-8")
+    fast = FastTokenizer.load(tmp_path)
+    assert fast(TEXTS[:3]) == dict(hf(TEXTS[:3]))
+    assert all(len(ids) < 128 for ids in fast(TEXTS[:3])["input_ids"])
+
+
 def _outcome(tokenizer: Any, *args: Any, **kwargs: Any) -> Any:
     try:
         return dict(tokenizer(*args, **kwargs))

@@ -174,6 +174,10 @@ class FastTokenizer:
             raise ModelError(f"cannot read the tokenizer in {where}: {' '.join(str(exc).split())}") from exc
         if not isinstance(meta, dict) or meta.get("format") != META_FORMAT:
             raise ModelError(f"{where / META_FILE}: not a tokenizer description this llmtool writes")
+        # A tokenizer.json may ask for padding (all-MiniLM-L6-v2's, and any MiniLM finetune saves: to 128
+        # tokens); Transformers pads only when asked, and the engines pad each batch themselves.
+        if backend.padding is not None:
+            backend.no_padding()
         return cls(backend, meta)
 
     # -- encoding -------------------------------------------------------------------------------
