@@ -29,7 +29,7 @@ from llmtool.training.results import clean_metrics, fmt
 @contextlib.contextmanager
 def signals_deferred() -> Iterator[None]:
     """A training command's set-up with Ctrl-C/SIGTERM deferred (llmtool.training.interrupts): training resumes
-    them when it starts (``_GracefulStop``); a signal received before then is raised when set-up ends."""
+    them when it starts (``GracefulStop``); a signal received before then is raised when set-up ends."""
     interrupts.defer()
     try:
         yield
