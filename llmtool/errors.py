@@ -67,6 +67,10 @@ class ModelError(LlmtoolError):
     exit_code = ExitCode.MODEL_UNAVAILABLE
 
 
+class MissingHeadError(ModelError):
+    """The checkpoint lacks weights of the head a task needs (see ``models.load_model(require_head=...)``)."""
+
+
 class Terminated(BaseException):
     """Raised by the SIGTERM handler so that training can checkpoint and clean up like on Ctrl-C."""
 

@@ -10,7 +10,8 @@ Plain PEFT code loads it (``AutoPeftModelForSequenceClassification.from_pretrain
 num_labels=N)``); every llmtool inference command takes it as ``--model DIR``: the base model is
 located under the same rules as any model (offline, cache), the adapter applied and merged into
 its weights in memory, so inference runs at the base model's speed. The CTranslate2 engine converts
-full models only: ``llmtool merge DIR --output OUT`` writes one.
+full models only: ``llmtool merge DIR --output OUT`` writes one. Recognising and applying an adapter
+folder is :mod:`llmtool.adapters` (which :mod:`llmtool.models` uses); this module trains and merges.
 """
 
 from __future__ import annotations
@@ -20,10 +21,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from llmtool.errors import ModelError, UsageError
-
-ADAPTER_CONFIG = "adapter_config.json"
-ADAPTER_WEIGHTS = "adapter_model.safetensors"
+from llmtool.adapters import ADAPTER_CONFIG, ADAPTER_WEIGHTS, adapter_config, apply, base_options, is_adapter
+from llmtool.errors import UsageError
+from llmtool.models import ModelRef, load_config, load_model, load_tokenizer, locate, offline_mode, prepare_environment
 
 # The attention projections LoRA adapts by default, per model type (the LoRA paper adapts the
 # query and value projections; adapting all of attention costs little more and learns more).
@@ -40,26 +40,6 @@ DEFAULT_TARGETS: dict[str, list[str]] = {
     "qwen2": ["q_proj", "k_proj", "v_proj", "o_proj"],
     "gemma": ["q_proj", "k_proj", "v_proj", "o_proj"],
 }
-# PEFT's task types; the classification head of SEQ_CLS models (classifier/score) is saved in full.
-TASK_TYPES = {"classify": "SEQ_CLS", "clm": "CAUSAL_LM", "mlm": None}
-
-
-def is_adapter(folder: Path | str | None) -> bool:
-    """Whether ``folder`` holds a PEFT adapter (``adapter_config.json``)."""
-    return folder is not None and (Path(folder) / ADAPTER_CONFIG).is_file()
-
-
-def adapter_config(folder: Path) -> dict[str, Any]:
-    path = folder / ADAPTER_CONFIG
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, UnicodeDecodeError) as exc:
-        raise ModelError(f"{path}: not a readable adapter config ({type(exc).__name__})") from None
-    if not isinstance(config, dict) or not config.get("base_model_name_or_path"):
-        raise ModelError(f"{path}: names no base model (base_model_name_or_path)")
-    if not (folder / ADAPTER_WEIGHTS).is_file():
-        raise ModelError(f"{folder / ADAPTER_WEIGHTS}: missing; the adapter folder is incomplete")
-    return config
 
 
 def targets_for(model_type: str, asked: list[str] | None) -> list[str]:
@@ -75,11 +55,11 @@ def targets_for(model_type: str, asked: list[str] | None) -> list[str]:
     return found
 
 
-def lora_config(settings: Any, model_type: str, new_modules: list[str] | None = None) -> Any:
-    """PEFT's ``LoraConfig`` from the finetune settings; ``new_modules`` are trained and saved in full."""
+def lora_config(settings: Any, task_type: str | None, model_type: str, new_modules: list[str] | None = None) -> Any:
+    """PEFT's ``LoraConfig`` from the finetune settings and the objective's PEFT task type (its recipe's);
+    ``new_modules`` are trained and saved in full."""
     from peft import LoraConfig
 
-    task_type = TASK_TYPES[settings.task]
     return LoraConfig(
         r=settings.lora_r,
         lora_alpha=settings.lora_alpha,
@@ -98,12 +78,14 @@ def new_modules(missing_keys: list[str]) -> list[str]:
     return sorted({key.rsplit(".", 1)[0] for key in missing_keys if "." in key})
 
 
-def wrap(model: Any, settings: Any, base_name: str, revision: str | None, missing_keys: list[str]) -> Any:
+def wrap(
+    model: Any, settings: Any, task_type: str | None, base_name: str, revision: str | None, missing_keys: list[str]
+) -> Any:
     """The model with LoRA adapters (frozen base); the classification head (and any other module the
     base checkpoint lacked) stays fully trainable and is saved with the adapter."""
     from peft import get_peft_model
 
-    config = lora_config(settings, model.config.model_type, new_modules(missing_keys))
+    config = lora_config(settings, task_type, model.config.model_type, new_modules(missing_keys))
     try:
         wrapped = get_peft_model(model, config)
     except ValueError as exc:  # a target module that the model does not have
@@ -127,27 +109,7 @@ def base_name(ref: Any) -> str:
     return str(ref.folder.resolve()) if ref.folder is not None and ref.source == str(ref.folder) else ref.name
 
 
-# --------------------------------------------------------------------------- loading for inference
-
-
-def base_options(folder: Path, opts: Any) -> Any:
-    """The ModelOptions that locate the base model of the adapter in ``folder``."""
-    config = adapter_config(folder)
-    base = str(config["base_model_name_or_path"])
-    revision = config.get("revision") or None
-    return dataclasses.replace(opts, model=base, revision=revision, engine="torch")
-
-
-def load_adapted(auto_class: Any, ref: Any, require_head: str | None, kwargs: dict[str, Any]) -> Any:
-    """The base model of the adapter folder ``ref.folder`` with the adapter merged in (eval mode, placed).
-
-    The base model is loaded with the adapter folder's config (its label names), then the adapter
-    (and the head it saves in full) applied by PEFT and merged into the weights.
-    """
-    adapted, _ = _adapted(auto_class, ref, require_head, kwargs)
-    merged = adapted.merge_and_unload()
-    merged.eval()
-    return merged
+# --------------------------------------------------------------------------- merging
 
 
 def merged_model(adapted: Any, base_ref: Any) -> Any:
@@ -157,8 +119,6 @@ def merged_model(adapted: Any, base_ref: Any) -> Any:
     merged = adapted.merge_and_unload()
     fuller = _fuller_class(merged, base_ref)
     if fuller is not None:
-        from llmtool.models import load_model
-
         full, _ = load_model(fuller, base_ref, config=merged.config, missing_keys=True)
         state = merged.state_dict()
         if set(state) <= set(full.state_dict()):  # the same layout: the base's extra heads come from the base
@@ -173,8 +133,6 @@ def _fuller_class(merged: Any, base_ref: Any) -> Any:
     """AutoModelForPreTraining when a masked LM's base checkpoint is a pre-training model, else None."""
     if not type(merged).__name__.endswith("ForMaskedLM"):
         return None
-    from llmtool.models import load_config
-
     architectures = getattr(load_config(base_ref), "architectures", None) or [""]
     if not str(architectures[0]).endswith("ForPreTraining"):
         return None
@@ -183,38 +141,20 @@ def _fuller_class(merged: Any, base_ref: Any) -> Any:
     return transformers.AutoModelForPreTraining
 
 
-def _adapted(auto_class: Any, ref: Any, require_head: str | None, kwargs: dict[str, Any]) -> tuple[Any, Any]:
+def _adapted(auto_class: Any, ref: ModelRef) -> tuple[Any, ModelRef]:
     """The PEFT model of the adapter folder ``ref.folder`` on its base (unmerged), and the base's ModelRef."""
-    from peft import PeftModel
-
-    from llmtool.models import load_config, load_model, locate
-
     folder = ref.folder
+    assert folder is not None
     base_ref = locate(base_options(folder, ref.options))
     config = load_config(ref)  # the adapter folder's config.json: the base config with the label names
-    model, missing = load_model(auto_class, base_ref, config=config, missing_keys=True, **kwargs)
-    try:
-        adapted = PeftModel.from_pretrained(model, str(folder), is_trainable=False)
-    except Exception as exc:
-        text = " ".join(str(exc).split())
-        raise ModelError(f"{folder}: the adapter does not fit its base model {base_ref.name}: {text[:300]}") from None
-    saved = list(getattr(adapted.peft_config["default"], "modules_to_save", None) or [])
-    if require_head is not None:
-        uncovered = [k for k in missing if not any(f"{name}." in f".{k}" for name in saved)]
-        if uncovered:
-            from llmtool.models import MissingHeadError
-
-            raise MissingHeadError(f"{folder}: neither the base model {base_ref.name} nor the adapter has a trained "
-                                   f"{require_head} ({', '.join(uncovered[:3])} missing)")  # fmt: skip
-    return adapted, base_ref
+    model, _ = load_model(auto_class, base_ref, config=config, missing_keys=True)
+    return apply(model, folder, base_ref.name), base_ref
 
 
 def merge(adapter_dir: str, output_dir: str, opts: Any) -> dict[str, Any]:
     """Write the adapter in ``adapter_dir`` merged into its base model as a full model in ``output_dir``
     (safetensors, with the tokenizer and llmtool's JSON files), which any engine can run."""
     import shutil
-
-    from llmtool.models import ModelRef, load_tokenizer, offline_mode, prepare_environment
 
     folder = Path(adapter_dir).expanduser()
     if not is_adapter(folder):
@@ -225,7 +165,7 @@ def merge(adapter_dir: str, output_dir: str, opts: Any) -> dict[str, Any]:
     prepare_environment(opts.offline, opts.verbose)
     opts = dataclasses.replace(opts, model=str(folder), device="cpu", dtype="float32", engine="torch")
     ref = ModelRef(opts, str(folder), offline_mode(opts), folder)
-    model = merged_model(*_adapted(auto_class_of(folder), ref, None, {}))
+    model = merged_model(*_adapted(auto_class_of(folder), ref))
     tokenizer = load_tokenizer(ref)
     tmp = out.parent / f".{out.name}.llmtool-merge"
     if tmp.exists():

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from llmtool.errors import ModelError, UsageError, one_line
+from llmtool.errors import MissingHeadError, ModelError, UsageError, one_line
 from llmtool.settings import DTYPES, ModelOptions
 
 if TYPE_CHECKING:
@@ -31,10 +31,6 @@ TOKENIZER_FILES = (
     "spiece.model",
     "sentencepiece.bpe.model",
 )
-
-
-class MissingHeadError(ModelError):
-    """The checkpoint lacks weights of the head a task needs (see ``load_model(require_head=...)``)."""
 
 
 @dataclass(frozen=True)
@@ -302,12 +298,12 @@ def load_model(
     opts = ref.options
     device = resolve_device(opts.device)
     dtype = resolve_dtype(opts.dtype, device)
-    from llmtool.lora import is_adapter
+    from llmtool.adapters import base_options, is_adapter, merged
 
     if is_adapter(ref.folder):
-        from llmtool.lora import load_adapted
-
-        adapted = load_adapted(auto_class, ref, require_head, kwargs)
+        base_ref = locate(base_options(ref.folder, opts))
+        base, missing = load_model(auto_class, base_ref, config=load_config(ref), missing_keys=True, **kwargs)
+        adapted = merged(base, missing, ref.folder, base_ref.name, require_head)
         adapted.to(device)
         return (adapted, []) if missing_keys else adapted
     _refuse_pickle_only(ref)

@@ -306,7 +306,7 @@ def test_presets_have_the_documented_parameter_counts() -> None:
 
     import torch
 
-    from llmtool.training.pretrain import parameter_table
+    from llmtool.training.pretrain_model import parameter_table
 
     with torch.device("meta"):
         table = parameter_table()

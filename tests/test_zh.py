@@ -82,7 +82,7 @@ def test_gbk_input_gets_a_gbk_hint(zh_bert: Path, tmp_path: Path) -> None:
 
 
 def test_sentences_split_at_chinese_and_full_width_marks() -> None:
-    from llmtool.training.pretrain import split_sentences
+    from llmtool.training.pretrain_examples import split_sentences
 
     assert split_sentences("我爱北京。天安门很大！你去过吗？我去过；很好…… Then he left. And came back.") == [
         "我爱北京。",

@@ -206,7 +206,7 @@ def finetune_command(
     from llmtool.io.streams import json_line
     from llmtool.training.finetune import default_model, finetune, format_report
     from llmtool.training.finetune import dry_run as plan
-    from llmtool.training.trainer import print_result
+    from llmtool.training.results import print_result
 
     if output is None and not dry_run:
         raise UsageError("--output DIR is required (or --dry-run)")
@@ -367,7 +367,7 @@ def pretrain_command(
     Example: llmtool corpus facts -o facts.txt && llmtool pretrain facts.txt --objective mlm --output facts-bert
     """
     from llmtool.training.pretrain import pretrain
-    from llmtool.training.trainer import print_result
+    from llmtool.training.results import print_result
 
     if output is None and not dry_run:
         raise UsageError("--output DIR is required (or --dry-run)")

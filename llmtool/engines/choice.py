@@ -134,7 +134,7 @@ def ct2_plan(ref: ModelRef, task: str) -> tuple[str, str, str] | str:
         return "the model is not on disk yet (the torch engine downloads it)"
     if opts.trust_remote_code:
         return "--trust-remote-code models run their own code, under torch"
-    from llmtool.lora import is_adapter
+    from llmtool.adapters import is_adapter
 
     if is_adapter(ref.folder):
         return (

@@ -1,14 +1,10 @@
 """``llmtool finetune``: a CSV (or text file) -> checked datasets -> ``transformers.Trainer`` -> a saved model.
 
-Three tasks:
-
-- ``classify``: sequence classification (one text, or a pair) with string or integer labels; the
-  label names go into the model config (``id2label``), so predictions come back as the user's names.
-- ``clm``: continued causal-LM training (GPT-2 style) on a text column or a text file.
-- ``mlm``: continued masked-LM training (BERT style), likewise.
-
-The data is checked in full before a model loads (:mod:`llmtool.training.data`); the run itself (output
-folder, progress, signals, resume, atomic save) is :mod:`llmtool.training.trainer`.
+What every objective shares lives here: check the data before a model loads, load the model, make
+the examples, plan, train, record. What differs by objective (``--task classify|clm|mlm``: the
+model class, the examples, the collator, the metrics, PEFT's task type) is the objective's recipe
+(:mod:`llmtool.training.recipes`). The data checks are :mod:`llmtool.training.data`; the run itself
+(output folder, progress, signals, resume, atomic save) is :mod:`llmtool.training.trainer`.
 """
 
 from __future__ import annotations
@@ -22,21 +18,24 @@ from llmtool.errors import UsageError
 from llmtool.io.streams import Console
 from llmtool.models import prepare_environment
 from llmtool.settings import LORA_LR_FACTOR, FinetuneSettings, ModelOptions
-from llmtool.training.data import ColumnSpec, Task, TrainingData, prepare
-from llmtool.training.lm_examples import (
-    PACK_ROWS,
-    BlockPacker,
-    LineEncoder,
-    MlmCollator,
-    fingerprint,
-    mask_once,
-    num_proc,
-    token_ids,
+from llmtool.training.arguments import world_size
+from llmtool.training.callbacks import signals_deferred
+from llmtool.training.data import TrainingData
+from llmtool.training.defaults import (
+    EPOCHS,
+    FINETUNE_BATCH,
+    FINETUNE_LR,
+    LARGE_MODEL,
+    MIN_STEPS,
+    SMALL_DATA,
+    SMALL_DATA_BATCH,
+    SMALL_MODEL,
+    WARMUP,
 )
-from llmtool.training.trainer import TrainingRun, perplexity, signals_deferred, world_size
+from llmtool.training.recipes import RECIPES, Recipe, recipe_for
+from llmtool.training.trainer import TrainingRun
 
-DEFAULT_MODELS: dict[str, str] = {"classify": "bert-base-uncased", "clm": "gpt2", "mlm": "bert-base-uncased"}
-MAX_BLOCK = 1024  # the default block size is the model's limit, up to this
+DEFAULT_MODELS: dict[str, str] = {name: recipe.default_model for name, recipe in RECIPES.items()}
 
 
 def default_model(task: str) -> str:
@@ -61,19 +60,22 @@ def finetune(
     """
     settings.check()
     model_options.check()
+    recipe = recipe_for(settings.task)
     console = console or Console()
     prepare_environment(model_options.offline, model_options.verbose)
     with signals_deferred(), TrainingRun(output_dir, settings, console) as run:
-        data = run.main_first(lambda: _prepare_data(train_path, settings, run.cache_dir))
+        data = run.main_first(lambda: recipe.prepare_data(train_path, settings, run.cache_dir))
         for warning in data.warnings:
             run.console.warn(warning)
         run.console.info(_data_summary(data))
-        tokenizer, model = _load(settings, model_options, data)
-        limit = _length_limit(settings, tokenizer, model)
+        tokenizer, model = _load(recipe, settings, model_options, data)
+        limit = _length_limit(recipe, settings, tokenizer, model)
         finish = None
         if settings.lora:
-            model, finish = _with_lora(model, settings, model_options, run.console)
-        train_ds, valid_ds, cut = run.main_first(lambda: _tokenize_all(data, tokenizer, settings, limit, model_options))
+            model, finish = _with_lora(model, recipe, settings, model_options, run.console)
+        train_ds, valid_ds, cut = run.main_first(
+            lambda: _examples(recipe, data, tokenizer, settings, limit, model_options)
+        )
         for warning in cut:
             run.console.warn(warning)
         params = sum(p.numel() for p in model.parameters())
@@ -82,24 +84,16 @@ def finetune(
         run.console.info(plan.line())
         for warning in plan.warnings:
             run.console.warn(warning)
-        collator = _collator(
-            settings.task,
-            tokenizer,
-            settings.mlm_probability,
-            settings.seed,
-            settings.whole_word_mask,
-            chat=_is_chat(data),
-        )
-        record = _record(train_path, settings, model_options, data, limit, len(train_ds), valid_ds)
+        record = _record(recipe, train_path, settings, model_options, data, limit, len(train_ds), valid_ds)
         result = run.train(
             model,
             tokenizer,
             train_ds,
             valid_ds,
-            collator,
-            trainer_metrics if settings.task == "classify" else None,
-            best_metric="accuracy" if settings.task == "classify" else "loss",
-            derived_metrics=None if settings.task == "classify" else perplexity,
+            recipe.collator(tokenizer, settings, data),
+            recipe.compute_metrics(),
+            best_metric=recipe.best_metric,
+            derived_metrics=recipe.derived_metrics(),
             record=record,
             summary={"task": settings.task, "labels": data.labels} if data.labels else {"task": settings.task},
             finish=finish,
@@ -109,79 +103,39 @@ def finetune(
 
 # --------------------------------------------------------------------------- the plan
 
-# What finetune chooses when --lr, --batch-size, --epochs/--max-steps, --warmup-ratio are not given
-# (README "Defaults chosen for the data"): measured on SST-2 with all-MiniLM-L6-v2.
-SMALL_MODEL = 60_000_000  # parameters: below, a higher learning rate (MiniLM, DistilBERT-sized heads)
-LARGE_MODEL = 300_000_000  # parameters: from here on, a lower one (BERT-large and up)
-LR = {"small": 1e-4, "base": 5e-5, "large": 2e-5}
-SMALL_DATA = 2_000  # examples: below, batches of 8 (more updates per epoch), else 16
-MIN_STEPS = 150  # small data gets more epochs, up to this many optimizer steps in all ...
-EPOCHS = 3.0  # ... than the usual 3 passes
-WARMUP = 0.1  # BERT's recipe: a tenth of the steps
-
 
 def training_plan(settings: FinetuneSettings, parameters: int, examples: int, valid_examples: int) -> tuple[Any, Any]:
-    """The settings with what the user left open chosen for the data and the model, and the plan."""
+    """The settings with what the user left open chosen for the data and the model, and the plan
+    (README "Defaults chosen for the data"; the values are in :mod:`llmtool.training.defaults`)."""
     from llmtool.training.plan import Rules, make_plan
 
     size = "small" if parameters < SMALL_MODEL else "large" if parameters >= LARGE_MODEL else "base"
     rules = Rules(
-        lr=LR[size] * (LORA_LR_FACTOR if settings.lora else 1), batch_size=8 if examples < SMALL_DATA else 16,
+        lr=FINETUNE_LR[size] * (LORA_LR_FACTOR if settings.lora else 1),
+        batch_size=SMALL_DATA_BATCH if examples < SMALL_DATA else FINETUNE_BATCH,
         epochs=EPOCHS, min_steps=MIN_STEPS, max_steps=10**9, warmup_ratio=WARMUP,
     )  # fmt: skip
-    layout = "one row per example" if settings.task == "classify" or settings.line_by_line else "packed blocks"
+    per_row = recipe_for(settings.task).one_example_per_row(settings)
+    layout = "one row per example" if per_row else "packed blocks"
     return make_plan(
         settings, rules, examples=examples, valid_examples=valid_examples, layout=layout, processes=world_size()
     )
 
 
-def _with_lora(model: Any, settings: FinetuneSettings, opts: ModelOptions, console: Console) -> tuple[Any, Any]:
+def _with_lora(
+    model: Any, recipe: Recipe, settings: FinetuneSettings, opts: ModelOptions, console: Console
+) -> tuple[Any, Any]:
     """The model wrapped with LoRA adapters, and what writes the output folder's extra files at the end."""
     from llmtool import lora
     from llmtool.models import locate
 
     ref = locate(dataclasses.replace(opts, device="cpu", dtype="float32", engine="torch"))
     missing = list(getattr(model, "llmtool_missing_keys", []))
-    wrapped = lora.wrap(model, settings, lora.base_name(ref), opts.revision, missing)
+    wrapped = lora.wrap(model, settings, recipe.peft_task_type, lora.base_name(ref), opts.revision, missing)
     counts = lora.parameter_counts(wrapped)
     share = counts["trainable"] / max(1, counts["total"])
     console.info(f"LoRA: {counts['trainable']:,} of {counts['total']:,} parameters trainable ({share:.2%})")
     return wrapped, lambda trained, folder: lora.finish_output(trained, folder, ref, merge=settings.merge)
-
-
-def _is_chat(data: TrainingData) -> bool:
-    from llmtool.training.chat_data import ChatLayout
-
-    return isinstance(data.layout, ChatLayout)
-
-
-def _prepare_data(train_path: str, settings: FinetuneSettings, cache_dir: str) -> TrainingData:
-    from llmtool.training import chat_data
-
-    if settings.task == "clm" and (
-        settings.prompt_column is not None
-        or chat_data.has_messages(train_path, settings.text_column, settings.encoding)
-    ):
-        return chat_data.prepare(
-            train_path,
-            settings.prompt_column,
-            settings.response_column,
-            cache_dir=cache_dir,
-            valid_path=settings.valid,
-            valid_split=settings.valid_split,
-            seed=settings.seed,
-            encoding=settings.encoding,
-        )
-    return prepare(
-        train_path,
-        settings.task,  # type: ignore[arg-type]
-        ColumnSpec(settings.text_column, settings.text_pair_column, settings.label_column),
-        cache_dir=cache_dir,
-        valid_path=settings.valid,
-        valid_split=settings.valid_split,
-        seed=settings.seed,
-        encoding=settings.encoding,
-    )
 
 
 def _data_summary(data: TrainingData) -> str:
@@ -193,89 +147,47 @@ def _data_summary(data: TrainingData) -> str:
 # --------------------------------------------------------------------------- model
 
 
-def _auto_class(task: str) -> Any:
-    import transformers
-
-    return {
-        "classify": transformers.AutoModelForSequenceClassification,
-        "clm": transformers.AutoModelForCausalLM,
-        "mlm": transformers.AutoModelForMaskedLM,
-    }[task]
-
-
-def _load(settings: FinetuneSettings, opts: ModelOptions, data: TrainingData) -> tuple[Any, Any]:
+def _load(recipe: Recipe, settings: FinetuneSettings, opts: ModelOptions, data: TrainingData) -> tuple[Any, Any]:
     """Tokenizer and model on the CPU in float32: Trainer places them, and mixed precision autocasts."""
-    from llmtool.models import load_model, load_tokenizer, locate, set_seed
+    from llmtool.models import ensure_pad_token, load_model, load_tokenizer, locate, set_seed
 
     ref = locate(dataclasses.replace(opts, device="cpu", dtype="float32", engine="torch"))
     tokenizer = load_tokenizer(ref)
     set_seed(settings.seed)  # new weights (a classification head) are drawn now, before Trainer seeds
-    kwargs: dict[str, Any] = {}
-    if settings.task == "classify":
-        assert data.labels is not None
-        kwargs = {
-            "num_labels": len(data.labels),
-            "id2label": dict(enumerate(data.labels)),
-            "label2id": data.label2id,
-            "ignore_mismatched_sizes": True,  # a head trained for other classes is replaced
-        }
+    kwargs = recipe.model_kwargs(data)
     if settings.lora:  # LoRA must also train and save what the checkpoint lacks (see lora.new_modules)
-        model, missing = load_model(_auto_class(settings.task), ref, missing_keys=True, **kwargs)
+        model, missing = load_model(recipe.auto_class(), ref, missing_keys=True, **kwargs)
         model.llmtool_missing_keys = missing
     else:
-        model = load_model(_auto_class(settings.task), ref, **kwargs)
-    _check_tokenizer(settings.task, tokenizer, model, opts.model)
+        model = load_model(recipe.auto_class(), ref, **kwargs)
+    ensure_pad_token(tokenizer, opts.model)  # batches need padding
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    recipe.check_tokenizer(tokenizer, opts.model)
     return tokenizer, model
 
 
-def _check_tokenizer(task: str, tokenizer: Any, model: Any, name: str) -> None:
-    from llmtool.errors import ModelError
-    from llmtool.models import ensure_pad_token
-
-    ensure_pad_token(tokenizer, name)  # batches need padding
-    if model.config.pad_token_id is None:
-        model.config.pad_token_id = tokenizer.pad_token_id
-    if task == "mlm" and tokenizer.mask_token is None:
-        raise ModelError(f"{name}: the tokenizer has no mask token; is it a masked language model?")
-
-
-def _length_limit(settings: FinetuneSettings, tokenizer: Any, model: Any) -> int:
+def _length_limit(recipe: Recipe, settings: FinetuneSettings, tokenizer: Any, model: Any) -> int:
     """Tokens per example (classify) or per block (clm/mlm), within what the model can take."""
     from llmtool.models import max_input_length
 
     model_limit = max_input_length(tokenizer, model)
-    asked = settings.max_length if settings.task == "classify" else settings.block_size
+    asked = recipe.asked_limit(settings)
     if asked is None:
-        return model_limit if settings.task == "classify" else min(model_limit, MAX_BLOCK)
+        return recipe.default_limit(model_limit)
     if asked > model_limit:
-        flag = "--max-length" if settings.task == "classify" else "--block-size"
-        raise UsageError(f"{flag} {asked} is longer than the model takes ({model_limit} tokens)")
+        raise UsageError(f"{recipe.limit_flag} {asked} is longer than the model takes ({model_limit} tokens)")
     return asked
 
 
-# --------------------------------------------------------------------------- tokenization
+# --------------------------------------------------------------------------- examples
 
 
-def _tokenize_all(
-    data: TrainingData, tokenizer: Any, settings: FinetuneSettings, limit: int, opts: ModelOptions
+def _examples(
+    recipe: Recipe, data: TrainingData, tokenizer: Any, settings: FinetuneSettings, limit: int, opts: ModelOptions
 ) -> tuple[Any, Any | None, list[str]]:
-    """Training and validation examples, and warnings about conversations that --block-size cuts."""
-    warnings: list[str] = []
-    if _is_chat(data):
-        from llmtool.training.chat_data import cut_warning
-
-        train, dropped, cut = _tokenize_conversations(data.train, tokenizer, settings, limit, opts, "train")
-        warnings += cut_warning("training", len(data.train), dropped, cut, limit)
-        valid = None
-        if data.valid is not None:
-            valid, dropped, cut = _tokenize_conversations(data.valid, tokenizer, settings, limit, opts, "valid")
-            warnings += cut_warning("validation", len(data.valid), dropped, cut, limit)
-        if len(train) == 0:
-            raise UsageError(f"no training conversation has a response token within --block-size {limit}; "
-                             "raise --block-size")  # fmt: skip
-    else:
-        train = _tokenize(data.train, tokenizer, settings, limit, opts, "train")
-        valid = _tokenize(data.valid, tokenizer, settings, limit, opts, "valid") if data.valid is not None else None
+    """Training and validation examples, and warnings about what making them did (conversations cut short)."""
+    train, valid, warnings = recipe.examples(data, tokenizer, settings, limit, opts)
     if valid is not None and len(valid) == 0:
         raise UsageError("the validation data is shorter than one --block-size block; pass --line-by-line or more data")
     if len(train) == 0:
@@ -284,112 +196,15 @@ def _tokenize_all(
 
 
 def _tokenize(dataset: Any, tokenizer: Any, s: FinetuneSettings, limit: int, opts: ModelOptions, split: str) -> Any:
-    """Token ids for each example (classify, line-by-line) or packed blocks of ``limit`` tokens.
-
-    Tokenizing runs in several processes for big data; packing runs afterwards in one, in fixed
-    batches of rows, so that the blocks do not depend on how many processes tokenized.
-    """
-    task: Task = s.task  # type: ignore[assignment]
-    if task == "classify":
-        fn: Any = _ClassifyEncoder(tokenizer, limit, "text_pair" in dataset.column_names)
-    else:
-        fn = LineEncoder(tokenizer, limit if s.line_by_line else None, task)
-    key = [dataset._fingerprint, opts.model, opts.revision, task, limit, s.line_by_line, split, 2]
-    out = dataset.map(
-        fn,
-        batched=True,
-        remove_columns=dataset.column_names,
-        num_proc=num_proc(s.num_proc, len(dataset)),
-        new_fingerprint=fingerprint(key),
-        desc=None,
-    )
-    if task != "classify" and not s.line_by_line:
-        packer = BlockPacker(limit)
-        out = out.map(packer, batched=True, batch_size=PACK_ROWS, remove_columns=out.column_names,
-                      new_fingerprint=fingerprint([*key, "pack"]), desc=None)  # fmt: skip
-    if task == "mlm" and split == "valid":
-        out = mask_once(out, tokenizer, s.mlm_probability, s.seed, s.whole_word_mask)
-    return out
-
-
-def _tokenize_conversations(
-    dataset: Any, tokenizer: Any, s: FinetuneSettings, limit: int, opts: ModelOptions, split: str
-) -> tuple[Any, int, int]:
-    """One example per conversation (never packed: the labels mark its response tokens).
-
-    Returns the examples, how many conversations were left out (no response token within ``limit``)
-    and how many of those kept were cut short.
-    """
-    from llmtool.training.chat_data import ChatEncoder, has_answer
-
-    key = [dataset._fingerprint, opts.model, opts.revision, "chat", limit, split, 2]
-    encoded = dataset.map(
-        ChatEncoder(tokenizer, limit),
-        batched=True,
-        remove_columns=dataset.column_names,
-        num_proc=num_proc(s.num_proc, len(dataset)),
-        new_fingerprint=fingerprint(key),
-        desc=None,
-    )
-    out = encoded.filter(has_answer, input_columns=["labels"], new_fingerprint=fingerprint([*key, "answered"]),
-                         desc=None)  # fmt: skip
-    cut = sum(1 for n in out["length"] if n > limit)
-    return out.remove_columns("length"), len(encoded) - len(out), cut
-
-
-class _ClassifyEncoder:
-    def __init__(self, tokenizer: Any, limit: int, pairs: bool) -> None:
-        self.tokenizer, self.limit, self.pairs = tokenizer, limit, pairs
-
-    def __call__(self, batch: dict[str, list[Any]]) -> dict[str, Any]:
-        pair = batch["text_pair"] if self.pairs else None
-        encoded = self.tokenizer(batch["text"], pair, truncation=True, max_length=self.limit)
-        encoded["labels"] = batch["label"]
-        return dict(encoded)
-
-
-def _collator(
-    task: str,
-    tokenizer: Any,
-    mlm_probability: float = 0.15,
-    seed: int = 42,
-    whole_word: bool = False,
-    chat: bool = False,
-) -> Any:
-    from transformers import DataCollatorForLanguageModeling, DataCollatorWithPadding
-
-    if chat:
-        from llmtool.training.chat_data import collator
-
-        return collator(tokenizer)
-    if task == "classify":
-        return DataCollatorWithPadding(tokenizer)
-    if task == "mlm":
-        return MlmCollator(tokenizer, mlm_probability, seed, whole_word)
-    return DataCollatorForLanguageModeling(tokenizer, mlm=False)
-
-
-# --------------------------------------------------------------------------- metrics
-
-
-def trainer_metrics(eval_pred: Any) -> dict[str, float]:
-    """Accuracy and macro-F1 of an evaluation (Trainer's ``compute_metrics``), as ``evaluate`` computes them."""
-    import numpy as np
-
-    from llmtool.metrics import classification_metrics, confusion
-
-    logits = eval_pred.predictions[0] if isinstance(eval_pred.predictions, tuple) else eval_pred.predictions
-    labels = np.asarray(eval_pred.label_ids).tolist()
-    predicted = np.asarray(logits).argmax(-1).tolist()
-    classes = int(np.asarray(logits).shape[-1])
-    metrics = classification_metrics(confusion(labels, predicted, classes), [str(i) for i in range(classes)])
-    return {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"]}
+    """The examples of one split (tests compare them across process counts): see ``Recipe.tokenize``."""
+    return recipe_for(s.task).tokenize(dataset, tokenizer, s, limit, opts, split)
 
 
 # --------------------------------------------------------------------------- records
 
 
 def _record(
+    recipe: Recipe,
     train_path: str,
     settings: FinetuneSettings,
     opts: ModelOptions,
@@ -411,7 +226,7 @@ def _record(
         "rows": {"train": len(data.train), "valid": len(data.valid) if data.valid is not None else 0},
         "examples": {"train": train_examples, "valid": len(valid) if valid is not None else 0},
         "label_counts": {"train": data.train_counts, "valid": data.valid_counts} if data.labels else None,
-        "max_length" if settings.task == "classify" else "block_size": limit,
+        recipe.limit_key: limit,
         "world_size": world_size(),
     }
 
@@ -426,36 +241,28 @@ def dry_run(train_path: str, settings: FinetuneSettings, model_options: ModelOpt
     """
     settings.check()
     model_options.check()
+    recipe = recipe_for(settings.task)
     prepare_environment(model_options.offline, model_options.verbose)
     with tempfile.TemporaryDirectory(prefix="llmtool-dry-run-") as cache:
-        data = _prepare_data(train_path, settings, cache)
-        tokenizer, limit = _tokenizer_and_limit(settings, model_options)
-        lengths = _token_lengths(data.train, tokenizer, settings.task)
-        if _is_chat(data):  # one example per conversation, as with --line-by-line
-            settings = dataclasses.replace(settings, line_by_line=True)
+        data = recipe.prepare_data(train_path, settings, cache)
+        tokenizer, limit = _tokenizer_and_limit(recipe, settings, model_options)
+        lengths = _token_lengths(recipe, data.train, tokenizer)
+        settings = recipe.settings_for(settings, data)
         report: dict[str, Any] = {
             "task": settings.task,
             "model": model_options.model,
             "train_file": train_path,
-            "columns": {
-                "text": data.layout.text or None,
-                "text_pair": data.layout.text_pair,
-                "label": data.layout.label,
-            },
+            "columns": recipe.report_columns(data),
             "rows": {"train": len(data.train), "valid": len(data.valid) if data.valid is not None else 0},
             "valid": data.valid_source,
         }
-        if _is_chat(data):
-            layout: Any = data.layout
-            report["columns"] = (
-                {"prompt": layout.prompt, "response": layout.response} if layout.prompt else {"messages": "messages"}
-            )
         if data.labels is not None:
             report["labels"] = {"train": data.train_counts, "valid": data.valid_counts}
-        report["tokens"] = _length_report(lengths, limit, settings, _is_chat(data))
-        examples = _examples_estimate(lengths, len(data.train), limit, settings, _is_chat(data))
+        per_row = recipe.one_example_per_row(settings)
+        report["tokens"] = _length_report(lengths, limit, recipe.limit_key, per_row)
+        examples = len(data.train) if per_row else _packed_estimate(lengths, len(data.train), limit)
         valid_rows = len(data.valid) if data.valid is not None else 0
-        counts = _parameter_counts(settings, model_options, data)
+        counts = _parameter_counts(recipe, settings, model_options, data)
         _, plan = training_plan(settings, counts["total"], examples, valid_rows)
         report["steps"] = {
             "examples": examples, "effective_batch": plan.effective_batch, "per_epoch": plan.steps_per_epoch,
@@ -467,17 +274,19 @@ def dry_run(train_path: str, settings: FinetuneSettings, model_options: ModelOpt
     return report
 
 
-def _tokenizer_and_limit(settings: FinetuneSettings, opts: ModelOptions) -> tuple[Any, int]:
+def _tokenizer_and_limit(recipe: Recipe, settings: FinetuneSettings, opts: ModelOptions) -> tuple[Any, int]:
     from types import SimpleNamespace
 
     from llmtool.models import load_config, load_tokenizer, locate
 
     ref = locate(opts)
     tokenizer = load_tokenizer(ref)
-    return tokenizer, _length_limit(settings, tokenizer, SimpleNamespace(config=load_config(ref)))
+    return tokenizer, _length_limit(recipe, settings, tokenizer, SimpleNamespace(config=load_config(ref)))
 
 
-def _parameter_counts(settings: FinetuneSettings, opts: ModelOptions, data: TrainingData) -> dict[str, int]:
+def _parameter_counts(
+    recipe: Recipe, settings: FinetuneSettings, opts: ModelOptions, data: TrainingData
+) -> dict[str, int]:
     """Trainable and total parameters of the model as training would build it (on the meta device: no weights)."""
     import torch
 
@@ -486,37 +295,23 @@ def _parameter_counts(settings: FinetuneSettings, opts: ModelOptions, data: Trai
 
     ref = locate(opts)
     config = load_config(ref)
-    if data.labels is not None:
-        config.num_labels = len(data.labels)
     with torch.device("meta"):
-        model = _auto_class(settings.task).from_config(config)
+        model = recipe.model_from_config(config, data)
         if settings.lora:
-            model = lora.wrap(model, settings, lora.base_name(ref), opts.revision, [])
+            model = lora.wrap(model, settings, recipe.peft_task_type, lora.base_name(ref), opts.revision, [])
     return lora.parameter_counts(model)
 
 
-def _token_lengths(dataset: Any, tokenizer: Any, task: str, sample: int = 20_000) -> list[int]:
+def _token_lengths(recipe: Recipe, dataset: Any, tokenizer: Any, sample: int = 20_000) -> list[int]:
     """Tokens per row, untruncated, for the first ``sample`` rows (enough for percentiles)."""
     rows = dataset.select(range(min(sample, len(dataset))))
     lengths: list[int] = []
-    if "messages" in dataset.column_names:
-        from llmtool.training.chat_data import ChatEncoder
-
-        encoder = ChatEncoder(tokenizer, None)
-        for batch in rows.iter(batch_size=1000):
-            lengths.extend(len(ids) for ids in encoder(batch)["input_ids"])
-        return lengths
     for batch in rows.iter(batch_size=1000):
-        if task == "classify":
-            pair = batch.get("text_pair")
-            encoded = tokenizer(batch["text"], pair, add_special_tokens=True)["input_ids"]
-        else:
-            encoded = token_ids(tokenizer, batch["text"], task)
-        lengths.extend(len(ids) for ids in encoded)
+        lengths.extend(len(ids) for ids in recipe.untruncated_ids(tokenizer, batch))
     return lengths
 
 
-def _length_report(lengths: list[int], limit: int, settings: FinetuneSettings, chat: bool) -> dict[str, Any]:
+def _length_report(lengths: list[int], limit: int, limit_key: str, per_row: bool) -> dict[str, Any]:
     import numpy as np
 
     a = np.asarray(lengths)
@@ -525,17 +320,14 @@ def _length_report(lengths: list[int], limit: int, settings: FinetuneSettings, c
         "total": int(a.sum()),
         "rows_measured": len(lengths),
     }
-    key = "max_length" if settings.task == "classify" else "block_size"
-    report[key] = limit
-    if settings.task == "classify" or settings.line_by_line or chat:
+    report[limit_key] = limit
+    if per_row:
         report["truncated_rows"] = int((a > limit).sum())
     return report
 
 
-def _examples_estimate(lengths: list[int], rows: int, limit: int, settings: FinetuneSettings, chat: bool) -> int:
-    """Training examples: one per row, or packed blocks (slightly fewer: each batch of rows drops its tail)."""
-    if settings.task == "classify" or settings.line_by_line or chat:
-        return rows
+def _packed_estimate(lengths: list[int], rows: int, limit: int) -> int:
+    """Packed blocks from ``rows`` rows (slightly fewer in training: each batch of rows drops its tail)."""
     return int(sum(lengths) * rows / max(1, len(lengths)) // limit)
 
 

@@ -6,7 +6,7 @@ exception can escape as a C++ exception and abort the process ("terminate called
 an instance of 'pybind11::error_already_set'", exit status -6, no clean-up: seen once in CI with a
 SIGINT during `pretrain`'s set-up). So from the start of `finetune`/`pretrain` until training
 begins, the first signal is only recorded and announced; :func:`resume` raises it in llmtool's own
-code, and training then stops gracefully on its own terms (see ``training._GracefulStop``). A
+code, and training then stops gracefully on its own terms (see ``training.callbacks.GracefulStop``). A
 second signal raises at once. Signals ignored since start-up stay ignored.
 """
 

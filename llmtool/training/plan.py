@@ -12,7 +12,8 @@ enough, else every few epochs, so that a corpus of 20 examples (one step per epo
 weights and optimizer state at every step.
 
 Every choice depends only on the data and the settings (never on the clock or the machine), so a
-resumed run makes the same plan as the run it continues. Nothing here imports torch.
+resumed run makes the same plan as the run it continues. The thresholds are in
+:mod:`llmtool.training.defaults`. Nothing here imports torch.
 """
 
 from __future__ import annotations
@@ -23,14 +24,9 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from llmtool.settings import TrainSettings
+from llmtool.training.defaults import EVALS_PER_RUN, FEW_EXAMPLES, FEW_VALID, MIN_EVAL_STEPS, SHORT_PLAN_STEPS
 
 S = TypeVar("S", bound=TrainSettings)
-
-EVALS_PER_RUN = 10  # the default cadence evaluates and checkpoints about this many times in a run, at most
-MIN_EVAL_STEPS = 100  # ... and never more often than every this many steps (unless an epoch is longer)
-SHORT_PLAN_STEPS = 300  # fewer optimizer steps than this rarely teach a model from scratch anything
-FEW_EXAMPLES = 32  # fewer training examples than this (packed blocks) are easily memorised by position
-FEW_VALID = 20  # fewer validation examples than this give a noisy loss to pick the best checkpoint by
 
 
 @dataclass(frozen=True)

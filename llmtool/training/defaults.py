@@ -1,0 +1,59 @@
+"""Training defaults: what ``finetune`` and ``pretrain`` choose when a flag is left open, in one table.
+
+Each value is on its own line with what it means and why (README "Defaults chosen for the data",
+"Defaults that learn"). :mod:`llmtool.training.plan` turns them into a run's plan; the per-flag
+defaults users set (``--seed``, ``--logging-steps``, ...) are the settings dataclasses'
+(:mod:`llmtool.settings`). Nothing here imports anything: ``--help`` may read it.
+"""
+
+from __future__ import annotations
+
+# --------------------------------------------------------------------------- the plan (both commands)
+
+EVALS_PER_RUN = 10  # the default cadence evaluates and checkpoints about this many times in a run, at most
+MIN_EVAL_STEPS = 100  # ... and never more often than every this many steps (unless an epoch is longer)
+SHORT_PLAN_STEPS = 300  # fewer optimizer steps than this rarely teach a model from scratch anything
+FEW_EXAMPLES = 32  # fewer training examples than this (packed blocks) are easily memorised by position
+FEW_VALID = 20  # fewer validation examples than this give a noisy loss to pick the best checkpoint by
+
+# --------------------------------------------------------------------------- the run (trainer)
+
+SAVE_SECONDS = 600  # a checkpoint (without evaluation) when the last one is this old, between the step cadence's
+LOWER_IS_BETTER = ("loss", "perplexity")  # validation metrics where less is better (the rest: more is better)
+
+# --------------------------------------------------------------------------- finetune
+# Measured on SST-2 with all-MiniLM-L6-v2 (README "Defaults chosen for the data").
+
+SMALL_MODEL = 60_000_000  # parameters: below, a higher learning rate (MiniLM, DistilBERT-sized heads)
+LARGE_MODEL = 300_000_000  # parameters: from here on, a lower one (BERT-large and up)
+FINETUNE_LR = {"small": 1e-4, "base": 5e-5, "large": 2e-5}  # peak learning rate by model size (above)
+SMALL_DATA = 2_000  # examples: below, batches of SMALL_DATA_BATCH (more updates per epoch), else BATCH
+SMALL_DATA_BATCH = 8  # examples a step on small data ...
+FINETUNE_BATCH = 16  # ... and on the rest
+MIN_STEPS = 150  # small data gets more epochs, up to this many optimizer steps in all ...
+EPOCHS = 3.0  # ... than the usual 3 passes
+WARMUP = 0.1  # BERT's recipe: a tenth of the steps
+MAX_BLOCK = 1024  # clm/mlm: the default block size is the model's limit, up to this
+# LoRA's rate is the size rule's times llmtool.settings.LORA_LR_FACTOR (the --help text states it there).
+
+# --------------------------------------------------------------------------- pretrain
+# New weights; measured on the corpora of bench/learns.py (README "Measured").
+
+SENTENCE_ENDS = (".", "!", "?", '"', "'", ")", "]")  # a line that ends so ends a sentence
+LINES_SAMPLE = 20_000  # lines looked at to choose the layout
+SHORT_LINES_SHARE = 0.9  # a corpus of lines: at least this share of lines short enough for one example ...
+SENTENCE_LINES_SHARE = 0.8  # ... and at least this share ending a sentence (verse and wrapped prose do not)
+AUTO_EPOCHS = 40  # the step budget: this many passes over the examples (facts need many to be memorised) ...
+AUTO_MIN_STEPS = {"mlm": 3000, "clm": 1500}  # ... at least this many steps from scratch ...
+AUTO_MAX_STEPS = {"tiny": 10_000, "mini": 10_000, "small": 20_000, "base": 50_000}  # ... at most this many
+BATCH = 32  # examples per step, fewer when the corpus has fewer (mlm lines: a multiple, see batch_size)
+MAX_LINES_A_BLOCK = 8  # mlm lines: a step holds at most BATCH x this many lines
+MASK_LINES = 0.4  # mlm: the share masked in a line of its own (15% of a 7-token line is one token) ...
+MASK_BLOCKS = 0.15  # ... and in longer examples (BERT's)
+BLOCK = 128  # tokens per example when packing running text ...
+SMALL_BLOCK = 32  # ... and when mlm packs short lines
+FEW_BLOCKS = 32  # mlm packs short lines only when that makes at least this many blocks (else: lines) ...
+SHORT_DOCUMENT_LINES = 20  # ... and only lines grouped into documents (blank lines) of at most this many on average
+PRETRAIN_WARMUP = 0.05  # new weights need a warm-up
+# The peak learning rate is the --size preset's (llmtool.settings.SIZES: it goes with the model's shape).
+POSITIONS = {"mlm": 512, "clm": 1024}  # the context of every preset: BERT's 512 tokens, GPT-2's 1024
