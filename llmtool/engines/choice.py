@@ -244,6 +244,9 @@ class Ct2EncoderAdapter:
     def nsp_logits(self, batch: Sequence[dict[str, list[int]]]) -> Any:
         return self.inner.nsp_logits(batch)
 
+    def hidden_states(self, batch: Sequence[dict[str, list[int]]]) -> Any:
+        return self.inner.hidden_states(batch)
+
 
 class Ct2DecoderAdapter:
     """A CTranslate2 generator behind the torch engine's interface."""

@@ -883,6 +883,8 @@ def remove_entries(match: str | None = None) -> list[Path]:
 
 def supported(config_dict: dict[str, Any], task: str) -> str | None:
     """None if this engine runs ``task`` for a model with this config.json, else a short reason."""
+    if task == "embed" and config_dict.get("model_type") in _ENCODER_TYPES:  # any head: the encoder's states
+        return _config_problem(config_dict)
     if task not in TASKS:
         return f"unknown task {task!r}"
     model_type = config_dict.get("model_type")
@@ -1108,6 +1110,19 @@ class Ct2Encoder:
             return np.zeros((0, 2), dtype=np.float32)
         pooled = _to_numpy(self._rows(batch).pooler_output)
         return np.asarray(pooled @ self.heads["nsp.weight"].T + self.heads["nsp.bias"], dtype=np.float32)
+
+    def hidden_states(self, batch: Sequence[dict[str, Sequence[int]]]) -> tuple[np.ndarray, np.ndarray]:
+        """The encoder's last hidden states (float32, rows x tokens x hidden) and the attention mask
+        (rows x tokens; 1 on each row's own tokens) for unpadded rows {input_ids[, token_type_ids]}."""
+        import numpy as np
+
+        if not batch:
+            return np.zeros((0, 0, 0), dtype=np.float32), np.zeros((0, 0), dtype=np.int64)
+        hidden = _to_numpy(self._rows(batch).last_hidden_state)
+        mask = np.zeros(hidden.shape[:2], dtype=np.int64)
+        for i, row in enumerate(batch):
+            mask[i, : len(row["input_ids"])] = 1
+        return hidden, mask
 
 
 def load_encoder(

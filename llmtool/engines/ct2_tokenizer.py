@@ -170,6 +170,8 @@ class FastTokenizer:
             raise ModelError(f"cannot read the tokenizer in {where}: {' '.join(str(exc).split())}") from exc
         if not isinstance(meta, dict) or meta.get("format") != META_FORMAT:
             raise ModelError(f"{where / META_FILE}: not a tokenizer description this llmtool writes")
+        if backend.padding is not None:  # a tokenizer.json may pad (all-MiniLM-L6-v2's: to 128); HF's pads when asked
+            backend.no_padding()
         return cls(backend, meta)
 
     # -- encoding -------------------------------------------------------------------------------

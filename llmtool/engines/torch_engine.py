@@ -75,6 +75,21 @@ class TorchEncoder(_TorchModel):
         """Next-sentence logits (a ``...ForNextSentencePrediction`` model's own output), float32."""
         return self.sequence_logits(batch)
 
+    def hidden_states(self, batch: Sequence[dict[str, list[int]]]) -> tuple[np.ndarray, np.ndarray]:
+        """The last hidden states (float32, rows x tokens x hidden) and the attention mask (rows x tokens)
+        of unpadded rows {input_ids[, token_type_ids]}, padded right here."""
+        import torch
+
+        inputs = self._pad(batch)
+        base = getattr(self.model, "base_model", None)
+        with torch.inference_mode():
+            if base is not None:
+                hidden = base(**inputs).last_hidden_state
+            else:
+                hidden = self.model(**inputs, output_hidden_states=True).hidden_states[-1]
+            mask = inputs["attention_mask"].cpu().numpy().astype(np.int64)
+            return hidden.float().cpu().numpy(), mask
+
 
 def mlm_head(model: Any) -> tuple[Any, Any] | None:
     """(encoder, head) for the architectures whose head can run on mask positions alone.
