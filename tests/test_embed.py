@@ -396,3 +396,24 @@ def test_minilm_stsb_spearman_matches_sentence_transformers(
     b = model.encode([row[6] for row in sts_dev[:300]])
     cosines = (a * b).sum(axis=1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
     assert got["spearman"] == pytest.approx(spearman(cosines, [float(row[4]) for row in sts_dev[:300]]), abs=1e-4)
+
+
+@pytest.mark.parametrize("command", ["embed", "similar"])
+def test_help_imports_no_heavy_library(command: str) -> None:
+    import subprocess
+    import sys
+
+    from conftest import llmtool_executable
+
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", llmtool_executable(), command, "--help"],
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    imported = {line.split("|")[-1].strip().split(".")[0] for line in proc.stderr.splitlines() if "|" in line}
+    assert not imported & {"torch", "transformers", "datasets", "accelerate", "tokenizers", "numpy"}
+    assert "Example:" in proc.stdout
