@@ -43,8 +43,8 @@ class Ranking:
             column = scores[:, q]
             if self.k is None:
                 picks: Any = range(len(records))
-            elif len(column) > self.k:  # only this window's k best can enter the heap
-                picks = np.argpartition(-column, self.k - 1)[: self.k]
+            elif len(column) > self.k:  # only this window's k best can enter the heap (stable: ties to the earlier)
+                picks = np.argsort(-column, kind="stable")[: self.k]
             else:
                 picks = range(len(column))
             for i in picks:
