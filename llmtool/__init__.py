@@ -19,7 +19,18 @@ try:
 except metadata.PackageNotFoundError:  # run from a source tree that was never installed
     __version__ = "0+unknown"
 
-__all__ = ["__version__", "attention", "classify", "evaluate", "fill_mask", "generate", "next_sentence", "score"]
+__all__ = [
+    "__version__",
+    "attention",
+    "classify",
+    "embed",
+    "evaluate",
+    "fill_mask",
+    "generate",
+    "next_sentence",
+    "score",
+    "similar",
+]
 
 _LAZY = {
     "attention": ("llmtool.tasks.attention", "attention"),
@@ -29,16 +40,20 @@ _LAZY = {
     "evaluate": ("llmtool.tasks.evaluate", "evaluate"),
     "next_sentence": ("llmtool.tasks.next_sentence", "next_sentence"),
     "score": ("llmtool.tasks.score", "score"),
+    "embed": ("llmtool.tasks.embed", "embed"),
+    "similar": ("llmtool.tasks.similar", "similar"),
 }
 
 if TYPE_CHECKING:
     from llmtool.tasks.attention import attention
     from llmtool.tasks.classify import classify
+    from llmtool.tasks.embed import embed
     from llmtool.tasks.evaluate import evaluate
     from llmtool.tasks.fill_mask import fill_mask
     from llmtool.tasks.generate import generate
     from llmtool.tasks.next_sentence import next_sentence
     from llmtool.tasks.score import score
+    from llmtool.tasks.similar import similar
 
 
 def __getattr__(name: str) -> Any:

@@ -490,3 +490,48 @@ class PretrainSettings(TrainSettings):
         if self.valid is None and not 0 <= self.valid_split < 1:
             raise UsageError(f"--valid-split must be in [0, 1) (got {self.valid_split})")
         at_least(self.num_proc, 1, "--num-proc")
+
+
+# --------------------------------------------------------------------------- sentence embeddings
+
+EMBED_POOLINGS: tuple[str, ...] = ("mean", "cls", "max", "lasttoken")
+
+
+@dataclass
+class EmbedOptions:
+    """``llmtool embed``: how token states become one vector (None: what the model's sentence-transformers
+    files say; a plain encoder: mean pooling, normalised)."""
+
+    pooling: str | None = setting(None, "mean|cls|max|lasttoken [default: the model's 1_Pooling, else mean].")
+    normalize: bool | None = setting(None, "Unit-length vectors [default: the model's Normalize module; plain: yes].")
+    prompt: str | None = setting(None, "Put STR before each input, e.g. 'query: ' (models trained with prompts).")
+    prompt_name: str | None = setting(None, "Put the model's prompt NAME before each input (its prompts, e.g. query).")
+    max_length: int | None = setting(None, "Truncate inputs to this many tokens [default: the model's max_seq_length].")
+    batch_size: int = setting(32, "Inputs per forward pass.")
+    window: int = setting(8, "Batches read ahead and sorted by length together.")
+
+    def check(self) -> None:
+        at_least(self.batch_size, 1, "--batch-size")
+        at_least(self.max_length, 2, "--max-length")
+        if self.pooling is not None and self.pooling not in EMBED_POOLINGS:
+            raise UsageError(f"unknown --pooling {self.pooling!r}; use {'|'.join(EMBED_POOLINGS)}")
+        if self.prompt is not None and self.prompt_name is not None:
+            raise UsageError("give --prompt or --prompt-name, not both")
+        if self.prompt_name is not None and not self.prompt_name.strip():
+            raise UsageError("--prompt-name is empty")
+
+
+@dataclass
+class SimilarOptions(EmbedOptions):
+    """``llmtool similar``: :class:`EmbedOptions` for the input lines, plus the ranking and the queries' prompt."""
+
+    top_k: int = setting(10, "Best matches shown per query.")
+    all: bool = setting(False, "Show every input line, best first (keeps every score in memory, not the vectors).")
+    query_prompt: str | None = setting(None, "Put STR before each query [default: the model's query prompt, if any].")
+    query_prompt_name: str | None = setting(None, "Put the model's prompt NAME before each query.")
+
+    def check(self) -> None:
+        super().check()
+        at_least(self.top_k, 1, "--top-k")
+        if self.query_prompt is not None and self.query_prompt_name is not None:
+            raise UsageError("give --query-prompt or --query-prompt-name, not both")

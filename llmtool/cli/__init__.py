@@ -85,9 +85,9 @@ def write(results: Iterable[dict[str, Any]], output: OutputFormat, formatter: Fo
         console.warn("no input records (the input was empty or only blank lines)")
 
 
-from llmtool.cli import cache, inference, training  # noqa: E402  (the commands register themselves on ``app``)
+from llmtool.cli import cache, embed, inference, training  # noqa: E402  (the commands register themselves on ``app``)
 
-__all__ = ["app", "cache", "inference", "main", "training"]
+__all__ = ["app", "cache", "embed", "inference", "main", "training"]
 
 
 def _print_version(value: bool) -> None:

@@ -25,6 +25,13 @@ from llmtool.metrics import classification_metrics
 from llmtool.models import ModelRef, architecture
 from llmtool.settings import ClassifyOptions, EvaluateOptions, ModelOptions, ScoreOptions
 from llmtool.tasks.classify import Classifier, load_classifier, read_examples
+from llmtool.tasks.evaluate_similarity import (
+    evaluate_similarity,
+    is_sentence_encoder,
+    similarity_summary,
+    similarity_tsv_rows,
+    sts_layout,
+)
 from llmtool.tasks.score import lm_objective, load_scorer
 
 __all__ = ["EvaluateOptions", "classification_metrics", "evaluate", "label_id"]
@@ -74,6 +81,8 @@ def evaluate(
     _check_data(data, opts)
     ref = engines.prepare(model_options)
     config = engines.model_config(ref)
+    if is_sentence_encoder(ref, config):
+        return evaluate_similarity(data, ref, opts, console)
     recorded = getattr(config, "architectures", None) or []
     if any(name.endswith("ForSequenceClassification") for name in recorded):
         return _evaluate_classifier(data, ref, opts, console, config)
@@ -90,7 +99,8 @@ def _check_data(data: str, opts: EvaluateOptions) -> None:
     if data == "-":
         return
     if is_table(data):
-        csv_rows(data, opts.encoding)
+        if not sts_layout(data, opts.encoding):  # the STS Benchmark's headerless file: evaluate_similarity
+            csv_rows(data, opts.encoding)
     else:
         read_records(None, data, opts.text_column, encoding=opts.encoding)
 
@@ -216,6 +226,8 @@ def _summary(result: dict[str, Any]) -> list[tuple[str, str]]:
             ("accuracy", f"{result['accuracy']:.4f}"),
             ("macro-F1", f"{result['macro_f1']:.4f}"),
         ]
+    if result["task"] == "similarity":
+        return similarity_summary(result)
     name = "perplexity" if result["objective"] == "clm" else "pseudo-perplexity"
     return [
         ("lines", str(result["lines"])),
@@ -275,6 +287,9 @@ def render_rich(result: dict[str, Any], out: IO[str]) -> None:
 
 def _tsv_rows(result: dict[str, Any]) -> Iterator[list[object]]:
     """Long format, one number per row: ``metric, label, predicted, value``."""
+    if result["task"] == "similarity":
+        yield from similarity_tsv_rows(result)
+        return
     if result["task"] != "classification":
         for key in ("lines", "tokens", "log_likelihood", "perplexity"):
             yield [key, "", "", result[key]]

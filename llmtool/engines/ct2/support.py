@@ -42,6 +42,8 @@ _ROPE_TYPES = (None, "default", "linear", "llama3")
 
 def supported(config_dict: dict[str, Any], task: str) -> str | None:
     """None if this engine runs ``task`` for a model with this config.json, else a short reason."""
+    if task == "embed" and config_dict.get("model_type") in ENCODER_TYPES:  # any head: the encoder's states
+        return _config_problem(config_dict)
     if task not in TASKS:
         return f"unknown task {task!r}"
     model_type = config_dict.get("model_type")
