@@ -10,9 +10,18 @@ mlm|clm --output DIR``) and judges the model with llmtool's own ``fill-mask`` an
   held-out ones (the issue's bar: >= 80 % seen, >= 50 % held out);
 - clm: greedy continuation of a seen phrasing's prefix starts with the answer (bar: >= 80 %).
 
-Usage: ``python -m bench.learns [--corpus people|facts] [--objective mlm|clm|both] [--people N] [--seed S]
-[--dir DIR] [-- EXTRA PRETRAIN FLAGS]``; ``--corpus facts`` judges the README's quick start the same way.
-It prints one JSON line per objective: accuracies, training steps, epochs, examples, seconds.
+Further corpora of other shapes (issue 21: defaults must hold on corpora they were not tuned on):
+
+- ``capitals-zh``: 12 countries and capitals in Chinese, six phrasings each, one line per sentence
+  (8-12 characters, no spaces), one phrasing per country held out; mlm is right when every
+  character of the capital is (one ``[MASK]`` per character);
+- ``qa``: a tiny GPT-2 pre-trained with no flags on the people corpus, then ``finetune --task clm
+  --prompt-column question --response-column answer --max-steps 300`` (no learning rate given) on 120
+  question/answer rows; right when the greedy answer's first word is the answer.
+
+Usage: ``python -m bench.learns [--corpus people|facts|capitals-zh|qa] [--objective mlm|clm|both] [--people N]
+[--seed S] [--dir DIR] [-- EXTRA PRETRAIN FLAGS]``; ``--corpus facts`` judges the README's quick start the
+same way. It prints one JSON line per objective: accuracies, training steps, epochs, examples, seconds.
 """
 
 from __future__ import annotations
@@ -120,6 +129,94 @@ def _first_word(text: str) -> str:
     return words[0] if words else ""
 
 
+CAPITALS_ZH = (
+    ("法国", "巴黎"),
+    ("日本", "东京"),
+    ("英国", "伦敦"),
+    ("德国", "柏林"),
+    ("意大利", "罗马"),
+    ("俄罗斯", "莫斯科"),
+    ("埃及", "开罗"),
+    ("泰国", "曼谷"),
+    ("韩国", "首尔"),
+    ("印度", "新德里"),
+    ("希腊", "雅典"),
+    ("秘鲁", "利马"),
+)
+FORMS_ZH = (
+    "{c}的首都是{a}。",
+    "{a}是{c}的首都。",
+    "{c}首都叫{a}。",
+    "{a}是{c}最大的城市。",
+    "我去过{c}的首都{a}。",
+    "{c}政府设在{a}。",
+)
+
+
+def capitals_zh(seed: int) -> tuple[list[str], list[dict[str, Any]]]:
+    """Chinese lines without spaces; one phrasing per country held out; one [MASK] per character."""
+    lines, probes = [], []
+    for i, (country, capital) in enumerate(CAPITALS_ZH):
+        held = i % len(FORMS_ZH)
+        for f, form in enumerate(FORMS_ZH):
+            probes.append({"masked": form.format(c=country, a="[MASK]" * len(capital)), "answer": capital,
+                           "heldout": f == held})  # fmt: skip
+            if f != held:
+                lines.append(form.format(c=country, a=capital))
+    random.Random(seed).shuffle(lines)
+    return lines, probes
+
+
+def judge_characters(folder: Path, probes: list[dict[str, Any]]) -> dict[str, float]:
+    """mlm on Chinese: right when the top prediction of every mask is its character."""
+    out = cli("fill-mask", "-m", str(folder), "--json", "--top-k", "1",
+              stdin="".join(p["masked"] + "\n" for p in probes))  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    scores: dict[str, list[bool]] = {"seen": [], "heldout": []}
+    for probe, line in zip(probes, out.stdout.splitlines(), strict=True):
+        guess = "".join(m["predictions"][0]["token"].strip().removeprefix("##") for m in json.loads(line)["masks"])
+        scores["heldout" if probe["heldout"] else "seen"].append(guess == probe["answer"])
+    return {k: round(sum(v) / len(v), 3) for k, v in scores.items() if v}
+
+
+def qa_rows(people: int, seed: int) -> list[dict[str, str]]:
+    """120 question/answer rows (40 people x 3 relations) about the people corpus's facts."""
+    rng = random.Random(seed)
+    questions = {"city": "Where does {n} live?", "job": "What is the job of {n}?", "pet": "What pet does {n} have?"}
+    rows = []
+    for name in NAMES[:people]:
+        for relation, (answers, _) in RELATIONS.items():
+            rows.append({"question": questions[relation].format(n=name), "answer": rng.choice(answers) + "."})
+    return rows
+
+
+def run_qa(work: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """Pre-train a tiny GPT-2 (no flags), fine-tune it on prompt/response rows (no --lr), ask every question."""
+    lines, _ = make_corpus(args.people, args.seed)
+    corpus = work / "people.txt"
+    corpus.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    base, tuned = work / "qa-base", work / "qa-tuned"
+    started = time.monotonic()
+    trained = cli("pretrain", str(corpus), "--objective", "clm", "--output", str(base), "--overwrite", "-q")
+    assert trained.returncode == 0, trained.stderr
+    rows = qa_rows(args.people, args.seed)
+    data = work / "qa.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    tuned_run = cli("finetune", str(data), "--task", "clm", "--model", str(base), "--prompt-column", "question",
+                    "--response-column", "answer", "--max-steps", "300", "--output", str(tuned),
+                    "--overwrite", *args.extra)  # fmt: skip
+    assert tuned_run.returncode == 0, tuned_run.stderr
+    seconds = time.monotonic() - started
+    out = cli("generate", "-m", str(tuned), "--greedy", "-t", "4", "--no-prompt", "--json",
+              stdin="".join(r["question"] + "\n" for r in rows))  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    answers = [_first_word(json.loads(line)["generations"][0]["text"]) for line in out.stdout.splitlines()]
+    right = [a.lower() == r["answer"].rstrip(".").lower() for a, r in zip(answers, rows, strict=True)]
+    plan = [line for line in tuned_run.stderr.splitlines() if "plan:" in line]
+    return {"corpus": "qa", "answered": round(sum(right) / len(right), 3), "seconds": round(seconds, 1),
+            "plan": plan[0] if plan else None, "seed": args.seed}  # fmt: skip
+
+
 def facts_corpus(work: Path) -> tuple[Path, list[dict[str, Any]]]:
     """``llmtool corpus facts`` (the README's quick start) and its probes, in this script's form."""
     corpus, probes = work / "facts.txt", work / "probes.jsonl"
@@ -135,8 +232,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--corpus",
         default="people",
-        choices=["people", "facts"],
-        help="people: this script's; facts: llmtool corpus facts (the README's quick start).",
+        choices=["people", "facts", "capitals-zh", "qa"],
+        help="people: this script's; facts: llmtool corpus facts (the README's quick start); capitals-zh: "
+        "Chinese short lines (mlm); qa: pretrain clm, then finetune on prompt/response rows.",
     )
     parser.add_argument("--people", type=int, default=40)
     parser.add_argument("--seed", type=int, default=0)
@@ -145,8 +243,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     work = Path(args.dir or tempfile.mkdtemp(prefix="learns-"))
     work.mkdir(parents=True, exist_ok=True)
+    if args.corpus == "qa":
+        print(json.dumps(run_qa(work, args)), flush=True)
+        return 0
     if args.corpus == "facts":
         corpus, probes = facts_corpus(work)
+    elif args.corpus == "capitals-zh":
+        lines, probes = capitals_zh(args.seed)
+        corpus = work / "capitals-zh.txt"
+        corpus.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+        args.objective = "mlm"
     else:
         lines, probes = make_corpus(args.people, args.seed)
         corpus = work / "people.txt"
@@ -163,7 +269,8 @@ def main(argv: list[str] | None = None) -> int:
         metrics = json.loads(trained.stdout)
         plan = [line for line in trained.stderr.splitlines() if "plan:" in line]
         print(json.dumps({
-            "objective": objective, "corpus": args.corpus, **judge(objective, folder, probes),
+            "objective": objective, "corpus": args.corpus, "seed": args.seed,
+            **(judge_characters(folder, probes) if args.corpus == "capitals-zh" else judge(objective, folder, probes)),
             "steps": metrics["train"]["steps"], "epochs": metrics["train"]["epochs"],
             "loss": metrics["train"]["loss"], "seconds": round(seconds, 1), "plan": plan[0] if plan else None,
             "extra": args.extra,

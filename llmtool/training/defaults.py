@@ -24,9 +24,18 @@ LOWER_IS_BETTER = ("loss", "perplexity")  # validation metrics where less is bet
 # --------------------------------------------------------------------------- finetune
 # Measured on SST-2 with all-MiniLM-L6-v2 (README "Defaults chosen for the data").
 
-SMALL_MODEL = 60_000_000  # parameters: below, a higher learning rate (MiniLM, DistilBERT-sized heads)
-LARGE_MODEL = 300_000_000  # parameters: from here on, a lower one (BERT-large and up)
-FINETUNE_LR = {"small": 1e-4, "base": 5e-5, "large": 2e-5}  # peak learning rate by model size (above)
+# The peak learning rate by model size: the first row whose parameter count the model stays under.
+# MiniLM (23M) measured best at 1e-4 and BERT-base at 5e-5; the models `pretrain` makes are 10-100x
+# smaller and need the higher rates they were pre-trained at (--size tiny 2e-3, mini 1e-3: settings.SIZES).
+FINETUNE_LR = (
+    (2_000_000, 1e-3),  # pretrain --size tiny and alike
+    (15_000_000, 5e-4),  # --size mini / small, GPT-2 mini
+    (60_000_000, 1e-4),  # MiniLM, DistilBERT-sized
+    (300_000_000, 5e-5),  # BERT-base, GPT-2
+    (None, 2e-5),  # BERT-large and up
+)
+PRETRAINED_LR_SHARE = 0.5  # a model llmtool pre-trained: this share of the peak rate it was pre-trained at
+# (its llmtool_settings.json says; 2e-3 -> 1e-3 took a tiny GPT-2 from loss 2.23 to 0.02 on 120 QA rows)
 SMALL_DATA = 2_000  # examples: below, batches of SMALL_DATA_BATCH (more updates per epoch), else BATCH
 SMALL_DATA_BATCH = 8  # examples a step on small data ...
 FINETUNE_BATCH = 16  # ... and on the rest
@@ -39,7 +48,9 @@ MAX_BLOCK = 1024  # clm/mlm: the default block size is the model's limit, up to 
 # --------------------------------------------------------------------------- pretrain
 # New weights; measured on the corpora of bench/learns.py (README "Measured").
 
-SENTENCE_ENDS = (".", "!", "?", '"', "'", ")", "]")  # a line that ends so ends a sentence
+SENTENCE_ENDS: tuple[str, ...] = (".", "!", "?", '"', "'", ")", "]")  # a line that ends so ends a sentence ...
+# ... and so do the full-width ends of Chinese and Japanese text (the ideographic full stop, marks, quotes)
+SENTENCE_ENDS += ("\u3002", "\uff01", "\uff1f", "\u201d", "\u300d", "\u300f", "\uff09")
 LINES_SAMPLE = 20_000  # lines looked at to choose the layout
 SHORT_LINES_SHARE = 0.9  # a corpus of lines: at least this share of lines short enough for one example ...
 SENTENCE_LINES_SHARE = 0.8  # ... and at least this share ending a sentence (verse and wrapped prose do not)

@@ -25,11 +25,10 @@ from llmtool.training.defaults import (
     EPOCHS,
     FINETUNE_BATCH,
     FINETUNE_LR,
-    LARGE_MODEL,
     MIN_STEPS,
+    PRETRAINED_LR_SHARE,
     SMALL_DATA,
     SMALL_DATA_BATCH,
-    SMALL_MODEL,
     WARMUP,
 )
 from llmtool.training.recipes import RECIPES, Recipe, recipe_for
@@ -79,7 +78,9 @@ def finetune(
         for warning in cut:
             run.console.warn(warning)
         params = sum(p.numel() for p in model.parameters())
-        settings, plan = training_plan(settings, params, len(train_ds), len(valid_ds) if valid_ds is not None else 0)
+        valid_count = len(valid_ds) if valid_ds is not None else 0
+        base_rate = pretraining_rate(model_options)
+        settings, plan = training_plan(settings, params, len(train_ds), valid_count, base_rate)
         run.settings = settings
         run.console.info(plan.line())
         for warning in plan.warnings:
@@ -104,14 +105,24 @@ def finetune(
 # --------------------------------------------------------------------------- the plan
 
 
-def training_plan(settings: FinetuneSettings, parameters: int, examples: int, valid_examples: int) -> tuple[Any, Any]:
+def training_plan(
+    settings: FinetuneSettings,
+    parameters: int,
+    examples: int,
+    valid_examples: int,
+    base_rate: float | None = None,
+) -> tuple[Any, Any]:
     """The settings with what the user left open chosen for the data and the model, and the plan
-    (README "Defaults chosen for the data"; the values are in :mod:`llmtool.training.defaults`)."""
+    (README "Defaults chosen for the data"; the values are in :mod:`llmtool.training.defaults`).
+    ``base_rate``: the peak rate the base model was pre-trained at by llmtool, when its folder says."""
     from llmtool.training.plan import Rules, make_plan
 
-    size = "small" if parameters < SMALL_MODEL else "large" if parameters >= LARGE_MODEL else "base"
+    lr, lr_from = finetune_rate(parameters, base_rate)
+    if settings.lora:
+        lr, lr_from = lr * LORA_LR_FACTOR, f"{lr_from}, x{LORA_LR_FACTOR:g} for LoRA"
     rules = Rules(
-        lr=FINETUNE_LR[size] * (LORA_LR_FACTOR if settings.lora else 1),
+        lr=lr,
+        lr_from=lr_from,
         batch_size=SMALL_DATA_BATCH if examples < SMALL_DATA else FINETUNE_BATCH,
         epochs=EPOCHS, min_steps=MIN_STEPS, max_steps=10**9, warmup_ratio=WARMUP,
     )  # fmt: skip
@@ -120,6 +131,42 @@ def training_plan(settings: FinetuneSettings, parameters: int, examples: int, va
     return make_plan(
         settings, rules, examples=examples, valid_examples=valid_examples, layout=layout, processes=world_size()
     )
+
+
+def finetune_rate(parameters: int, base_rate: float | None) -> tuple[float, str]:
+    """The peak learning rate for fine-tuning when --lr is not given, and where it comes from (the plan says)."""
+    if base_rate is not None:
+        return base_rate * PRETRAINED_LR_SHARE, f"{PRETRAINED_LR_SHARE:g} x the base model's pre-training rate"
+    for below, lr in FINETUNE_LR:
+        if below is None or parameters < below:
+            return lr, f"for {_millions(parameters)} parameters"
+    raise AssertionError("FINETUNE_LR ends with a row for every size")
+
+
+def _millions(parameters: int) -> str:
+    return f"{parameters / 1e6:.1f}M" if parameters < 10**8 else f"{parameters / 1e6:.0f}M"
+
+
+def pretraining_rate(opts: ModelOptions) -> float | None:
+    """The peak rate a model that ``llmtool pretrain`` made was trained at (its llmtool_settings.json), or None:
+    another kind of model, a Hub id not on disk, or a record that cannot be read."""
+    import json
+
+    from llmtool.models import locate
+    from llmtool.training.folder import SETTINGS_FILE
+
+    try:
+        ref = locate(dataclasses.replace(opts, device="cpu", dtype="float32", engine="torch"))
+    except Exception:  # the load that follows says what is wrong with the model, in its words
+        return None
+    if ref.folder is None:
+        return None
+    try:
+        record = json.loads((ref.folder / SETTINGS_FILE).read_text(encoding="utf-8"))
+        rate = record["training"]["lr"] if record.get("command") == "pretrain" else None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    return float(rate) if isinstance(rate, int | float) and 0 < rate < 1 else None
 
 
 def _with_lora(
@@ -263,7 +310,7 @@ def dry_run(train_path: str, settings: FinetuneSettings, model_options: ModelOpt
         examples = len(data.train) if per_row else _packed_estimate(lengths, len(data.train), limit)
         valid_rows = len(data.valid) if data.valid is not None else 0
         counts = _parameter_counts(recipe, settings, model_options, data)
-        _, plan = training_plan(settings, counts["total"], examples, valid_rows)
+        _, plan = training_plan(settings, counts["total"], examples, valid_rows, pretraining_rate(model_options))
         report["steps"] = {
             "examples": examples, "effective_batch": plan.effective_batch, "per_epoch": plan.steps_per_epoch,
             "total": plan.steps, "epochs": plan.epochs,
@@ -365,7 +412,8 @@ def format_report(report: dict[str, Any]) -> str:
         plan = report["plan"]
         chosen = f" (chosen: {', '.join(plan['chosen'])})" if plan["chosen"] else ""
         lr, warmup, batch = plan["lr"], plan["warmup_ratio"], plan["batch_size"]
-        lines.append(f"plan     lr {lr:g}, warm-up {warmup:g}, batch {batch}{chosen}")
+        why = f" ({plan['lr_from']})" if plan.get("lr_from") else ""
+        lines.append(f"plan     lr {lr:g}{why}, warm-up {warmup:g}, batch {batch}{chosen}")
     if "parameters" in report:
         p = report["parameters"]
         share = p["trainable"] / max(1, p["total"])

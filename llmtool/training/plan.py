@@ -40,6 +40,7 @@ class Rules:
     max_steps: int  # ... and at most this many (the plan then covers less than `epochs`)
     warmup_ratio: float  # share of the steps warming the rate up, when --warmup-ratio is not given
     from_scratch: bool = False  # new weights: warn when the plan is too short to learn
+    lr_from: str = ""  # where ``lr`` comes from, said in the plan line when --lr is not given
 
 
 @dataclass
@@ -59,15 +60,17 @@ class Plan:
     eval_every: int
     chosen: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    lr_from: str = ""  # why this lr, when the plan chose it
 
     def line(self) -> str:
         """The plan in one line, for stderr."""
         given = "" if not self.chosen else f" (chosen: {', '.join(self.chosen)})"
+        why = f" ({self.lr_from})" if self.lr_from else ""
         valid = f", {self.valid_examples} for validation" if self.valid_examples else ""
         cadence = "evaluate and checkpoint" if self.valid_examples else "checkpoint"
         return (
             f"plan: {self.layout}, {self.examples} training examples{valid}; batch {self.effective_batch}, "
-            f"{self.steps} steps = {self.epochs:g} epochs of {self.steps_per_epoch}; lr {self.lr:g}, "
+            f"{self.steps} steps = {self.epochs:g} epochs of {self.steps_per_epoch}; lr {self.lr:g}{why}, "
             f"warm-up {self.warmup_ratio:g}; {cadence} every {self.eval_every} steps{given}"
         )
 
@@ -135,6 +138,7 @@ def make_plan(
         warmup_ratio=warmup,
         eval_every=min(every, total),
         chosen=chosen,
+        lr_from=rules.lr_from if settings.lr is None else "",
     )
     plan.warnings = warnings(plan, rules, settings)
     return resolved, plan

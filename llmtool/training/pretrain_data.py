@@ -24,6 +24,7 @@ from llmtool.training.data import ColumnSpec, Layout, quiet_datasets, resolve_la
 from llmtool.training.defaults import (
     BLOCK,
     FEW_BLOCKS,
+    FEW_EXAMPLES,
     LINES_SAMPLE,
     MASK_BLOCKS,
     MASK_LINES,
@@ -57,20 +58,22 @@ def choose_layout(settings: PretrainSettings, documents: Any) -> PretrainSetting
     if settings.line_by_line is not None or settings.nsp:
         lines = bool(settings.line_by_line)
         return dataclasses.replace(settings, line_by_line=lines, mlm_probability=masking(settings, lines))
-    words_limit = block(settings) * 3 // 4  # about 1.3 tokens per word in a trained vocabulary
     seen = short = sentences = tokens = docs = 0
     for batch in documents.iter(batch_size=1000):
         for lines in batch["lines"]:
             docs += 1
             for line in lines:
                 seen += 1
-                words = len(line.split())
-                tokens += words * 4 // 3 + 1  # about 1.3 tokens per word, and a separator
-                short += words <= words_limit
+                estimate = estimated_tokens(line)
+                tokens += estimate + 1  # and a separator
+                short += estimate <= block(settings)
                 sentences += line.rstrip().endswith(SENTENCE_ENDS)
         if seen >= LINES_SAMPLE:
             break
-    lines = seen > 0 and short >= SHORT_LINES_SHARE * seen and sentences >= SENTENCE_LINES_SHARE * seen
+    short_lines = seen > 0 and short >= SHORT_LINES_SHARE * seen
+    lines = short_lines and sentences >= SENTENCE_LINES_SHARE * seen
+    if short_lines and not lines and tokens // block(settings) < FEW_EXAMPLES:
+        lines = True  # packing would leave so few blocks that they are memorised by position (plan.warnings)
     related = docs > 1 and seen <= SHORT_DOCUMENT_LINES * docs  # short documents: neighbouring lines belong together
     if (
         lines
@@ -85,6 +88,30 @@ def choose_layout(settings: PretrainSettings, documents: Any) -> PretrainSetting
         packed = masking(settings, False)
         return dataclasses.replace(settings, line_by_line=False, block_size=SMALL_BLOCK, mlm_probability=packed)
     return dataclasses.replace(settings, line_by_line=lines, mlm_probability=masking(settings, lines))
+
+
+def estimated_tokens(line: str) -> int:
+    """Tokens a trained vocabulary makes of ``line``, before there is one: about 1.3 per space-separated
+    word, and one per Chinese, Japanese or Korean character (scripts written without spaces, which
+    WordPiece splits into characters), so that "a short line" means the same in every language."""
+    wide = sum(1 for ch in line if _is_wide(ch))
+    words = len("".join(" " if _is_wide(ch) else ch for ch in line).split()) if wide else len(line.split())
+    return words * 4 // 3 + wide
+
+
+def _is_wide(ch: str) -> bool:
+    """A CJK ideograph, kana, hangul syllable or full-width punctuation mark (BERT's "Chinese character"
+    ranges, and the punctuation written between them)."""
+    code = ord(ch)
+    return (
+        0x3000 <= code <= 0x30FF  # CJK punctuation, hiragana, katakana
+        or 0x3400 <= code <= 0x4DBF  # CJK extension A
+        or 0x4E00 <= code <= 0x9FFF  # CJK unified ideographs
+        or 0xAC00 <= code <= 0xD7AF  # hangul syllables
+        or 0xF900 <= code <= 0xFAFF  # CJK compatibility ideographs
+        or 0xFF00 <= code <= 0xFFEF  # full-width forms
+        or 0x20000 <= code <= 0x2FA1F  # CJK extensions B-F, compatibility supplement
+    )
 
 
 def masking(settings: PretrainSettings, lines: bool) -> float:
