@@ -20,6 +20,7 @@ from llmtool.cli.options import (
     RemoteCodeOpt,
     RevisionOpt,
     VerboseOpt,
+    default_model,
     model_envvars,
     model_options,
     option,
@@ -42,7 +43,7 @@ def attention_command(
             help="A Transformers model (BERT, GPT-2, ...): Hub id or local folder.",
             envvar=model_envvars("attention"),
         ),
-    ] = "bert-base-uncased",
+    ] = default_model("attention"),
     layer: Annotated[int | None, option(AttentionOptions, "layer", "--layer", show_default=False)] = ATTN.layer,
     head: Annotated[int | None, option(AttentionOptions, "head", "--head", show_default=False)] = ATTN.head,
     output: Annotated[

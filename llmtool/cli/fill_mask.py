@@ -28,6 +28,7 @@ from llmtool.cli.options import (
     SeedOpt,
     SkipInvalidOpt,
     VerboseOpt,
+    default_model,
     encoding,
     model_envvars,
     model_options,
@@ -50,7 +51,7 @@ def fill_mask_command(
     encoding_name: EncodingOpt = "utf-8",
     model: Annotated[
         str, typer.Option("--model", "-m", help="Masked LM: Hub id or local folder.", envvar=model_envvars("fill-mask"))
-    ] = "bert-base-uncased",
+    ] = default_model("fill-mask"),
     top_k: Annotated[int, option(FillMaskOptions, "top_k", "--top-k", "-k", min=1)] = FILL.top_k,
     targets: Annotated[str | None, option(FillMaskOptions, "targets", "--targets", show_default=False)] = None,
     allow_special: Annotated[bool, option(FillMaskOptions, "allow_special", "--allow-special")] = FILL.allow_special,

@@ -28,6 +28,7 @@ from llmtool.cli.options import (
     RevisionOpt,
     SeedOpt,
     VerboseOpt,
+    default_model,
     encoding,
     model_envvars,
     model_options,
@@ -50,7 +51,7 @@ def generate_command(
     encoding_name: EncodingOpt = "utf-8",
     model: Annotated[
         str, typer.Option("--model", "-m", help="Causal LM: Hub id or local folder.", envvar=model_envvars("generate"))
-    ] = "gpt2",
+    ] = default_model("generate"),
     max_new_tokens: Annotated[
         int | None, option(GenerateOptions, "max_new_tokens", "--max-new-tokens", "-t", min=1, show_default=False)
     ] = GEN.max_new_tokens,

@@ -24,6 +24,7 @@ from llmtool.cli.options import (
     RemoteCodeOpt,
     RevisionOpt,
     VerboseOpt,
+    default_model,
     encoding,
     model_envvars,
     model_options,
@@ -70,7 +71,7 @@ def next_sentence_command(
             help="A BERT with its next-sentence head (BertForPreTraining or ...ForNSP).",
             envvar=model_envvars("next-sentence"),
         ),
-    ] = "bert-base-uncased",
+    ] = default_model("next-sentence"),
     max_length: Annotated[
         int | None, option(NextSentenceOptions, "max_length", "--max-length", show_default=False, min=4)
     ] = NSP.max_length,

@@ -46,6 +46,11 @@ def model_envvars(name: str) -> list[str]:
     return command(name).model_envvars
 
 
+def default_model(name: str) -> str:
+    """--model's default for command ``name`` (:attr:`llmtool.tasks.registry.Command.default_model`)."""
+    return command(name).default_model or ""
+
+
 class FromEnvironment(str):
     """A string option's value that came from its environment variable (not a flag): --json beats it,
     and a message about it names the variable."""

@@ -57,6 +57,7 @@ class Command:
     head: str = ""  # the head it needs, for "has no trained HEAD"
     remedy: str = ""  # how to give a model of a family that can carry that head one
     refusal: str = REFUSAL  # the refusal's wording, a template (see :func:`refusal`)
+    suggested: bool = True  # named in other commands' refusals ("Did you mean ...?") for the kinds it accepts
 
     @property
     def docs(self) -> str:
@@ -162,6 +163,7 @@ COMMANDS: tuple[Command, ...] = (
         settings=("AttentionOptions", "ModelOptions"),
         accepts=SELF_ATTENTION,
         needs="an encoder or a decoder (BERT, GPT-2, ...)",
+        suggested=False,  # it runs nearly any model: never the answer to "which command fits?"
     ),
     Command(
         "finetune",
@@ -212,10 +214,9 @@ def engine_tasks(kind: EngineKind) -> tuple[str, ...]:
 
 
 def fitting(kinds: frozenset[str], other_than: str = "") -> Command | None:
-    """The first inference command (in --help order) that runs a model of one of ``kinds``, for
-    "Did you mean ...?"; commands that run nearly anything (attention) are never suggested."""
+    """The first command (in --help order) that runs a model of one of ``kinds``, for "Did you mean ...?"."""
     for c in COMMANDS:
-        if c.name != other_than and c.accepts is not None and c.accepts is not SELF_ATTENTION and kinds & c.accepts:
+        if c.name != other_than and c.suggested and c.accepts is not None and kinds & c.accepts:
             return c
     return None
 
