@@ -14,7 +14,8 @@ The rule, per recorded class (first match; several classes: all their kinds):
   pre-training had both heads);
 - an encoder-decoder config (``is_encoder_decoder``): an encoder-decoder model (T5, BART, Marian);
 - ``*ForCausalLM``, ``*LMHeadModel``, ``*DoubleHeadsModel``: a causal LM;
-- ``*Model`` (``BertModel``, a sentence-transformers folder's ``MPNetModel``): no task head, an encoder;
+- ``*Model`` (``BertModel``, a sentence-transformers folder's ``MPNetModel``): a base model, no task head
+  (kind ``encoder``: what a sentence encoder is);
 - anything else (vision, audio, multimodal): unknown.
 
 A config that records no class (rare: hand-written configs) says nothing, unless it is an
@@ -49,7 +50,7 @@ NAMES: dict[str, str] = {
     TOKEN_CLASSIFIER: "a token classifier",
     QUESTION_ANSWERING: "a question-answering model",
     ENCODER_DECODER: "an encoder-decoder model",
-    ENCODER: "an encoder without a task head",
+    ENCODER: "a base model without a task head",
 }
 
 # Class-name endings and the kind they mean, tried in this order (a classifier's name also ends in Model).
