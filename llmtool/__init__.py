@@ -19,41 +19,22 @@ try:
 except metadata.PackageNotFoundError:  # run from a source tree that was never installed
     __version__ = "0+unknown"
 
-__all__ = [
-    "__version__",
-    "attention",
-    "classify",
-    "embed",
-    "evaluate",
-    "fill_mask",
-    "generate",
-    "next_sentence",
-    "score",
-    "similar",
-]
+from llmtool.tasks.registry import python_api
 
-_LAZY = {
-    "attention": ("llmtool.tasks.attention", "attention"),
-    "fill_mask": ("llmtool.tasks.fill_mask", "fill_mask"),
-    "generate": ("llmtool.tasks.generate", "generate"),
-    "classify": ("llmtool.tasks.classify", "classify"),
-    "evaluate": ("llmtool.tasks.evaluate", "evaluate"),
-    "next_sentence": ("llmtool.tasks.next_sentence", "next_sentence"),
-    "score": ("llmtool.tasks.score", "score"),
-    "embed": ("llmtool.tasks.embed", "embed"),
-    "similar": ("llmtool.tasks.similar", "similar"),
-}
+# llmtool.NAME -> (module, function), one per task of llmtool.tasks.registry: imported on first use.
+_LAZY = python_api()
+__all__ = ["__version__", *sorted(_LAZY)]
 
-if TYPE_CHECKING:
-    from llmtool.tasks.attention import attention
-    from llmtool.tasks.classify import classify
-    from llmtool.tasks.embed import embed
-    from llmtool.tasks.evaluate import evaluate
-    from llmtool.tasks.fill_mask import fill_mask
-    from llmtool.tasks.generate import generate
-    from llmtool.tasks.next_sentence import next_sentence
-    from llmtool.tasks.score import score
-    from llmtool.tasks.similar import similar
+if TYPE_CHECKING:  # for type checkers, which cannot follow _LAZY (a test checks they agree)
+    from llmtool.tasks.attention import attention as attention
+    from llmtool.tasks.classify import classify as classify
+    from llmtool.tasks.embed import embed as embed
+    from llmtool.tasks.evaluate import evaluate as evaluate
+    from llmtool.tasks.fill_mask import fill_mask as fill_mask
+    from llmtool.tasks.generate import generate as generate
+    from llmtool.tasks.next_sentence import next_sentence as next_sentence
+    from llmtool.tasks.score import score as score
+    from llmtool.tasks.similar import similar as similar
 
 
 def __getattr__(name: str) -> Any:

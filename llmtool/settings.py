@@ -9,6 +9,7 @@ stays free of torch.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
@@ -52,6 +53,14 @@ def env_default(name: str, fallback: T) -> T | str:
     return value if value else fallback
 
 
+def finite(settings: Any) -> None:
+    """Every float setting is a number: nan, inf and -inf are refused (each check() starts with this)."""
+    for f in dataclasses.fields(settings):
+        value = getattr(settings, f.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise UsageError(f"--{f.name.replace('_', '-')} must be a finite number, not {value}")
+
+
 def at_least(value: int | None, minimum: int, flag: str) -> None:
     if value is not None and value < minimum:
         raise UsageError(f"{flag} must be at least {minimum}")
@@ -80,6 +89,7 @@ class ModelOptions:
     quantize: str = setting("none", "none|int8: the CTranslate2 engine's weights (int8: faster, close to float32).")
 
     def check(self) -> None:
+        finite(self)
         if self.dtype.strip().lower() not in DTYPES:
             raise UsageError(f"unknown --dtype {self.dtype!r}; use {'|'.join(DTYPES)}")
         if self.engine not in ENGINES:
@@ -104,6 +114,7 @@ class FillMaskOptions:
     seed: int | None = setting(None, "Random seed, for repeatable output.")
 
     def check(self) -> None:
+        finite(self)
         at_least(self.top_k, 1, "--top-k")
         at_least(self.batch_size, 1, "--batch-size")
         if self.targets is not None and not self.targets:
@@ -145,6 +156,7 @@ class GenerateOptions:
     stream: bool | None = setting(None, "Print tokens as they come [default: one prompt to a terminal].")
 
     def check(self) -> None:
+        finite(self)
         at_least(self.max_new_tokens, 1, "--max-new-tokens")
         at_least(self.num_return_sequences, 1, "--num-return-sequences")
         at_least(self.batch_size, 1, "--batch-size")
@@ -171,6 +183,7 @@ class ClassifyOptions:
     window: int = setting(8, "Batches read ahead and sorted by length together.")
 
     def check(self) -> None:
+        finite(self)
         at_least(self.top_k, 1, "--top-k")
         at_least(self.batch_size, 1, "--batch-size")
         at_least(self.max_length, 2, "--max-length")
@@ -191,6 +204,7 @@ class ScoreOptions:
     window: int = setting(4, "Batches read ahead and sorted by length together.")
 
     def check(self) -> None:
+        finite(self)
         at_least(self.batch_size, 1, "--batch-size")
         at_least(self.max_length, 2, "--max-length")
         at_least(self.stride, 1, "--stride")
@@ -205,6 +219,7 @@ class NextSentenceOptions:
     window: int = setting(8, "Batches read ahead and sorted by length together.")
 
     def check(self) -> None:
+        finite(self)
         at_least(self.batch_size, 1, "--batch-size")
         at_least(self.max_length, 4, "--max-length")
 
@@ -224,6 +239,7 @@ class EvaluateOptions:
     plot: str | None = setting(None, "Classifiers: draw the confusion matrix into this PNG file (needs llmtool[plot]).")
 
     def check(self) -> None:
+        finite(self)
         at_least(self.batch_size, 1, "--batch-size")
         at_least(self.max_length, 2, "--max-length")
         at_least(self.stride, 1, "--stride")
@@ -238,6 +254,7 @@ class AttentionOptions:
     output: str | None = setting(None, "Draw the weights as a heatmap into this PNG file (needs llmtool[plot]).")
 
     def check(self) -> None:
+        finite(self)
         if self.output is not None and not self.output.lower().endswith(".png"):
             raise UsageError(f"--output {self.output!r}: the picture is a PNG; name a .png file")
 
@@ -288,6 +305,7 @@ class TrainSettings:
 
     def check(self) -> None:
         """Cheap checks of the values, before anything is read or loaded."""
+        finite(self)
         if self.max_steps is None and self.epochs is not None and not self.epochs > 0:
             raise UsageError("--epochs must be greater than 0")
         at_least(self.max_steps, 1, "--max-steps")

@@ -6,6 +6,7 @@ small so a forward pass takes milliseconds; the tokenizers are real WordPiece an
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 WORDS = (
@@ -223,3 +224,67 @@ def nsp_examples() -> list[tuple[str, str, bool]]:
     """(A, B, B follows A) pairs for the toy rule of :func:`build_bert_pretraining`."""
     texts = sentiment_examples()
     return [(a, b, la == lb) for i, (a, la) in enumerate(texts) for (b, lb) in texts[i % 7 :: 9]]
+
+
+def build_with_head(
+    folder: Path, base: Callable[[Path], Path], head: str, labels: tuple[str, ...] | None = None, seed: int = 0
+) -> Path:
+    """A tiny model built by ``base`` (e.g. :func:`build_bert`), saved again as Transformers class ``head``
+    (``GPT2ForSequenceClassification``, ``BertForTokenClassification``, ``BertModel``, ...) with that head
+    newly initialised, untrained: for tests of what each command does with a model of each kind."""
+    import torch
+    import transformers
+
+    base(folder)
+    config = transformers.AutoConfig.from_pretrained(str(folder))
+    if labels is not None:
+        config.id2label = dict(enumerate(labels))
+        config.label2id = {label: i for i, label in enumerate(labels)}
+    if getattr(config, "pad_token_id", None) is None:  # decoder classifiers find the last token by the pad id
+        config.pad_token_id = config.eos_token_id
+    config.architectures = None
+    torch.manual_seed(seed)
+    model = getattr(transformers, head)(config)
+    (folder / "model.safetensors").unlink()
+    model.save_pretrained(str(folder))
+    return folder
+
+
+def build_bart(folder: Path, seed: int = 0) -> Path:
+    """A tiny BartForConditionalGeneration (an encoder-decoder) with a byte-level BPE tokenizer."""
+    import torch
+    from tokenizers import processors
+    from transformers import BartConfig, BartForConditionalGeneration, BartTokenizerFast
+
+    folder.mkdir(parents=True, exist_ok=True)
+    bpe = _byte_bpe(["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
+    bpe.post_processor = processors.RobertaProcessing(("</s>", 2), ("<s>", 0), trim_offsets=True)
+    tokenizer = BartTokenizerFast(
+        tokenizer_object=bpe,
+        bos_token="<s>",
+        eos_token="</s>",
+        sep_token="</s>",
+        cls_token="<s>",
+        unk_token="<unk>",
+        pad_token="<pad>",
+        mask_token="<mask>",
+    )
+    torch.manual_seed(seed)
+    config = BartConfig(
+        vocab_size=len(tokenizer),
+        d_model=32,
+        encoder_layers=1,
+        decoder_layers=1,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=64,
+        decoder_ffn_dim=64,
+        max_position_embeddings=64,
+        pad_token_id=1,
+        bos_token_id=0,
+        eos_token_id=2,
+        decoder_start_token_id=2,
+    )
+    BartForConditionalGeneration(config).save_pretrained(str(folder))
+    tokenizer.save_pretrained(str(folder))
+    return folder

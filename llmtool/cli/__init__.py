@@ -3,30 +3,31 @@
 The package stays light: ``llmtool --help`` imports neither torch nor transformers (a test checks),
 nothing here loads a model, and task modules are imported inside the command that needs them.
 
+- one module per command (``llmtool.cli.fill_mask``, ...) or group of commands (``llmtool.cli.training``:
+  finetune, merge, pretrain, corpus), registered here in the order of :mod:`llmtool.tasks.registry`;
 - :mod:`llmtool.cli.options`: every flag, its default and help read from :mod:`llmtool.settings`;
-- :mod:`llmtool.cli.inference`: fill-mask, generate, classify, score, evaluate, next-sentence;
-- :mod:`llmtool.cli.training`: finetune, pretrain, corpus.
+- :mod:`llmtool.cli.common`: what every command body shares (errors to one line, writing records).
+
+Each command's ``--help`` ends with its docs page (``Docs: docs/commands/<command>.md``).
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
+import importlib
 import os
 import signal
 import sys
 import threading
-from collections.abc import Callable, Iterable
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
 
 from llmtool import __version__
+from llmtool.cli.common import silence_stdout
 from llmtool.errors import ExitCode, Terminated, report
 from llmtool.io.console import say
-from llmtool.io.streams import Console, Formatter, OutputFormat
-
-F = TypeVar("F", bound=Callable[..., Any])
+from llmtool.tasks.registry import COMMANDS, Command
 
 app = typer.Typer(
     name="llmtool",
@@ -42,52 +43,24 @@ app = typer.Typer(
 )
 
 
-def handle_errors(func: F) -> F:
-    """Run a command body; turn every failure into one line on stderr and a documented status."""
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except (typer.Exit, typer.Abort, SystemExit):
-            raise
-        except BrokenPipeError:
-            _silence_stdout()
-            raise typer.Exit(ExitCode.BROKEN_PIPE) from None
-        except BaseException as exc:  # every failure gets reported, Ctrl-C and SIGTERM included
-            raise typer.Exit(report(exc)) from None
-
-    return wrapper  # type: ignore[return-value]
+def register(entry: Command) -> None:
+    """Add a command (a function) or a group of commands (a Typer app) to ``app``, its help ending
+    with its docs page. Only the command modules are imported: they import no torch."""
+    module, attribute = entry.cli.split(":")
+    target = getattr(importlib.import_module(module), attribute)
+    epilog = f"Docs: {entry.docs}"
+    if isinstance(target, typer.Typer):
+        for sub in target.registered_commands:
+            sub.epilog = sub.epilog or epilog
+        app.add_typer(target, name=entry.name, epilog=epilog)
+    else:
+        app.command(entry.name, epilog=epilog)(target)
 
 
-def _silence_stdout() -> None:
-    """After the reader of stdout has gone, make the interpreter's final flush a no-op."""
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-    except (OSError, ValueError, AttributeError):
-        pass
+for _entry in COMMANDS:
+    register(_entry)
 
-
-def write(results: Iterable[dict[str, Any]], output: OutputFormat, formatter: Formatter, console: Console) -> None:
-    """Records to stdout in the chosen format, with a progress count on a terminal."""
-    from llmtool.io.streams import write_records
-
-    with console.progress("records") as bar:
-
-        def counted() -> Any:
-            for result in results:
-                yield result
-                bar.advance()
-
-        written = write_records(counted(), output, formatter)
-    if written == 0 and not console.quiet:
-        console.warn("no input records (the input was empty or only blank lines)")
-
-
-from llmtool.cli import cache, embed, inference, training  # noqa: E402  (the commands register themselves on ``app``)
-
-__all__ = ["app", "cache", "embed", "inference", "main", "training"]
+__all__ = ["app", "main", "register"]
 
 
 def _print_version(value: bool) -> None:
@@ -108,28 +81,6 @@ def _root(
     """A small, fast, Unix-native command line over Hugging Face Transformers."""
 
 
-@app.command("version")
-def version_command() -> None:
-    """Print llmtool's version."""
-    typer.echo(__version__)
-
-
-@app.command("env")
-@handle_errors
-def env_command(
-    json_flag: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
-) -> None:
-    """What llmtool runs on, for bug reports and CI logs: versions, devices, caches, offline state, threads.
-
-    Example: llmtool env --json | jq .packages
-    """
-    from llmtool import envinfo
-    from llmtool.io.streams import json_line
-
-    info = envinfo.collect()
-    typer.echo(json_line(info) if json_flag else envinfo.render(info))
-
-
 # ---------------------------------------------------------------------------- entry point
 
 
@@ -148,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = app(args=argv, prog_name="llmtool", standalone_mode=False)
     except BrokenPipeError:
-        _silence_stdout()
+        silence_stdout()
         return _finish(ExitCode.BROKEN_PIPE)
     except (typer.Abort, KeyboardInterrupt, Terminated) as exc:  # a signal while parsing the command line
         return _finish(report(exc if not isinstance(exc, typer.Abort) else KeyboardInterrupt()))

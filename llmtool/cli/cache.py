@@ -6,17 +6,16 @@ from typing import Annotated
 
 import typer
 
-from llmtool.cli import app, handle_errors
+from llmtool.cli.common import handle_errors
 from llmtool.cli.options import MODEL, OfflineOpt, QuantizeOpt, QuietOpt, RevisionOpt, model_options
 from llmtool.errors import UsageError
-from llmtool.io.streams import Console
+from llmtool.io.console import Console
 
 cache_app = typer.Typer(
     help="The CTranslate2 engine's converted models: where they are, converting one ahead of use, removing them.",
     no_args_is_help=True,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-app.add_typer(cache_app, name="cache")
 
 
 def _size(n: int) -> str:

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from llmtool.cli import app, handle_errors, write
+from llmtool.cli.common import handle_errors, write
 from llmtool.cli.options import (
     MODEL,
     BatchOpt,
@@ -27,6 +27,7 @@ from llmtool.cli.options import (
     RemoteCodeOpt,
     RevisionOpt,
     VerboseOpt,
+    default_model,
     encoding,
     model_envvars,
     model_options,
@@ -39,9 +40,6 @@ from llmtool.settings import EmbedOptions, SimilarOptions, defaults
 
 EMBED = defaults(EmbedOptions)
 SIMILAR = defaults(SimilarOptions)
-DEFAULT_MODEL = (
-    "sentence-transformers/all-MiniLM-L6-v2"  # llmtool.tasks.embed.DEFAULT_MODEL (not imported: no numpy here)
-)
 
 PoolingOpt = Annotated[
     str | None, option(EmbedOptions, "pooling", "--pooling", metavar="mean|cls|max|lasttoken", show_default=False)
@@ -65,7 +63,6 @@ def _model_option(command: str) -> object:
     )
 
 
-@app.command("embed")
 @handle_errors
 def embed_command(
     text: Annotated[
@@ -74,7 +71,7 @@ def embed_command(
     input_path: InputOpt = None,
     column: ColumnOpt = None,
     encoding_name: EncodingOpt = "utf-8",
-    model: Annotated[str, _model_option("embed")] = DEFAULT_MODEL,
+    model: Annotated[str, _model_option("embed")] = default_model("embed"),
     pooling: PoolingOpt = EMBED.pooling,
     normalize: NormalizeOpt = EMBED.normalize,
     prompt: PromptOpt = EMBED.prompt,
@@ -151,7 +148,6 @@ def embed_command(
     )
 
 
-@app.command("similar")
 @handle_errors
 def similar_command(
     query: Annotated[
@@ -169,7 +165,7 @@ def similar_command(
     input_path: InputOpt = None,
     column: ColumnOpt = None,
     encoding_name: EncodingOpt = "utf-8",
-    model: Annotated[str, _model_option("similar")] = DEFAULT_MODEL,
+    model: Annotated[str, _model_option("similar")] = default_model("similar"),
     top_k: Annotated[int, option(SimilarOptions, "top_k", "--top-k", "-k", min=1)] = SIMILAR.top_k,
     all_flag: Annotated[bool, option(SimilarOptions, "all", "--all")] = SIMILAR.all,
     pooling: PoolingOpt = SIMILAR.pooling,

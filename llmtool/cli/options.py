@@ -13,7 +13,7 @@ from typing import Annotated, Any
 import typer
 
 from llmtool.errors import UsageError
-from llmtool.io.streams import OutputFormat
+from llmtool.io.formats import OutputFormat
 from llmtool.settings import (
     DTYPES,
     ENGINES,
@@ -25,6 +25,7 @@ from llmtool.settings import (
     TrainSettings,
     help_of,
 )
+from llmtool.tasks.registry import command
 
 
 def option(cls: type, name: str, *decls: str, **kwargs: Any) -> Any:
@@ -39,10 +40,15 @@ MODEL = ModelOptions()
 # ("[env var: ...]"), and a bad value from one is a usage error naming it (cli.main).
 
 
-def model_envvars(command: str) -> list[str]:
-    """The variables --model reads, first set wins: LLMTOOL_<COMMAND>_MODEL, then LLMTOOL_MODEL (commands'
-    default models differ: a BERT for fill-mask, a GPT-2 for generate)."""
-    return [f"LLMTOOL_{command.upper().replace('-', '_')}_MODEL", "LLMTOOL_MODEL"]
+def model_envvars(name: str) -> list[str]:
+    """The variables --model of command ``name`` reads, first set wins: LLMTOOL_<COMMAND>_MODEL, then
+    LLMTOOL_MODEL (see :attr:`llmtool.tasks.registry.Command.model_envvars`)."""
+    return command(name).model_envvars
+
+
+def default_model(name: str) -> str:
+    """--model's default for command ``name`` (:attr:`llmtool.tasks.registry.Command.default_model`)."""
+    return command(name).default_model or ""
 
 
 class FromEnvironment(str):
@@ -174,6 +180,16 @@ WindowOpt = Annotated[
     ),
 ]
 BosOpt = Annotated[bool, option(ScoreOptions, "bos", "--bos/--no-bos")]
+TextColumnOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--text-column",
+        "--column",
+        help="Text column of .csv/.tsv input, or field of .jsonl (default: the table rule: text, then sentence, "
+        "then the only column that holds text besides the label).",
+        show_default=False,
+    ),
+]
 LabelColumnOpt = Annotated[str, option(EvaluateOptions, "label_column", "--label-column")]
 
 # ---------------------------------------------------------------------------- training (TrainSettings)

@@ -9,7 +9,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
-from llmtool.cli import app, handle_errors
+from llmtool.cli.common import handle_errors
 from llmtool.cli.options import (
     MODEL,
     Bf16Opt,
@@ -49,7 +49,7 @@ from llmtool.cli.options import (
     option,
 )
 from llmtool.errors import UsageError
-from llmtool.io.streams import Console
+from llmtool.io.console import Console
 from llmtool.settings import FinetuneSettings, PretrainSettings, defaults, precision_flag
 
 SettingsT = TypeVar("SettingsT")
@@ -67,7 +67,6 @@ def settings_from(cls: type[SettingsT], options: dict[str, Any], **values: Any) 
     return cls(**{**given, **values})
 
 
-@app.command("finetune")
 @handle_errors
 def finetune_command(
     train: Annotated[
@@ -224,7 +223,6 @@ def finetune_command(
     print_result(finetune(train, output, settings, mopts, Console(quiet, verbose)), json_flag)
 
 
-@app.command("merge")
 @handle_errors
 def merge_command(
     adapter: Annotated[
@@ -250,7 +248,6 @@ def merge_command(
     typer.echo(json_line(result) if json_flag else result["model"])
 
 
-@app.command("pretrain")
 @handle_errors
 def pretrain_command(
     corpus: Annotated[
@@ -390,7 +387,6 @@ corpus_app = typer.Typer(
     no_args_is_help=True,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-app.add_typer(corpus_app, name="corpus")
 
 
 @corpus_app.command("facts")

@@ -28,6 +28,7 @@ from llmtool.errors import LlmtoolError, ModelError, UsageError
 from llmtool.io.console import say
 from llmtool.models import ModelRef, locate, prepare_environment, prepare_streaming
 from llmtool.settings import ModelOptions
+from llmtool.tasks.registry import engine_tasks
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -35,8 +36,8 @@ if TYPE_CHECKING:
 # ref -> (tokenizer, Transformers model), with the command's own checks
 TorchLoader = Callable[[ModelRef], "tuple[PreTrainedTokenizerBase, PreTrainedModel]"]
 Engine = TypeVar("Engine", EncoderEngine, DecoderEngine)
-ENCODER_TASKS = ("fill-mask", "classify", "next-sentence", "score-mlm")
-DECODER_TASKS = ("generate", "score-clm")
+# The engine task keys each kind of engine runs, from the registry (one entry per command).
+ENCODER_TASKS, DECODER_TASKS = engine_tasks("encoder"), engine_tasks("decoder")
 
 
 def prepare(options: ModelOptions) -> ModelRef:

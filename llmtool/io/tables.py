@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Literal
 
 from llmtool.errors import InputError, UsageError
-from llmtool.io.streams import Record, check_readable, decode_lines, open_binary, suggest
+from llmtool.io.inputs import Record, check_readable, decode_lines, open_binary, suggest
 
 TEXT_COLUMNS = ("text", "sentence")  # tried in this order when no column is named
 LABEL_COLUMN = "label"  # the label column when none is named

@@ -15,11 +15,11 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from llmtool.errors import ModelError, UsageError
-from llmtool.io.streams import Formatter
+from llmtool.io.formats import Formatter
 from llmtool.settings import AttentionOptions, ModelOptions
 
 if TYPE_CHECKING:
-    from llmtool.io.streams import Console
+    from llmtool.io.console import Console
 
 EAGER = "eager"  # the only attention implementation that materialises the weights (sdpa and flash fuse them)
 
@@ -145,7 +145,7 @@ def _device(model: Any) -> Any:
 def attention(
     text: str,
     *,
-    model: str = "bert-base-uncased",
+    model: str = "bert-base-uncased",  # as tasks.registry's default_model
     options: AttentionOptions | None = None,
     model_options: ModelOptions | None = None,
     console: Console | None = None,
@@ -158,8 +158,8 @@ def attention(
     ``kwargs`` are :class:`AttentionOptions` fields (``layer=0``, ``head=1``, ``output="a.png"``).
     """
     from llmtool import plots
-    from llmtool.engines import choice as engines
     from llmtool.models import load as load_located
+    from llmtool.tasks.base import locate
 
     opts = options or AttentionOptions(**kwargs)
     opts.check()
@@ -170,7 +170,7 @@ def attention(
         raise UsageError("TEXT is empty")
     if opts.output is not None:
         plots.require("drawing attention")  # before the model loads: say at once that the extra is missing
-    ref = engines.prepare(model_opts)
+    ref = locate("attention", model_opts)
     from transformers import AutoModel
 
     tokenizer, loaded = load_located(AutoModel, ref, attn_implementation=EAGER)

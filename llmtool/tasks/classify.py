@@ -14,7 +14,9 @@ from typing import Any
 
 from llmtool.engines import choice as engines
 from llmtool.errors import InputError, ModelError, UsageError
-from llmtool.io.streams import ARGUMENT, Formatter, Record, chunked, error_record, read_records
+from llmtool.io.formats import Formatter
+from llmtool.io.inputs import ARGUMENT, Record
+from llmtool.io.streams import read_records
 from llmtool.io.tables import csv_rows, find_column, is_table, text_column
 from llmtool.models import (
     MissingHeadError,
@@ -27,9 +29,13 @@ from llmtool.models import (
     supports_task,
 )
 from llmtool.settings import ClassifyOptions, ModelOptions
-from llmtool.tasks.batching import by_length
+from llmtool.tasks.base import BatchedTask, Invalid, locate
+from llmtool.tasks.registry import command
 
-HEAD = "sequence-classification head"
+COMMAND = command("classify")
+HEAD = COMMAND.head
+Encoding = dict[str, list[int]]  # input_ids (and token_type_ids) of one input
+Top = list[tuple[int, float]]  # the top-k (label id, probability) of one input
 
 
 # --------------------------------------------------------------------------- input
@@ -170,11 +176,12 @@ def load_classifier(ref: ModelRef) -> tuple[Any, Any]:
     return tokenizer, model
 
 
-class Classifier:
+class Classifier(BatchedTask[Example, Encoding, Top]):
     """A sequence classifier (any engine) that turns examples into prediction records."""
 
     def __init__(self, tokenizer: Any, encoder: Any, options: ClassifyOptions) -> None:
         options.check()
+        super().__init__(options.batch_size, options.window, options.skip_invalid)
         self.tokenizer = tokenizer
         self.encoder = encoder
         self.options = options
@@ -188,34 +195,34 @@ class Classifier:
     def labels(self) -> list[str]:
         return [self.id2label[i] for i in sorted(self.id2label)]
 
-    def __call__(self, examples: Iterable[Example]) -> Iterator[dict[str, Any]]:
-        """Prediction records in input order."""
-        for _, record in self.results(examples):
-            yield record
+    # ------------------------------------------------------------------ the loop's steps (tasks.base)
 
-    def results(self, examples: Iterable[Example]) -> Iterator[tuple[Example, dict[str, Any]]]:
-        """(example, record) pairs in input order, streamed a window at a time."""
-        window = max(1, self.options.batch_size * self.options.window)
-        for chunk in chunked(examples, window):
-            yield from self._chunk(chunk)
+    def encode(self, chunk: list[Example]) -> list[Encoding | Invalid]:
+        """Token ids (and segment ids) per example, or why it is invalid (an empty cell)."""
+        valid = [i for i, e in enumerate(chunk) if e.error is None]
+        encoded = iter(self._encode([chunk[i] for i in valid]))
+        return [Invalid(e.error) if e.error is not None else next(encoded) for e in chunk]
+
+    def length(self, encoded: Encoding) -> int:
+        return len(encoded["input_ids"])
+
+    def predict(self, batch: list[Encoding]) -> list[Top]:
+        """For each input, the top-k (label id, probability)."""
+        probs = probabilities(self.encoder.sequence_logits(batch), self.multi_label)
+        k = min(self.options.top_k, probs.shape[-1])
+        order = (-probs).argsort(axis=-1, kind="stable")[:, :k]
+        values = [[float(row[i]) for i in idx] for row, idx in zip(probs, order, strict=True)]
+        return [list(zip(idx.tolist(), vals, strict=True)) for idx, vals in zip(order, values, strict=True)]
+
+    def record(self, example: Example, preds: Top) -> dict[str, Any]:
+        predictions = [{"label": self.id2label.get(i, str(i)), "id": i, "score": s} for i, s in preds]
+        record: dict[str, Any] = {"index": example.index, "input": example.text}
+        if example.pair is not None:
+            record["input_pair"] = example.pair
+        record.update(label=predictions[0]["label"], score=predictions[0]["score"], predictions=predictions)
+        return record
 
     # ------------------------------------------------------------------ internals
-
-    def _chunk(self, chunk: list[Example]) -> Iterator[tuple[Example, dict[str, Any]]]:
-        valid = [i for i, e in enumerate(chunk) if e.error is None]
-        encoded = self._encode([chunk[i] for i in valid])
-        top: dict[int, list[tuple[int, float]]] = {}
-        size = self.options.batch_size
-        for batch in by_length(range(len(valid)), lambda j: len(encoded[j]["input_ids"]), size):
-            for j, preds in zip(batch, self._predict([encoded[j] for j in batch]), strict=True):
-                top[valid[j]] = preds
-        for i, example in enumerate(chunk):
-            if example.error is not None:
-                if not self.options.skip_invalid:
-                    raise InputError(example.error, source=example.source, line=example.line)
-                yield example, error_record(example, example.error)
-                continue
-            yield example, self._record(example, top[i])
 
     def _encode(self, examples: Sequence[Example]) -> list[dict[str, list[int]]]:
         """Token ids (and segment ids) per example; single texts and pairs are encoded apart."""
@@ -232,22 +239,6 @@ class Classifier:
                 out[i] = {k: enc[k][n] for k in keys}
         return out
 
-    def _predict(self, batch: list[dict[str, list[int]]]) -> list[list[tuple[int, float]]]:
-        """For each input, the top-k (label id, probability)."""
-        probs = probabilities(self.encoder.sequence_logits(batch), self.multi_label)
-        k = min(self.options.top_k, probs.shape[-1])
-        order = (-probs).argsort(axis=-1, kind="stable")[:, :k]
-        values = [[float(row[i]) for i in idx] for row, idx in zip(probs, order, strict=True)]
-        return [list(zip(idx.tolist(), vals, strict=True)) for idx, vals in zip(order, values, strict=True)]
-
-    def _record(self, example: Example, preds: list[tuple[int, float]]) -> dict[str, Any]:
-        predictions = [{"label": self.id2label.get(i, str(i)), "id": i, "score": s} for i, s in preds]
-        record: dict[str, Any] = {"index": example.index, "input": example.text}
-        if example.pair is not None:
-            record["input_pair"] = example.pair
-        record.update(label=predictions[0]["label"], score=predictions[0]["score"], predictions=predictions)
-        return record
-
 
 def probabilities(logits: Any, multi_label: bool = False) -> Any:
     """Softmax over each row (float32), or a sigmoid per label for multi-label models."""
@@ -262,7 +253,7 @@ def probabilities(logits: Any, multi_label: bool = False) -> Any:
 
 def open_classifier(model_options: ModelOptions, options: ClassifyOptions) -> Classifier:
     """Locate and load a classifier (on the engine :mod:`llmtool.engines.choice` chooses)."""
-    ref = engines.prepare(model_options)
+    ref = locate(COMMAND.name, model_options)
     tokenizer, encoder = engines.open_encoder(ref, "classify", load_classifier)
     return Classifier(tokenizer, encoder, options)
 

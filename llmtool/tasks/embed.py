@@ -29,11 +29,12 @@ from llmtool.models import ModelRef, ensure_pad_token, load, max_input_length
 from llmtool.settings import EmbedOptions, ModelOptions
 from llmtool.tasks.batching import by_length
 from llmtool.tasks.pooling import JsonReader, SentenceConfig, folder_reader, normalize, pool, read_sentence_config
+from llmtool.tasks.registry import command
 
 if TYPE_CHECKING:
     import numpy as np
 
-DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+DEFAULT_MODEL = command("embed").default_model or ""
 DECIMALS = 8  # of each value in text, TSV and JSON output (--output .npy keeps float32 exactly)
 DOCUMENT_PROMPTS = ("document", "passage", "corpus")  # sentence-transformers' encode_document order
 
@@ -198,10 +199,13 @@ class Embedder:
         return {"index": record.index, "input": record.text, "embedding": values}
 
 
-def open_embedder(model_options: ModelOptions, options: EmbedOptions) -> Embedder:
-    """Locate the model, read its sentence-transformers files (before any weights load), open the encoder."""
+def open_embedder(model_options: ModelOptions, options: EmbedOptions, command: str = "embed") -> Embedder:
+    """Locate the model (refusing one of the wrong kind for ``command``), read its sentence-transformers
+    files (before any weights load), open the encoder."""
+    from llmtool.tasks.base import locate
+
     options.check()
-    ref = engines.prepare(model_options)
+    ref = locate(command, model_options)
     sentence = read_sentence_config(sentence_reader(ref), ref.name)
     choose_prompt(options.prompt, options.prompt_name, sentence)  # an unknown --prompt-name fails now
     tokenizer, encoder = engines.open_encoder(ref, "embed", load_embedder)

@@ -19,11 +19,14 @@ from typing import IO, Any
 
 from llmtool.engines import choice as engines
 from llmtool.errors import InputError, ModelError, UsageError
-from llmtool.io.streams import Console, Formatter, read_records
+from llmtool.io.console import Console
+from llmtool.io.formats import Formatter
+from llmtool.io.streams import read_records
 from llmtool.io.tables import csv_rows, is_table
 from llmtool.metrics import classification_metrics
 from llmtool.models import ModelRef, architecture
 from llmtool.settings import ClassifyOptions, EvaluateOptions, ModelOptions, ScoreOptions
+from llmtool.tasks.base import locate
 from llmtool.tasks.classify import Classifier, load_classifier, read_examples
 from llmtool.tasks.evaluate_similarity import (
     evaluate_similarity,
@@ -79,7 +82,7 @@ def evaluate(
     opts.check()
     console = console or Console(quiet=True)
     _check_data(data, opts)
-    ref = engines.prepare(model_options)
+    ref = locate("evaluate", model_options)
     config = engines.model_config(ref)
     if is_sentence_encoder(ref, config):
         return evaluate_similarity(data, ref, opts, console)

@@ -13,23 +13,30 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from llmtool.engines import choice as engines
-from llmtool.errors import InputError, UsageError
-from llmtool.io.streams import Formatter, Record, as_records, chunked, error_record
+from llmtool.errors import UsageError
+from llmtool.io.formats import Formatter
+from llmtool.io.inputs import Record, as_records
 from llmtool.models import ModelRef, load, max_input_length, set_seed
 from llmtool.settings import FillMaskOptions, ModelOptions
-from llmtool.tasks.batching import by_length, top_k
+from llmtool.tasks.base import BatchedTask, Invalid, locate
+from llmtool.tasks.batching import top_k
+from llmtool.tasks.registry import command
 
-DEFAULT_MODEL = "bert-base-uncased"
+COMMAND = command("fill-mask")
+DEFAULT_MODEL = COMMAND.default_model or ""
 USER_MASK = "[MASK]"  # always accepted, whatever the model's own mask token is
 
+MaskPredictions = list[list[tuple[int, float]]]  # for each mask of a line: the top-k (token id, probability)
 
-class MaskFiller:
+
+class MaskFiller(BatchedTask[Record, list[int], MaskPredictions]):
     """A loaded masked LM that turns records into prediction records."""
 
     def __init__(self, tokenizer: Any, encoder: Any, options: FillMaskOptions, name: str = "") -> None:
         if tokenizer.mask_token is None or tokenizer.mask_token_id is None:
             raise UsageError(f"{name or tokenizer.name_or_path}: this tokenizer has no mask token; is it a masked LM?")
         options.check()
+        super().__init__(options.batch_size, options.window, options.skip_invalid)
         self.tokenizer = tokenizer
         self.encoder = encoder
         self.options = options
@@ -47,13 +54,45 @@ class MaskFiller:
         # Predictions repeat the same few thousand tokens: decode each id once.
         self._token_text = functools.lru_cache(maxsize=65536)(lambda tid: tokenizer.decode([tid]))
 
-    # ------------------------------------------------------------------ public
+    # ------------------------------------------------------------------ the loop's steps (tasks.base)
 
-    def __call__(self, records: Iterable[Record]) -> Iterator[dict[str, Any]]:
-        """Prediction records in input order, streamed a window at a time."""
-        window = max(1, self.options.batch_size * self.options.window)
-        for chunk in chunked(records, window):
-            yield from self._chunk(chunk)
+    def encode(self, chunk: list[Record]) -> list[list[int] | Invalid]:
+        """Token ids for each record, or why it is invalid.
+
+        One tokenizer call for the whole window: the fast tokenizer's per-call overhead is
+        larger than its per-line work on short lines.
+        """
+        texts = [self.mask_pattern.sub(self.tokenizer.mask_token, r.text) for r in chunk]
+        all_ids: list[list[int]] = self.tokenizer(texts, add_special_tokens=True)["input_ids"]
+        return [self._check(text, ids) for text, ids in zip(texts, all_ids, strict=True)]
+
+    def length(self, encoded: list[int]) -> int:
+        return len(encoded)
+
+    def predict(self, batch: list[list[int]]) -> list[MaskPredictions]:
+        """For each sequence, for each mask: the top-k (token id, probability)."""
+        positions = [(row, col) for row, ids in enumerate(batch) for col, t in enumerate(ids) if t == self.mask_id]
+        logits = self.encoder.mlm_logits(batch, positions)
+        ids, probs = top_k(logits, self.options.top_k, self.target_ids, self.excluded)
+        out: list[MaskPredictions] = [[] for _ in batch]
+        for (row, _), idx, vals in zip(positions, ids.tolist(), probs.tolist(), strict=True):
+            out[row].append(list(zip(idx, vals, strict=True)))
+        return out
+
+    def record(self, record: Record, masks: MaskPredictions) -> dict[str, Any]:
+        decode = self._token_text
+        mask_records = [
+            {"predictions": [{"token": decode(tid), "token_id": tid, "score": score} for tid, score in preds]}
+            for preds in masks
+        ]
+        tops = iter([self._filled(m["predictions"][0]["token"]) for m in mask_records])
+
+        def fill(match: re.Match[str]) -> str:
+            word, joined = next(tops, (match.group(2), False))
+            return word if joined else match.group(1) + word
+
+        output = self.fill_pattern.sub(fill, record.text)
+        return {"index": record.index, "input": record.text, "output": output, "masks": mask_records}
 
     # ------------------------------------------------------------------ internals
 
@@ -74,52 +113,15 @@ class MaskFiller:
             ids.append(pieces[0])
         return list(dict.fromkeys(ids))  # unique, in the order given
 
-    def _encode_all(self, chunk: list[Record]) -> list[list[int] | str]:
-        """Token ids for each record, or the reason it is invalid.
-
-        One tokenizer call for the whole window: the fast tokenizer's per-call overhead is
-        larger than its per-line work on short lines.
-        """
-        texts = [self.mask_pattern.sub(self.tokenizer.mask_token, r.text) for r in chunk]
-        all_ids: list[list[int]] = self.tokenizer(texts, add_special_tokens=True)["input_ids"]
-        return [self._check(text, ids) for text, ids in zip(texts, all_ids, strict=True)]
-
-    def _check(self, text: str, ids: list[int]) -> list[int] | str:
+    def _check(self, text: str, ids: list[int]) -> list[int] | Invalid:
         n_masks = ids.count(self.mask_id)
         if n_masks == 0:
-            return f"no {USER_MASK} in this line"
+            return Invalid(f"no {USER_MASK} in this line")
         if len(ids) > self.max_length:
             ids = self.tokenizer(text, truncation=True, max_length=self.max_length)["input_ids"]
             if ids.count(self.mask_id) < n_masks:
-                return f"a {USER_MASK} falls beyond the model's maximum length of {self.max_length} tokens"
+                return Invalid(f"a {USER_MASK} falls beyond the model's maximum length of {self.max_length} tokens")
         return ids
-
-    def _chunk(self, chunk: list[Record]) -> Iterator[dict[str, Any]]:
-        encoded = self._encode_all(chunk)
-        valid = [i for i, e in enumerate(encoded) if isinstance(e, list)]
-        results: dict[int, list[list[tuple[int, float]]]] = {}
-        size = self.options.batch_size
-        for batch in by_length(valid, lambda i: len(encoded[i]), size):
-            for i, preds in zip(batch, self._predict([encoded[i] for i in batch]), strict=True):  # type: ignore[misc]
-                results[i] = preds
-        for i, record in enumerate(chunk):
-            reason = encoded[i]
-            if isinstance(reason, str):
-                if not self.options.skip_invalid:
-                    raise InputError(reason, source=record.source, line=record.line)
-                yield error_record(record, reason)
-                continue
-            yield self._record(record, results[i])
-
-    def _predict(self, batch: list[list[int]]) -> list[list[list[tuple[int, float]]]]:
-        """For each sequence, for each mask: the top-k (token id, probability)."""
-        positions = [(row, col) for row, ids in enumerate(batch) for col, t in enumerate(ids) if t == self.mask_id]
-        logits = self.encoder.mlm_logits(batch, positions)
-        ids, probs = top_k(logits, self.options.top_k, self.target_ids, self.excluded)
-        out: list[list[list[tuple[int, float]]]] = [[] for _ in batch]
-        for (row, _), idx, vals in zip(positions, ids.tolist(), probs.tolist(), strict=True):
-            out[row].append(list(zip(idx, vals, strict=True)))
-        return out
 
     def _filled(self, token: str) -> tuple[str, bool]:
         """The prediction as it goes into the sentence, and whether it joins the word before it
@@ -128,21 +130,6 @@ class MaskFiller:
         if prefix and token.startswith(prefix) and len(token) > len(prefix):
             return token[len(prefix) :].strip(), True
         return token.strip(), False
-
-    def _record(self, record: Record, masks: list[list[tuple[int, float]]]) -> dict[str, Any]:
-        decode = self._token_text
-        mask_records = [
-            {"predictions": [{"token": decode(tid), "token_id": tid, "score": score} for tid, score in preds]}
-            for preds in masks
-        ]
-        tops = iter([self._filled(m["predictions"][0]["token"]) for m in mask_records])
-
-        def fill(match: re.Match[str]) -> str:
-            word, joined = next(tops, (match.group(2), False))
-            return word if joined else match.group(1) + word
-
-        output = self.fill_pattern.sub(fill, record.text)
-        return {"index": record.index, "input": record.text, "output": output, "masks": mask_records}
 
 
 # ---------------------------------------------------------------------- formats
@@ -191,7 +178,7 @@ def fill_mask(
     """
     opts = options or FillMaskOptions(**kwargs)
     opts.check()
-    ref = engines.prepare(model_options or ModelOptions(model=model))
+    ref = locate(COMMAND.name, model_options or ModelOptions(model=model))
     tokenizer, encoder = engines.open_encoder(ref, "fill-mask", _load_torch(opts.seed))
     return MaskFiller(tokenizer, encoder, opts, ref.name)(as_records(inputs))
 

@@ -15,11 +15,15 @@ from typing import IO, Any
 
 from llmtool.engines import choice as engines
 from llmtool.errors import InputError, UsageError
-from llmtool.io.streams import Formatter, Record, as_records, chunked
+from llmtool.io.formats import Formatter
+from llmtool.io.inputs import Record, as_records, chunked
 from llmtool.models import ModelRef, ensure_pad_token, load, max_input_length, set_seed
 from llmtool.settings import GENERATION_DEFAULTS, GenerateOptions, ModelOptions
+from llmtool.tasks.base import locate
+from llmtool.tasks.registry import command
 
-DEFAULT_MODEL = "gpt2"
+COMMAND = command("generate")
+DEFAULT_MODEL = COMMAND.default_model or ""
 
 
 def row_seed(seed: int, prompt: str, sequence: int) -> int:
@@ -319,7 +323,7 @@ def generate(
     """
     opts = options or GenerateOptions(**kwargs)
     opts.check()
-    ref = engines.prepare(model_options or ModelOptions(model=model))
+    ref = locate(COMMAND.name, model_options or ModelOptions(model=model))
     tokenizer, decoder = engines.open_decoder(ref, "generate", _load_torch(opts.seed))
     own = engines.generation_config_of(ref)
     if own is None:  # not on disk before loading (downloaded by the torch engine): what the engine read

@@ -11,20 +11,25 @@ Pairs come from two arguments, ``A<TAB>B`` lines (stdin or a text file), or two 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from llmtool.engines import choice as engines
 from llmtool.errors import InputError, ModelError, UsageError
-from llmtool.io.streams import ARGUMENT, Formatter, Record, chunked, read_records
+from llmtool.io.formats import Formatter
+from llmtool.io.inputs import ARGUMENT, Record
+from llmtool.io.streams import read_records
 from llmtool.io.tables import csv_rows, find_column, is_table
 from llmtool.models import MissingHeadError, ModelRef, architecture, load, load_config, max_input_length, supports_task
 from llmtool.settings import ModelOptions, NextSentenceOptions
-from llmtool.tasks.batching import by_length
+from llmtool.tasks.base import BatchedTask, locate
 from llmtool.tasks.classify import probabilities
+from llmtool.tasks.registry import command
 
-DEFAULT_MODEL = "bert-base-uncased"
+COMMAND = command("next-sentence")
+DEFAULT_MODEL = COMMAND.default_model or ""
+Encoding = dict[str, list[int]]  # input_ids and token_type_ids of one pair
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,22 +132,18 @@ def load_nsp(ref: ModelRef) -> tuple[Any, Any]:
         raise ModelError(f"{exc}; pre-train one with `llmtool pretrain --objective mlm --nsp`") from None
 
 
-class NextSentence:
+class NextSentence(BatchedTask[Pair, Encoding, float]):
     """A next-sentence model (any engine) that turns pairs into probability records."""
 
     def __init__(self, tokenizer: Any, encoder: Any, options: NextSentenceOptions) -> None:
         options.check()
+        super().__init__(options.batch_size, options.window)
         self.tokenizer = tokenizer
         self.encoder = encoder
         self.options = options
         self.max_length = options.max_length or max_input_length(tokenizer, encoder)
 
-    def __call__(self, pairs: Iterable[Pair]) -> Iterator[dict[str, Any]]:
-        window = max(1, self.options.batch_size * self.options.window)
-        for chunk in chunked(pairs, window):
-            yield from self._chunk(chunk)
-
-    def _chunk(self, chunk: list[Pair]) -> Iterator[dict[str, Any]]:
+    def encode(self, chunk: list[Pair]) -> list[Encoding]:
         # Both sentences are cut evenly from their ends when a pair exceeds the model's limit.
         enc = self.tokenizer(
             [p.first for p in chunk],
@@ -151,18 +152,17 @@ class NextSentence:
             max_length=self.max_length,
         )
         keys = [k for k in ("input_ids", "token_type_ids") if k in enc]
-        encoded = [{k: enc[k][i] for k in keys} for i in range(len(chunk))]
-        probs: dict[int, float] = {}
-        size = self.options.batch_size
-        for batch in by_length(range(len(chunk)), lambda i: len(encoded[i]["input_ids"]), size):
-            for i, p in zip(batch, self._predict([encoded[i] for i in batch]), strict=True):
-                probs[i] = p
-        for i, pair in enumerate(chunk):
-            yield {"index": pair.index, "first": pair.first, "second": pair.second, "is_next": probs[i]}
+        return [{k: enc[k][i] for k in keys} for i in range(len(chunk))]
 
-    def _predict(self, batch: Sequence[dict[str, list[int]]]) -> list[float]:
+    def length(self, encoded: Encoding) -> int:
+        return len(encoded["input_ids"])
+
+    def predict(self, batch: list[Encoding]) -> list[float]:
         # label 0 is "B is the continuation of A" in BERT's NSP head
         return [float(p) for p in probabilities(self.encoder.sequence_logits(batch))[:, 0]]
+
+    def record(self, pair: Pair, is_next: float) -> dict[str, Any]:
+        return {"index": pair.index, "first": pair.first, "second": pair.second, "is_next": is_next}
 
 
 # --------------------------------------------------------------------------- formats
@@ -199,6 +199,6 @@ def next_sentence(
     """
     opts = options or NextSentenceOptions(**kwargs)
     opts.check()
-    ref = engines.prepare(model_options or ModelOptions(model=model))
+    ref = locate(COMMAND.name, model_options or ModelOptions(model=model))
     tokenizer, encoder = engines.open_encoder(ref, "next-sentence", load_nsp)
     return NextSentence(tokenizer, encoder, opts)(as_pairs(pairs))

@@ -26,8 +26,9 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from llmtool.engines import choice as engines
-from llmtool.errors import InputError, ModelError, UsageError
-from llmtool.io.streams import Formatter, Record, as_records, chunked, error_record
+from llmtool.errors import ModelError, UsageError
+from llmtool.io.formats import Formatter
+from llmtool.io.inputs import Record, as_records
 from llmtool.models import (
     MissingHeadError,
     ModelRef,
@@ -38,10 +39,13 @@ from llmtool.models import (
     supports_task,
 )
 from llmtool.settings import ModelOptions, ScoreOptions
+from llmtool.tasks.base import BatchedTask, Invalid, locate
 from llmtool.tasks.batching import by_length
+from llmtool.tasks.registry import command
 
 Objective = Literal["clm", "mlm"]
-DEFAULT_MODEL = "gpt2"
+COMMAND = command("score")
+DEFAULT_MODEL = COMMAND.default_model or ""
 
 
 # --------------------------------------------------------------------------- which kind of LM
@@ -95,7 +99,7 @@ def language_model_loader(objective: Objective) -> engines.TorchLoader:
 
 def open_scorer(model_options: ModelOptions, options: ScoreOptions) -> Scorer:
     """Locate the model, tell its objective, and load it (on the engine :mod:`llmtool.engines.choice` chooses)."""
-    ref = engines.prepare(model_options)
+    ref = locate(COMMAND.name, model_options)
     _, objective = check_language_model(ref)
     return load_scorer(ref, objective, options)
 
@@ -145,11 +149,23 @@ def windows(n: int, max_length: int, stride: int, first: int, slot: int = 0) -> 
 # --------------------------------------------------------------------------- scorer
 
 
-class Scorer:
+@dataclass(frozen=True, slots=True)
+class Encoded:
+    """A text's token ids and the windows that score them."""
+
+    ids: list[int]
+    windows: list[Window]
+
+
+Sums = tuple[float, int]  # a text's log-likelihood, and how many tokens it sums
+
+
+class Scorer(BatchedTask[Record, Encoded, Sums]):
     """A loaded causal or masked LM that turns text records into likelihood records."""
 
     def __init__(self, tokenizer: Any, lm: Any, objective: Objective, options: ScoreOptions, name: str = "") -> None:
         options.check()
+        super().__init__(options.batch_size, options.window, options.skip_invalid)
         self.tokenizer = tokenizer
         self.lm = lm  # a decoder engine (clm) or an encoder engine (mlm): see llmtool.engines.torch_engine
         self.objective = objective
@@ -183,9 +199,7 @@ class Scorer:
 
     def __call__(self, records: Iterable[Record]) -> Iterator[dict[str, Any]]:
         """One record per input line in input order; then the pooled record if ``total`` is set."""
-        chunk_size = max(1, self.options.batch_size * self.options.window)
-        for chunk in chunked(records, chunk_size):
-            yield from self._chunk(chunk)
+        yield from super().__call__(records)
         if self.options.total:
             yield self.total()
 
@@ -204,39 +218,51 @@ class Scorer:
         ids: list[int] = self.tokenizer(text, add_special_tokens=False)["input_ids"]
         return [self.bos_id, *ids] if self.bos_id is not None else ids
 
-    def _chunk(self, chunk: list[Record]) -> Iterator[dict[str, Any]]:
-        token_ids = [self._ids(r.text) for r in chunk]
+    # ------------------------------------------------------------------ the loop's steps (tasks.base)
+
+    def encode(self, chunk: list[Record]) -> list[Encoded | Invalid]:
         first = 1 if self.objective == "clm" else 0
-        pieces = [
-            w for slot, ids in enumerate(token_ids) for w in windows(len(ids), self.span, self.stride, first, slot)
-        ]
-        sums = [0.0] * len(chunk)
-        counts = [0] * len(chunk)
+        out: list[Encoded | Invalid] = []
+        for slot, record in enumerate(chunk):
+            ids = self._ids(record.text)
+            pieces = windows(len(ids), self.span, self.stride, first, slot)
+            if not pieces:
+                reason = "nothing to score: one token, and --no-bos leaves the first token without context"
+                if self.objective == "mlm":
+                    reason = "nothing to score: the text has no tokens"
+                out.append(Invalid(reason))
+            else:
+                out.append(Encoded(ids, pieces))
+        return out
+
+    def predict_all(self, encoded: dict[int, Encoded]) -> dict[int, Sums]:
+        """Every window of the chunk's texts, in batches of similar length; summed per text."""
+        token_ids = {slot: e.ids for slot, e in encoded.items()}
+        pieces = [w for e in encoded.values() for w in e.windows]
+        sums = dict.fromkeys(encoded, 0.0)
+        counts = dict.fromkeys(encoded, 0)
         score = self._causal if self.objective == "clm" else self._masked
         for slot, value, count in score(token_ids, pieces):
             sums[slot] += value
             counts[slot] += count
-        for slot, record in enumerate(chunk):
-            if counts[slot] == 0:
-                reason = "nothing to score: one token, and --no-bos leaves the first token without context"
-                if self.objective == "mlm":
-                    reason = "nothing to score: the text has no tokens"
-                if not self.options.skip_invalid:
-                    raise InputError(reason, source=record.source, line=record.line)
-                yield error_record(record, reason)
-                continue
-            self.lines += 1
-            self.tokens += counts[slot]
-            self.log_likelihood += sums[slot]
-            yield {
-                "index": record.index,
-                "input": record.text,
-                "tokens": counts[slot],
-                "log_likelihood": sums[slot],
-                "perplexity": perplexity(sums[slot], counts[slot]),
-            }
+        return {slot: (sums[slot], counts[slot]) for slot in encoded}
 
-    def _causal(self, token_ids: list[list[int]], pieces: list[Window]) -> Iterator[tuple[int, float, int]]:
+    def record(self, record: Record, result: Sums) -> dict[str, Any]:
+        log_likelihood, tokens = result
+        self.lines += 1
+        self.tokens += tokens
+        self.log_likelihood += log_likelihood
+        return {
+            "index": record.index,
+            "input": record.text,
+            "tokens": tokens,
+            "log_likelihood": log_likelihood,
+            "perplexity": perplexity(log_likelihood, tokens),
+        }
+
+    # ------------------------------------------------------------------ internals
+
+    def _causal(self, token_ids: dict[int, list[int]], pieces: list[Window]) -> Iterator[tuple[int, float, int]]:
         """(slot, summed log-probability, tokens scored) per window."""
         for batch in by_length(pieces, lambda w: w.end - w.start, self.options.batch_size):
             rows = [token_ids[w.slot][w.start : w.end] for w in batch]
@@ -244,7 +270,7 @@ class Scorer:
             for w, values in zip(batch, logprobs, strict=True):
                 yield w.slot, float(values.astype("float64").sum()), w.end - w.first
 
-    def _masked(self, token_ids: list[list[int]], pieces: list[Window]) -> Iterator[tuple[int, float, int]]:
+    def _masked(self, token_ids: dict[int, list[int]], pieces: list[Window]) -> Iterator[tuple[int, float, int]]:
         """Pseudo-log-likelihood: one copy of the window per scored token, with that token masked."""
         import numpy as np
 

@@ -125,7 +125,7 @@ def similar(
     query_list = [queries] if isinstance(queries, str) else [q for q in queries if q.strip()]
     if not query_list or not all(q.strip() for q in query_list):
         raise UsageError("no query: give a QUERY or --queries FILE with at least one line")
-    embedder = open_embedder(model_options or ModelOptions(model=model or DEFAULT_MODEL), opts)
+    embedder = open_embedder(model_options or ModelOptions(model=model or DEFAULT_MODEL), opts, "similar")
     sentence = embedder.sentence
     embedder.prompt = choose_prompt(opts.prompt, opts.prompt_name, sentence, DOCUMENT_PROMPTS)
     query_prompt = choose_prompt(opts.query_prompt, opts.query_prompt_name, sentence, ("query",))
