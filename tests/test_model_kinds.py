@@ -54,11 +54,11 @@ def lora_classifier(folder: Path) -> Path:
 
 
 LABELS = ("negative", "positive")
-LM = frozenset({"score", "evaluate", "attention"})
+LM = frozenset({"score", "evaluate", "attention", "embed", "similar"})
 MASKED = LM | {"fill-mask"}
 CAUSAL = LM | {"generate"}
-CLASSIFIER = frozenset({"classify", "evaluate", "attention"})
-HEAD_ONLY = frozenset({"attention"})
+CLASSIFIER = frozenset({"classify", "evaluate", "attention", "embed", "similar"})
+HEAD_ONLY = frozenset({"attention", "embed", "similar"})  # embed pools any encoder's states
 
 KINDS: dict[str, Kind] = {
     "bert": Kind(tiny_models.build_bert, "BertForMaskedLM", MASKED, "fill-mask"),
@@ -75,7 +75,7 @@ KINDS: dict[str, Kind] = {
     "bert-nsp": Kind(
         with_head(tiny_models.build_bert, "BertForNextSentencePrediction"),
         "BertForNextSentencePrediction",
-        frozenset({"next-sentence", "attention"}),
+        frozenset({"next-sentence", "attention", "embed", "similar"}),
         "next-sentence",
     ),
     "bert-classifier": Kind(
@@ -103,15 +103,18 @@ KINDS: dict[str, Kind] = {
         lora_classifier, "BertForSequenceClassification", CLASSIFIER | {"fill-mask"}, "fill-mask"
     ),  # the adapter's base, a masked LM, still fills masks
     "token-classifier": Kind(
-        with_head(tiny_models.build_bert, "BertForTokenClassification"), "BertForTokenClassification", HEAD_ONLY, None
+        with_head(tiny_models.build_bert, "BertForTokenClassification"),
+        "BertForTokenClassification",
+        HEAD_ONLY,
+        "embed",
     ),
     "question-answering": Kind(
-        with_head(tiny_models.build_bert, "BertForQuestionAnswering"), "BertForQuestionAnswering", HEAD_ONLY, None
+        with_head(tiny_models.build_bert, "BertForQuestionAnswering"), "BertForQuestionAnswering", HEAD_ONLY, "embed"
     ),
-    "encoder": Kind(with_head(tiny_models.build_bert, "BertModel"), "BertModel", HEAD_ONLY, None),
+    "encoder": Kind(with_head(tiny_models.build_bert, "BertModel"), "BertModel", HEAD_ONLY | {"evaluate"}, "embed"),
     "encoder-decoder": Kind(tiny_models.build_bart, "BartForConditionalGeneration", frozenset(), None),
 }
-COMMANDS = ("fill-mask", "generate", "classify", "score", "evaluate", "next-sentence", "attention")
+COMMANDS = ("fill-mask", "generate", "classify", "score", "evaluate", "next-sentence", "embed", "similar", "attention")
 ENGINES = ("torch", "auto")
 
 
@@ -125,6 +128,11 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Held-out data for evaluate: a text column (LMs) and labels the classifiers know."""
     path = tmp_path_factory.mktemp("kinds") / "dev.csv"
     path.write_text("text,label\na great film,positive\na terrible movie,negative\n", encoding="utf-8")
+    # a sentence encoder's evaluation data (scored pairs), and lines for similar to rank
+    (path.parent / "pairs.csv").write_text(
+        "sentence1,sentence2,score\na cat,a kitten,4.5\na car,a poem,0.5\na dog,a puppy,4.0\n", encoding="utf-8"
+    )
+    (path.parent / "lines.txt").write_text("a great film\na terrible movie\n", encoding="utf-8")
     return path
 
 
@@ -135,7 +143,9 @@ def arguments(command: str, model: Path, data: Path) -> list[str]:
         "generate": ["once upon a time", "-t", "2", "--greedy"],
         "classify": ["a great film"],
         "score": ["the cat sat on the mat"],
-        "evaluate": [str(data)],
+        "evaluate": [str(data.parent / "pairs.csv") if model.name.endswith("-encoder") else str(data)],
+        "embed": ["the cat sat"],
+        "similar": ["a film", "--input", str(data.parent / "lines.txt")],
         "next-sentence": ["the king lived in a castle .", "he was happy ."],
         "attention": ["the cat sat", "--layer", "0"],
     }[command]

@@ -141,6 +141,7 @@ COMMANDS: tuple[Command, ...] = (
         accepts=LANGUAGE_MODELS | {SEQUENCE_CLASSIFIER, SENTENCE_ENCODER, ENCODER},
         needs="a sequence classifier, a sentence encoder or a language model",
         refusal="{name} ({arch}) is neither a sequence classifier, a sentence encoder nor a language model{hint}",
+        suggested=False,  # it needs held-out data: the commands that run a model come first to mind
     ),
     Command(
         "next-sentence",
