@@ -114,7 +114,8 @@ def section(path: list[str], command: Command, ctx: Context) -> str:
 
 def render(root: Command) -> str:
     """The reference page for a command tree (the app's, or a test's modified copy)."""
-    ctx = root.make_context("llmtool", [], resilient_parsing=True)
+    # A fixed width: the usage lines must not depend on the terminal the generator runs in.
+    ctx = root.make_context("llmtool", [], resilient_parsing=True, terminal_width=120, max_content_width=120)
     body = [section(path, command, c) for path, command, c in commands(root, ctx, [])]
     return HEADER + "\n" + "\n".join(body).rstrip() + "\n"
 

