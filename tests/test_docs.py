@@ -261,10 +261,10 @@ def write_data(folder: Path) -> None:
         "nli.csv": csv_file("premise,hypothesis,gold", pairs[0::2]),
         "nli-dev.csv": csv_file("premise,hypothesis,gold", pairs[1::2]),
         "pairs.csv": csv_file("prompt,reply", [(a, b) for a, b, _ in pairs[:6]]),
-        "notes.csv": csv_file("id,body", [(str(i), t) for i, t in enumerate(lines * 4)]),
+        "notes.csv": csv_file("id,body", [(str(i), t) for i, t in enumerate(lines * 20)]),
         "sentences.txt": "\n".join(lines) + "\n",
         "held_out.txt": "\n".join(lines[::2]) + "\n",
-        "corpus.txt": "\n\n".join("\n".join(lines[i:] + lines[:i]) for i in range(len(lines))) + "\n",
+        "corpus.txt": "\n\n".join("\n".join(lines[i:] + lines[:i]) for i in range(len(lines)) for _ in range(8)) + "\n",
     }
     for name, text in files.items():
         (folder / name).write_text(text, encoding="utf-8")
