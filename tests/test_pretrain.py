@@ -301,7 +301,8 @@ def test_csv_and_jsonl_corpora_and_a_reused_tokenizer(tmp_path: Path) -> None:
 
 
 def test_presets_have_the_documented_parameter_counts() -> None:
-    """The README's table, recomputed by instantiating every preset (on the meta device: no memory)."""
+    """The documented table (docs/commands/pretrain.md), recomputed by instantiating every preset (on the meta
+    device: no memory)."""
     import re
 
     import torch
@@ -310,7 +311,7 @@ def test_presets_have_the_documented_parameter_counts() -> None:
 
     with torch.device("meta"):
         table = parameter_table()
-    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    readme = (Path(__file__).parents[1] / "docs" / "commands" / "pretrain.md").read_text()
     for row in table:
         line = f"| {row['size']} | {row['objective']} | {row['layers']} | {row['hidden']} | {row['heads']} |"
         found = re.search(re.escape(line) + r" ([\d,]+) \| ([\d,]+) \|", readme)
@@ -391,10 +392,11 @@ def test_torchrun_two_cpu_processes_pretrain_one_model(tmp_path: Path) -> None:
 
 
 def test_readme_quick_start_runs_the_tested_recipes() -> None:
-    """The README's offline quick start trains what the learning tests above train: no training flags."""
-    readme = (Path(__file__).parents[1] / "README.md").read_text()
-    start = readme.index("## Offline quick start")
-    quick_start = " ".join(readme[start : readme.index("```\n", readme.index("```sh", start) + 5)].split())
+    """The offline quick start (docs/quickstart.md) trains what the learning tests above train: no training flags."""
+    readme = (Path(__file__).parents[1] / "docs" / "quickstart.md").read_text()
+    start = readme.index("# Offline quick start")
+    block = readme[start : readme.index("```\n", readme.index("```console", start) + 10)]
+    quick_start = " ".join(block.replace("$ ", "").split())
     assert "llmtool pretrain facts.txt --objective mlm --output facts-bert llmtool" in quick_start
     assert "llmtool pretrain facts.txt --objective clm --output facts-gpt llmtool" in quick_start
     assert "--config" not in quick_start and "--max-steps" not in quick_start and "--lr" not in quick_start
