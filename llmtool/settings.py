@@ -226,7 +226,7 @@ class NextSentenceOptions:
 
 @dataclass
 class EvaluateOptions:
-    text_column: str | None = setting(None, "Text column (default: the table rule, see the README).")
+    text_column: str | None = setting(None, "Text column (default: the table rule, see docs/formats.md).")
     pair_column: str | None = setting(None, "Second text column, for sentence-pair classifiers.")
     label_column: str = setting("label", "Gold labels: the model's label names or ids.")
     batch_size: int = setting(32, "Inputs per forward pass.")
@@ -267,7 +267,7 @@ class TrainSettings:
     """How to train: every knob shared by the training commands, with its default and meaning."""
 
     epochs: float | None = setting(
-        None, "Passes over the training data (default: chosen from the data, see the README)."
+        None, "Passes over the training data (default: chosen from the data, see docs/training.md)."
     )
     max_steps: int | None = setting(None, "Optimizer steps; overrides --epochs.")
     lr: float | None = setting(None, "Peak learning rate (AdamW, linear decay) (default: chosen for the model).")
@@ -281,7 +281,7 @@ class TrainSettings:
     save_steps: int | None = setting(
         None,
         "Evaluate and checkpoint every N steps (default: every epoch, or every few epochs when epochs are "
-        "short; see the README).",
+        "short; see docs/training.md).",
     )
     save_total_limit: int = setting(2, "Checkpoints kept on disk (the best one is always kept too).")
     patience: int | None = setting(None, "Stop after N evaluations without improvement.")
@@ -346,7 +346,7 @@ class FinetuneSettings(TrainSettings):
     """``TrainSettings`` plus what fine-tuning reads and how it turns text into examples."""
 
     task: str = setting("classify", "classify | clm | mlm.")
-    text_column: str | None = setting(None, "Text column (default: the table rule, see the README).")
+    text_column: str | None = setting(None, "Text column (default: the table rule, see docs/formats.md).")
     text_pair_column: str | None = setting(None, "Second text column, for sentence pairs (classify).")
     label_column: str | None = setting(None, "Label column (classify) (default: label).")
     valid: str | None = setting(None, "Validation file with the same columns (default: split off TRAIN).")
@@ -367,7 +367,7 @@ class FinetuneSettings(TrainSettings):
     # finetune: chosen by the plan (finetune.training_plan); LoRA adapters take 10x full fine-tuning's rate.
     lr: float | None = setting(
         None,
-        "Peak learning rate (AdamW, linear decay) (default: chosen for the model's size, see the README; "
+        "Peak learning rate (AdamW, linear decay) (default: chosen for the model, see docs/training.md; "
         f"{LORA_LR_FACTOR}x that with --lora).",
     )
     lora: bool = setting(False, "Train LoRA adapters (PEFT), not every weight; --output is an adapter folder.")
@@ -375,7 +375,7 @@ class FinetuneSettings(TrainSettings):
     lora_alpha: int = setting(16, "LoRA scaling numerator: adapters add alpha/r x their product.")
     lora_dropout: float = setting(0.05, "Dropout on the adapters' input.")
     lora_targets: list[str] | None = setting(
-        None, "Comma-separated module names to adapt (default: the attention projections; see the README)."
+        None, "Comma-separated module names to adapt (default: the attention projections; see docs/lora.md)."
     )
     merge: bool = setting(False, "With --lora: write the adapter merged into its base model, a full model.")
 
@@ -446,7 +446,7 @@ class PretrainSettings(TrainSettings):
 
     objective: str = setting("mlm", "mlm: a BERT (masked LM); clm: a GPT-2 (next-token prediction).")
     nsp: bool = setting(False, "mlm: also train BERT's next-sentence head on sentence pairs.")
-    size: str = setting("tiny", "Model size preset: tiny, mini, small, base (see the README's table).")
+    size: str = setting("tiny", "Model size preset: tiny, mini, small, base (see docs/commands/pretrain.md).")
     config: str | None = setting(
         None, "config.json: a whole model config, or just the keys that change the --size preset."
     )
@@ -461,7 +461,7 @@ class PretrainSettings(TrainSettings):
     line_by_line: bool | None = setting(
         None,
         "One example per line (truncated to --block-size), or (--pack) packed blocks (default: lines for a "
-        "corpus of short sentences, else packed; see the README).",
+        "corpus of short sentences, else packed; see docs/training.md).",
     )
     mlm_probability: float | None = setting(
         None, "mlm: share of tokens masked, at least one an example (default: 0.4 one line per example, else 0.15)."
@@ -478,7 +478,7 @@ class PretrainSettings(TrainSettings):
     num_proc: int | None = setting(None, "Tokenization processes (default: several for big corpora only).")
     # Pre-training defaults (fields of TrainSettings given new values); None: chosen by the plan (README)
     epochs: float | None = setting(
-        None, "Passes over the corpus (default: a step budget from the corpus and model size, see the README)."
+        None, "Passes over the corpus (default: a step budget from the corpus and model size, see docs/training.md)."
     )
     lr: float | None = setting(None, "Peak learning rate (default: the --size preset's, e.g. 2e-3 for tiny).")
     batch_size: int | None = setting(None, "Examples per device per step (default: 32, or fewer examples).")

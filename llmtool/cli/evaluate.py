@@ -92,7 +92,7 @@ def evaluate_command(
     Classifiers: accuracy, macro-F1, per-class precision/recall/F1/support, confusion matrix.
     Causal LMs: corpus perplexity; masked LMs: pseudo-perplexity (both pooled by token count).
 
-    text: Rich tables on a terminal; a plain report otherwise (see the README).
+    text: Rich tables on a terminal; a plain report otherwise (see docs/commands/evaluate.md).
     jsonl: one object: {"task", "model", "data", "examples", "accuracy", "macro_f1", "labels",
     "per_class", "confusion_matrix"} or {"task", "objective", ..., "tokens", "perplexity"}.
     tsv: metric<TAB>label<TAB>predicted<TAB>value, one number per row.

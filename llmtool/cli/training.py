@@ -269,7 +269,7 @@ def pretrain_command(
         bool, typer.Option("--nsp", help="mlm: also train BERT's next-sentence head on sentence pairs.")
     ] = PT.nsp,
     size: Annotated[
-        str, typer.Option("--size", help="Model size preset: tiny, mini, small, base (see the README's table).")
+        str, typer.Option("--size", help="Model size preset: tiny, mini, small, base (see docs/commands/pretrain.md).")
     ] = PT.size,
     config: Annotated[
         str | None,
