@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import signal
@@ -9,11 +10,13 @@ import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from subprocess import CompletedProcess
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+import clirunner
 import tiny_models
 
 # A CI runner, or `pytest &` in a script, may start the tests with SIGINT ignored. Children inherit
@@ -65,14 +68,53 @@ def cli_env(**extra: str) -> dict[str, str]:
     return env
 
 
+# The CLI runs in this process (tests/clirunner.py) under the environment a child gets from
+# cli_env(). Libraries read some variables once, when imported (huggingface_hub: HF_HOME,
+# HF_HUB_OFFLINE; transformers: TRANSFORMERS_*): this process takes the children's values now,
+# before any of them is imported, so that both see the same. A run whose env differs in such a
+# variable from what this process started with gets a subprocess (clirunner.faithful_in_process).
+for _name in [n for n in os.environ if n.startswith(("HF_", "TRANSFORMERS_"))]:
+    del os.environ[_name]
+os.environ.update({k: v for k, v in cli_env().items() if not clirunner.read_at_call_time(k)})
+STARTED_WITH = dict(os.environ)
+# A library imported before this file (by a pytest plugin) may have read other values: then, and
+# when LLMTOOL_TEST_IN_PROCESS=0, every run is a subprocess.
+IN_PROCESS = os.environ.get("LLMTOOL_TEST_IN_PROCESS", "1") != "0" and not any(
+    m in sys.modules for m in ("torch", "transformers", "huggingface_hub", "datasets", "accelerate")
+)
+
+
 def run_cli(
     args: Sequence[str],
     input: str | bytes | None = None,
     env: dict[str, str] | None = None,
     timeout: float = 300,
     cwd: str | Path | None = None,
-) -> subprocess.CompletedProcess[str]:
-    """Run ``llmtool ARGS`` in a real subprocess with real pipes; stdin is closed unless given."""
+    *,
+    subprocess: bool = False,
+) -> CompletedProcess[str]:
+    """Run ``llmtool ARGS`` with ``env`` (default: ``cli_env()``); stdin is at EOF unless given.
+
+    It runs in this process (see tests/clirunner.py: the environment, streams, signals and library
+    state are those of a fresh process, and restored after) unless ``subprocess`` asks for a real
+    one, with real pipes (signals, broken pipes, import-time checks, hangs), or ``env`` sets a
+    variable that only a new process would honour (see ``clirunner.faithful_in_process``).
+    ``timeout`` applies to a subprocess. LLMTOOL_TEST_IN_PROCESS=0 makes every run a subprocess.
+    """
+    env = env or cli_env()
+    if not subprocess and IN_PROCESS and not clirunner.faithful_in_process(env, STARTED_WITH):
+        return clirunner.run(args, input, env, child=child_streams(), cwd=cwd)
+    return run_cli_subprocess(args, input, env, timeout, cwd)
+
+
+def run_cli_subprocess(
+    args: Sequence[str],
+    input: str | bytes | None = None,
+    env: dict[str, str] | None = None,
+    timeout: float = 300,
+    cwd: str | Path | None = None,
+) -> CompletedProcess[str]:
+    """Run ``llmtool ARGS`` in a real subprocess with real pipes; stdin is at EOF unless given."""
     data = input.encode() if isinstance(input, str) else input
     proc = subprocess.run(
         [llmtool_executable(), *args],
@@ -83,9 +125,15 @@ def run_cli(
         cwd=cwd,
         check=False,
     )
-    return subprocess.CompletedProcess(
+    return CompletedProcess(
         proc.args, proc.returncode, proc.stdout.decode("utf-8", "replace"), proc.stderr.decode("utf-8", "replace")
     )
+
+
+@functools.cache
+def child_streams() -> clirunner.ChildStreams:
+    """How a child process's streams and warnings are set up (asked of one child, once)."""
+    return clirunner.probe_child(cli_env())
 
 
 def ignoring(signals: Sequence[int]) -> Callable[[], None] | None:

@@ -274,8 +274,8 @@ def _tokenize_all(
             raise UsageError(f"no training conversation has a response token within --block-size {limit}; "
                              "raise --block-size")  # fmt: skip
     else:
-        train = _tokenize(data.train, tokenizer, settings, limit, opts, "train")
-        valid = _tokenize(data.valid, tokenizer, settings, limit, opts, "valid") if data.valid is not None else None
+        train = tokenized(data.train, tokenizer, settings, limit, opts, "train")
+        valid = tokenized(data.valid, tokenizer, settings, limit, opts, "valid") if data.valid is not None else None
     if valid is not None and len(valid) == 0:
         raise UsageError("the validation data is shorter than one --block-size block; pass --line-by-line or more data")
     if len(train) == 0:
@@ -283,7 +283,7 @@ def _tokenize_all(
     return train, valid, warnings
 
 
-def _tokenize(dataset: Any, tokenizer: Any, s: FinetuneSettings, limit: int, opts: ModelOptions, split: str) -> Any:
+def tokenized(dataset: Any, tokenizer: Any, s: FinetuneSettings, limit: int, opts: ModelOptions, split: str) -> Any:
     """Token ids for each example (classify, line-by-line) or packed blocks of ``limit`` tokens.
 
     Tokenizing runs in several processes for big data; packing runs afterwards in one, in fixed
