@@ -36,6 +36,7 @@ process started with. ``conftest.run_cli`` then uses a subprocess, as it does wh
 from __future__ import annotations
 
 import contextlib
+import gc
 import io
 import json
 import logging
@@ -64,6 +65,11 @@ CALL_TIME_VARIABLES = frozenset(
         "PYTHONUNBUFFERED",  # the captured streams write through anyway
         "OMP_NUM_THREADS",  # applied with torch.set_num_threads for the run (torch reads it at start)
         "PYTEST_CURRENT_TEST",  # pytest's own, changes per test phase
+        # Set in this process after it started, by torch on import and by llmtool's Python API
+        # (models.prepare_environment, with setdefault): a child inherits them with the same values.
+        "TORCHINDUCTOR_CACHE_DIR",
+        "TOKENIZERS_PARALLELISM",  # read by tokenizers when it would fork
+        "ONEDNN_PRIMITIVE_CACHE_CAPACITY",  # oneDNN's kernel cache: memory, not results
     }
 )
 
@@ -89,13 +95,16 @@ class ChildStreams:
 
 
 _PROBE = """
-import json, sys, warnings
-filters = [
-    [a, m.pattern if m else None, c.__module__, c.__qualname__, mod.pattern if mod else None, n]
-    for a, m, c, mod, n in warnings.filters
-]
+import json, re, sys, warnings
+def part(value):  # a filter's message or module: None, an exact string, or a regular expression
+    return ["re", value.pattern, value.flags] if isinstance(value, re.Pattern) else value
+filters = [[a, part(m), c.__module__, c.__qualname__, part(mod), n] for a, m, c, mod, n in warnings.filters]
 print(json.dumps([sys.stdout.encoding, sys.stdin.errors, sys.stdout.errors, sys.stderr.errors, filters]))
 """
+
+
+def _part(value: Any) -> Any:
+    return re.compile(value[1], value[2]) if isinstance(value, list) else value
 
 
 def probe_child(env: Mapping[str, str]) -> ChildStreams:
@@ -106,17 +115,9 @@ def probe_child(env: Mapping[str, str]) -> ChildStreams:
     filters = []
     for action, message, cat_module, cat_name, module, lineno in raw:
         category: Any = sys.modules[cat_module]
-        for part in cat_name.split("."):
-            category = getattr(category, part)
-        filters.append(
-            (
-                action,
-                re.compile(message, re.I) if message is not None else None,
-                category,
-                re.compile(module) if module is not None else None,
-                lineno,
-            )
-        )
+        for name in cat_name.split("."):
+            category = getattr(category, name)
+        filters.append((action, _part(message), category, _part(module), lineno))
     return ChildStreams(encoding, stdin_errors, stdout_errors, stderr_errors, tuple(filters))
 
 
@@ -326,8 +327,10 @@ def _log_handlers_to(stream: io.TextIOBase, old: Sequence[object]) -> Iterator[N
     for logger in [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]:
         for handler in getattr(logger, "handlers", []):
             if isinstance(handler, logging.StreamHandler) and any(handler.stream is s for s in old):
-                moved.append((handler, handler.stream))
-                handler.stream = stream
+                with contextlib.suppress(AttributeError):  # logging.lastResort follows sys.stderr itself
+                    previous = handler.stream
+                    handler.stream = stream
+                    moved.append((handler, previous))
     try:
         yield
     finally:
@@ -405,6 +408,7 @@ def run(
         sys.argv = saved_argv
         os.chdir(saved_cwd)
         _restore_signals(saved_signals)
+        gc.collect()  # a process's models and datasets would be gone now; free them before the next run
     out = out_sink.raw_bytes.getvalue().decode("utf-8", "replace")
     err = err_sink.raw_bytes.getvalue().decode("utf-8", "replace")
     return subprocess.CompletedProcess([program, *args], code, out, err)

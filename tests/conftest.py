@@ -82,6 +82,7 @@ STARTED_WITH = dict(os.environ)
 IN_PROCESS = os.environ.get("LLMTOOL_TEST_IN_PROCESS", "1") != "0" and not any(
     m in sys.modules for m in ("torch", "transformers", "huggingface_hub", "datasets", "accelerate")
 )
+RUNNER_LOG = os.environ.get("LLMTOOL_TEST_RUNNER_LOG")
 
 
 def run_cli(
@@ -102,7 +103,13 @@ def run_cli(
     ``timeout`` applies to a subprocess. LLMTOOL_TEST_IN_PROCESS=0 makes every run a subprocess.
     """
     env = env or cli_env()
-    if not subprocess and IN_PROCESS and not clirunner.faithful_in_process(env, STARTED_WITH):
+    blockers = clirunner.faithful_in_process(env, STARTED_WITH)
+    in_process = not subprocess and IN_PROCESS and not blockers
+    if RUNNER_LOG:  # which runs went where, and why: LLMTOOL_TEST_RUNNER_LOG=FILE
+        with open(RUNNER_LOG, "a", encoding="utf-8") as log:
+            how = "in-process" if in_process else "subprocess " + ("(asked)" if subprocess else ",".join(blockers))
+            log.write(f"{os.environ.get('PYTEST_CURRENT_TEST', '?')}\t{how}\t{' '.join(args)[:80]}\n")
+    if in_process:
         return clirunner.run(args, input, env, child=child_streams(), cwd=cwd)
     return run_cli_subprocess(args, input, env, timeout, cwd)
 
