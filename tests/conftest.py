@@ -93,6 +93,9 @@ def run_cli(
     cwd: str | Path | None = None,
     *,
     subprocess: bool = False,
+    stdin_isatty: bool = False,
+    stdout_isatty: bool = False,
+    stderr_isatty: bool = False,
 ) -> CompletedProcess[str]:
     """Run ``llmtool ARGS`` with ``env`` (default: ``cli_env()``); stdin is at EOF unless given.
 
@@ -101,6 +104,7 @@ def run_cli(
     one, with real pipes (signals, broken pipes, import-time checks, hangs), or ``env`` sets a
     variable that only a new process would honour (see ``clirunner.faithful_in_process``).
     ``timeout`` applies to a subprocess. LLMTOOL_TEST_IN_PROCESS=0 makes every run a subprocess.
+    The ``*_isatty`` flags make a stream claim to be a terminal (in-process only: a subprocess has pipes).
     """
     env = env or cli_env()
     blockers = clirunner.faithful_in_process(env, STARTED_WITH)
@@ -109,8 +113,11 @@ def run_cli(
         with open(RUNNER_LOG, "a", encoding="utf-8") as log:
             how = "in-process" if in_process else "subprocess " + ("(asked)" if subprocess else ",".join(blockers))
             log.write(f"{os.environ.get('PYTEST_CURRENT_TEST', '?')}\t{how}\t{' '.join(args)[:80]}\n")
+    ttys = {"stdin_isatty": stdin_isatty, "stdout_isatty": stdout_isatty, "stderr_isatty": stderr_isatty}
     if in_process:
-        return clirunner.run(args, input, env, child=child_streams(), cwd=cwd)
+        return clirunner.run(args, input, env, child=child_streams(), cwd=cwd, **ttys)
+    if any(ttys.values()):
+        pytest.fail(f"a subprocess has pipes, not terminals: {ttys} needs an in-process run ({blockers})")
     return run_cli_subprocess(args, input, env, timeout, cwd)
 
 
