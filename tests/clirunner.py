@@ -271,22 +271,24 @@ def _progress_switches() -> dict[str, Any]:
 
 
 def _set_progress_switches(switches: dict[str, Any]) -> None:
-    if "transformers" in sys.modules:
+    """Put back the switches saved by :func:`_progress_switches` (of libraries imported before the run:
+    one imported during it keeps the state it was imported in, as in a process)."""
+    if "transformers" in switches:
         from transformers.utils import logging as hf_logging
 
-        enabled = switches.get("transformers", True)
-        (hf_logging.enable_progress_bar if enabled else hf_logging.disable_progress_bar)()
-    if "huggingface_hub" in sys.modules:
+        (hf_logging.enable_progress_bar if switches["transformers"] else hf_logging.disable_progress_bar)()
+    if "huggingface_hub" in switches:
         from huggingface_hub.utils import disable_progress_bars
 
         states = sys.modules[disable_progress_bars.__module__].progress_bar_states
         states.clear()
-        states.update(switches.get("huggingface_hub", {}))
-    if "datasets" in sys.modules:
+        states.update(switches["huggingface_hub"])
+    if "datasets" in switches:
         from datasets.utils import logging as ds_logging
 
-        enabled = switches.get("datasets", True)
-        (ds_logging.enable_progress_bar if enabled else ds_logging.disable_progress_bar)()
+        with warnings.catch_warnings():  # "cannot enable": HF_DATASETS_DISABLE_PROGRESS_BARS was set at import
+            warnings.simplefilter("ignore")
+            (ds_logging.enable_progress_bar if switches["datasets"] else ds_logging.disable_progress_bar)()
 
 
 @contextlib.contextmanager
