@@ -206,26 +206,10 @@ def interrupt_after_first_epoch(
     return proc.returncode, "".join(seen) + rest
 
 
-def invoke(args: Sequence[str]) -> subprocess.CompletedProcess[str]:
-    """Run the CLI's ``main()`` in this process, for wide input corpora where a subprocess per
-    case would spend its time importing torch. Only for file input: stdin is not redirected."""
-    import contextlib
-    import io
-
-    from llmtool.cli import main
-
-    out, err = io.StringIO(), io.StringIO()
-    previous = os.environ.get("LLMTOOL_ENGINE")
-    os.environ["LLMTOOL_ENGINE"] = ENGINE  # as cli_env gives the subprocesses
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            code = main(list(args))
-    finally:
-        if previous is None:
-            os.environ.pop("LLMTOOL_ENGINE", None)
-        else:
-            os.environ["LLMTOOL_ENGINE"] = previous
-    return subprocess.CompletedProcess(list(args), code, out.getvalue(), err.getvalue())
+def invoke(args: Sequence[str]) -> CompletedProcess[str]:
+    """Run the CLI's ``main()`` in this process always (see ``run_cli``), for wide input corpora
+    where a subprocess per case would spend its time importing torch."""
+    return clirunner.run(args, None, cli_env(), child=child_streams())
 
 
 @pytest.fixture(scope="session")
