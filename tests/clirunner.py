@@ -36,7 +36,6 @@ process started with. ``conftest.run_cli`` then uses a subprocess, as it does wh
 from __future__ import annotations
 
 import contextlib
-import gc
 import io
 import json
 import logging
@@ -237,7 +236,8 @@ def _library_state(env: Mapping[str, str]) -> Iterator[None]:
         _set_progress_switches(progress)
         for name, (level, disabled) in loggers.items():
             logger = logging.getLogger(name or None)
-            logger.setLevel(level)
+            if logger.level != level:  # setLevel clears every logger's cache: only when needed
+                logger.setLevel(level)
             logger.disabled = disabled
         random.setstate(saved_random)
         if numpy is not None and saved_numpy is not None:
@@ -411,7 +411,6 @@ def run(
         sys.argv = saved_argv
         os.chdir(saved_cwd)
         _restore_signals(saved_signals)
-        gc.collect()  # a process's models and datasets would be gone now; free them before the next run
     out = out_sink.raw_bytes.getvalue().decode("utf-8", "replace")
     err = err_sink.raw_bytes.getvalue().decode("utf-8", "replace")
     return subprocess.CompletedProcess([program, *args], code, out, err)
