@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import signal
@@ -9,11 +10,13 @@ import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from subprocess import CompletedProcess
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+import clirunner
 import tiny_models
 
 # A CI runner, or `pytest &` in a script, may start the tests with SIGINT ignored. Children inherit
@@ -65,14 +68,67 @@ def cli_env(**extra: str) -> dict[str, str]:
     return env
 
 
+# The CLI runs in this process (tests/clirunner.py) under the environment a child gets from
+# cli_env(). Libraries read some variables once, when imported (huggingface_hub: HF_HOME,
+# HF_HUB_OFFLINE; transformers: TRANSFORMERS_*): this process takes the children's values now,
+# before any of them is imported, so that both see the same. A run whose env differs in such a
+# variable from what this process started with gets a subprocess (clirunner.faithful_in_process).
+for _name in [n for n in os.environ if n.startswith(("HF_", "TRANSFORMERS_"))]:
+    del os.environ[_name]
+os.environ.update({k: v for k, v in cli_env().items() if not clirunner.read_at_call_time(k)})
+STARTED_WITH = dict(os.environ)
+# A library imported before this file (by a pytest plugin) may have read other values: then, and
+# when LLMTOOL_TEST_IN_PROCESS=0, every run is a subprocess.
+IN_PROCESS = os.environ.get("LLMTOOL_TEST_IN_PROCESS", "1") != "0" and not any(
+    m in sys.modules for m in ("torch", "transformers", "huggingface_hub", "datasets", "accelerate")
+)
+RUNNER_LOG = os.environ.get("LLMTOOL_TEST_RUNNER_LOG")
+
+
 def run_cli(
     args: Sequence[str],
     input: str | bytes | None = None,
     env: dict[str, str] | None = None,
     timeout: float = 300,
     cwd: str | Path | None = None,
-) -> subprocess.CompletedProcess[str]:
-    """Run ``llmtool ARGS`` in a real subprocess with real pipes; stdin is closed unless given."""
+    *,
+    subprocess: bool = False,
+    stdin_isatty: bool = False,
+    stdout_isatty: bool = False,
+    stderr_isatty: bool = False,
+) -> CompletedProcess[str]:
+    """Run ``llmtool ARGS`` with ``env`` (default: ``cli_env()``); stdin is at EOF unless given.
+
+    It runs in this process (see tests/clirunner.py: the environment, streams, signals and library
+    state are those of a fresh process, and restored after) unless ``subprocess`` asks for a real
+    one, with real pipes (signals, broken pipes, import-time checks, hangs), or ``env`` sets a
+    variable that only a new process would honour (see ``clirunner.faithful_in_process``).
+    ``timeout`` applies to a subprocess. LLMTOOL_TEST_IN_PROCESS=0 makes every run a subprocess.
+    The ``*_isatty`` flags make a stream claim to be a terminal (in-process only: a subprocess has pipes).
+    """
+    env = env or cli_env()
+    blockers = clirunner.faithful_in_process(env, STARTED_WITH)
+    in_process = not subprocess and IN_PROCESS and not blockers
+    if RUNNER_LOG:  # which runs went where, and why: LLMTOOL_TEST_RUNNER_LOG=FILE
+        with open(RUNNER_LOG, "a", encoding="utf-8") as log:
+            how = "in-process" if in_process else "subprocess " + ("(asked)" if subprocess else ",".join(blockers))
+            log.write(f"{os.environ.get('PYTEST_CURRENT_TEST', '?')}\t{how}\t{' '.join(args)[:80]}\n")
+    ttys = {"stdin_isatty": stdin_isatty, "stdout_isatty": stdout_isatty, "stderr_isatty": stderr_isatty}
+    if in_process:
+        return clirunner.run(args, input, env, child=child_streams(), cwd=cwd, **ttys)
+    if any(ttys.values()):
+        pytest.fail(f"a subprocess has pipes, not terminals: {ttys} needs an in-process run ({blockers})")
+    return run_cli_subprocess(args, input, env, timeout, cwd)
+
+
+def run_cli_subprocess(
+    args: Sequence[str],
+    input: str | bytes | None = None,
+    env: dict[str, str] | None = None,
+    timeout: float = 300,
+    cwd: str | Path | None = None,
+) -> CompletedProcess[str]:
+    """Run ``llmtool ARGS`` in a real subprocess with real pipes; stdin is at EOF unless given."""
     data = input.encode() if isinstance(input, str) else input
     proc = subprocess.run(
         [llmtool_executable(), *args],
@@ -83,9 +139,15 @@ def run_cli(
         cwd=cwd,
         check=False,
     )
-    return subprocess.CompletedProcess(
+    return CompletedProcess(
         proc.args, proc.returncode, proc.stdout.decode("utf-8", "replace"), proc.stderr.decode("utf-8", "replace")
     )
+
+
+@functools.cache
+def child_streams() -> clirunner.ChildStreams:
+    """How a child process's streams and warnings are set up (asked of one child, once)."""
+    return clirunner.probe_child(cli_env())
 
 
 def ignoring(signals: Sequence[int]) -> Callable[[], None] | None:
@@ -144,26 +206,10 @@ def interrupt_after_first_epoch(
     return proc.returncode, "".join(seen) + rest
 
 
-def invoke(args: Sequence[str]) -> subprocess.CompletedProcess[str]:
-    """Run the CLI's ``main()`` in this process, for wide input corpora where a subprocess per
-    case would spend its time importing torch. Only for file input: stdin is not redirected."""
-    import contextlib
-    import io
-
-    from llmtool.cli import main
-
-    out, err = io.StringIO(), io.StringIO()
-    previous = os.environ.get("LLMTOOL_ENGINE")
-    os.environ["LLMTOOL_ENGINE"] = ENGINE  # as cli_env gives the subprocesses
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            code = main(list(args))
-    finally:
-        if previous is None:
-            os.environ.pop("LLMTOOL_ENGINE", None)
-        else:
-            os.environ["LLMTOOL_ENGINE"] = previous
-    return subprocess.CompletedProcess(list(args), code, out.getvalue(), err.getvalue())
+def invoke(args: Sequence[str]) -> CompletedProcess[str]:
+    """Run the CLI's ``main()`` in this process always (see ``run_cli``), for wide input corpora
+    where a subprocess per case would spend its time importing torch."""
+    return clirunner.run(args, None, cli_env(), child=child_streams())
 
 
 @pytest.fixture(scope="session")

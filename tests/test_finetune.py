@@ -209,7 +209,7 @@ def test_tokenizing_in_two_processes_gives_the_same_examples(tmp_path: Path, tin
 
     from llmtool.models import ModelOptions
     from llmtool.training.data import prepare
-    from llmtool.training.finetune import FinetuneSettings, _tokenize
+    from llmtool.training.finetune import FinetuneSettings, tokenized
 
     train = write_sentiment_csv(tmp_path / "train.csv", 3000, seed=8)
     tokenizer = AutoTokenizer.from_pretrained(tiny_bert)
@@ -217,7 +217,7 @@ def test_tokenizing_in_two_processes_gives_the_same_examples(tmp_path: Path, tin
     for procs in (1, 2):
         data = prepare(str(train), task, cache_dir=str(tmp_path / f"cache{procs}"), valid_split=0)  # type: ignore[arg-type]
         settings = FinetuneSettings(task=task, num_proc=procs)
-        ds = _tokenize(data.train, tokenizer, settings, 32, ModelOptions(model=str(tiny_bert)), "train")
+        ds = tokenized(data.train, tokenizer, settings, 32, ModelOptions(model=str(tiny_bert)), "train")
         examples.append(ds.to_dict())
     assert examples[0] == examples[1]
     if task == "classify":

@@ -329,12 +329,12 @@ def test_mlm_adapter_on_a_pretraining_bert_answers_next_sentence(tmp_path: Path)
 def test_lora_sigint_then_resume_matches_the_uninterrupted_run(tmp_path: Path, tiny_bert: Path) -> None:
     train = write_sentiment_csv(tmp_path / "train.csv", 1200, seed=3)
     common = ["finetune", str(train), "--model", str(tiny_bert), "--lora", "--epochs", "3", "--seed", "7", "--json"]
-    whole = run_cli([*common, "--output", str(tmp_path / "whole")], env=ENV)
+    whole = run_cli([*common, "--output", str(tmp_path / "whole")], env=ENV, subprocess=True)
     expected = json.loads(_ok(whole))
     out = tmp_path / "interrupted"
     code, stderr = interrupt_after_first_epoch([*common, "--output", str(out)], signal.SIGINT, ENV, 120)
     assert code == 130, stderr
-    resumed = run_cli([*common, "--output", str(out), "--resume"], env=ENV)
+    resumed = run_cli([*common, "--output", str(out), "--resume"], env=ENV, subprocess=True)
     got = json.loads(_ok(resumed))
     assert "resuming from" in resumed.stderr
     assert got["history"] == expected["history"] and got["train"]["loss"] == expected["train"]["loss"]

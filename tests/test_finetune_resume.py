@@ -23,7 +23,7 @@ def test_sigint_then_resume_matches_the_uninterrupted_run(tmp_path: Path, tiny_b
     train = write_sentiment_csv(tmp_path / "train.csv", 1200, seed=3)
     common = ["finetune", str(train), "--model", str(tiny_bert), *EPOCHS]
 
-    whole = run_cli([*common, "--output", str(tmp_path / "whole")], env=ENV)
+    whole = run_cli([*common, "--output", str(tmp_path / "whole")], env=ENV, subprocess=True)
     assert whole.returncode == 0, whole.stderr
     expected = json.loads(whole.stdout)
 
@@ -37,7 +37,7 @@ def test_sigint_then_resume_matches_the_uninterrupted_run(tmp_path: Path, tiny_b
     assert f"checkpoint saved in {out / 'checkpoints'}/checkpoint-{checkpoints[-1]}; continue with --resume" in stderr
     assert sorted(p.name for p in out.iterdir()) == ["checkpoints"]  # no model, lock or cache: nothing half-done
 
-    resumed = run_cli([*common, "--output", str(out), "--resume"], env=ENV)
+    resumed = run_cli([*common, "--output", str(out), "--resume"], env=ENV, subprocess=True)
     assert resumed.returncode == 0, resumed.stderr
     assert f"resuming from {out / 'checkpoints'}/checkpoint-{checkpoints[-1]}" in resumed.stderr
     got = json.loads(resumed.stdout)

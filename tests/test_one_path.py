@@ -48,6 +48,138 @@ def test_no_module_uses_another_modules_private_names() -> None:
     assert not offences, offences
 
 
+TESTS = Path(__file__).resolve().parent
+TEST_HELPERS = {p.stem for p in TESTS.glob("*.py") if not p.stem.startswith("test_")}  # conftest, tiny_models...
+
+
+def _private(name: str) -> bool:
+    return name.startswith("_") and not name.startswith("__")
+
+
+def test_no_test_uses_private_names_of_llmtool_or_of_another_test_module() -> None:
+    """Tests use llmtool's public names, and their own helpers' (conftest, tiny_models, ...) public ones."""
+    offences = []
+    for path in sorted(TESTS.glob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        ours: set[str] = set()  # local names bound to llmtool's modules or to other test modules
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                top = node.module.split(".")[0]
+                if top == "llmtool" or (top in TEST_HELPERS and node.module != path.stem):
+                    offences += [
+                        f"{path.name}:{node.lineno}: from {node.module} import {a.name}"
+                        for a in node.names
+                        if _private(a.name)
+                    ]
+                    ours |= {a.asname or a.name for a in node.names}
+            elif isinstance(node, ast.Import):
+                for alias in node.names:
+                    top = alias.name.split(".")[0]
+                    if top == "llmtool" or (top in TEST_HELPERS and alias.name != path.stem):
+                        ours.add(alias.asname or top)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Attribute) and _private(node.attr):
+                root = node.value
+                while isinstance(root, ast.Attribute):
+                    root = root.value
+                if isinstance(root, ast.Name) and root.id in ours:
+                    offences.append(f"{path.name}:{node.lineno}: {ast.unparse(node)}")
+    assert not offences, offences
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imported_modules(path: Path, known: set[str]) -> set[str]:
+    """llmtool's modules that ``path`` imports anywhere in it (inside functions too). ``from a import b``
+    counts as importing ``a.b`` when that is a module, else ``a``."""
+    name = _module_name(path)
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+                module = ".".join([*base, *([node.module] if node.module else [])])
+            else:
+                module = node.module or ""
+            for alias in node.names:
+                found.add(f"{module}.{alias.name}" if f"{module}.{alias.name}" in known else module)
+    return {m for m in found if m in known and m != name}
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components with more than one module (Tarjan), each sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for target in sorted(graph[node]):
+            if target not in index:
+                visit(target)
+                low[node] = min(low[node], low[target])
+            elif target in on_stack:
+                low[node] = min(low[node], index[target])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return sorted(found)
+
+
+def _cycle_path(graph: dict[str, set[str]], component: list[str]) -> str:
+    """One import loop through the first module of ``component``, e.g. "a -> b -> a"."""
+    start, members = component[0], set(component)
+    paths = {start: [start]}
+    queue = [start]
+    while queue:
+        node = queue.pop(0)
+        for target in sorted(graph[node] & members):
+            if target == start:
+                return " -> ".join([*paths[node], start])
+            if target not in paths:
+                paths[target] = [*paths[node], target]
+                queue.append(target)
+    return " -> ".join(component)
+
+
+def test_no_import_cycle_among_llmtools_modules() -> None:
+    """Imports inside functions count: a cycle there is still two modules that need each other."""
+    known = {_module_name(p) for p in _modules()}
+    graph = {_module_name(p): _imported_modules(p, known) for p in _modules()}
+    loops = [f"{_cycle_path(graph, c)} (all of {', '.join(c)})" for c in _cycles(graph)]
+    assert not loops, "import cycles:\n" + "\n".join(loops)
+
+
+MAX_MODULE_LINES = 600
+
+
+def test_no_module_is_over_600_lines() -> None:
+    sizes = {str(p.relative_to(PACKAGE.parent)): len(p.read_text(encoding="utf-8").splitlines()) for p in _modules()}
+    too_long = {module: lines for module, lines in sizes.items() if lines > MAX_MODULE_LINES}
+    assert not too_long, too_long
+
+
 def test_the_cli_imports_neither_torch_nor_transformers() -> None:
     for path in sorted((PACKAGE / "cli").glob("*.py")):
         tree = ast.parse(path.read_text(encoding="utf-8"))

@@ -241,7 +241,7 @@ def test_sigint_then_resume_matches_the_uninterrupted_run(tmp_path: Path, object
     flags = f"--objective {objective} --block-size 32 --batch-size 8 --valid-split 0.1 --epochs 3 --seed 3 --json"
     common = ["pretrain", str(corpus), *flags.split()]
 
-    whole = run_cli([*common, "--output", str(tmp_path / "whole")], env=ENV, timeout=SLOW)
+    whole = run_cli([*common, "--output", str(tmp_path / "whole")], env=ENV, timeout=SLOW, subprocess=True)
     assert whole.returncode == 0, whole.stderr
     expected = json.loads(whole.stdout)
 
@@ -252,7 +252,7 @@ def test_sigint_then_resume_matches_the_uninterrupted_run(tmp_path: Path, object
     assert checkpoints[-1] > expected["history"][0]["step"], "stopped in the second epoch"
     assert sorted(p.name for p in out.iterdir()) == ["checkpoints"]
 
-    resumed = run_cli([*common, "--output", str(out), "--resume"], env=ENV, timeout=SLOW)
+    resumed = run_cli([*common, "--output", str(out), "--resume"], env=ENV, timeout=SLOW, subprocess=True)
     assert resumed.returncode == 0, resumed.stderr
     assert f"resuming from {out / 'checkpoints'}/checkpoint-{checkpoints[-1]}" in resumed.stderr
     got = json.loads(resumed.stdout)

@@ -1,7 +1,7 @@
 """Every malformed input in tests/malformed.py: its exit code, one line naming the fault, no traceback.
 
-The corpus runs through the CLI's ``main()`` in-process (one torch import for all of it); the
-stdin and flag cases run the installed command in subprocesses with real pipes.
+The corpus runs through the CLI's ``main()`` in-process (one torch import for all of it), as do
+the flag cases; the long stdin stream runs the installed command in a subprocess with real pipes.
 """
 
 from __future__ import annotations
@@ -93,7 +93,8 @@ def check(proc: subprocess.CompletedProcess[str], case: Case, source: str, outpu
 
 def test_mask_less_line_in_the_middle_of_a_long_stdin_stream(tiny_bert: Path) -> None:
     good = "the [MASK] of france .\n"
-    proc = run_cli(["fill-mask", "-m", str(tiny_bert)], input=good * 5000 + "no mask\n" + good * 5000)
+    stream = good * 5000 + "no mask\n" + good * 5000
+    proc = run_cli(["fill-mask", "-m", str(tiny_bert)], input=stream, subprocess=True)  # a real pipe, still full
     assert proc.returncode == 2
     assert proc.stdout.count("\n") == 5000  # everything before the bad line was answered
     assert proc.stderr == "llmtool: error: <stdin>:5001: no [MASK] in this line\n"

@@ -242,7 +242,7 @@ def _examples(
     return train, valid, warnings
 
 
-def _tokenize(dataset: Any, tokenizer: Any, s: FinetuneSettings, limit: int, opts: ModelOptions, split: str) -> Any:
+def tokenized(dataset: Any, tokenizer: Any, s: FinetuneSettings, limit: int, opts: ModelOptions, split: str) -> Any:
     """The examples of one split (tests compare them across process counts): see ``Recipe.tokenize``."""
     return recipe_for(s.task).tokenize(dataset, tokenizer, s, limit, opts, split)
 
