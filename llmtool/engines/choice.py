@@ -21,7 +21,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
-from typing import TYPE_CHECKING, Any, Generic, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, NamedTuple, TypeAlias, TypeVar
 
 from llmtool.engines.base import DecoderEngine, EncoderEngine, Tokenizer
 from llmtool.errors import LlmtoolError, ModelError, UsageError
@@ -34,7 +34,8 @@ if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 # ref -> (tokenizer, Transformers model), with the command's own checks
-TorchLoader = Callable[[ModelRef], "tuple[PreTrainedTokenizerBase, PreTrainedModel]"]
+LoadedModel: TypeAlias = "tuple[PreTrainedTokenizerBase, PreTrainedModel]"  # what a torch loader returns
+TorchLoader = Callable[[ModelRef], LoadedModel]
 Engine = TypeVar("Engine", EncoderEngine, DecoderEngine)
 # The engine task keys each kind of engine runs, from the registry (one entry per command).
 ENCODER_TASKS, DECODER_TASKS = engine_tasks("encoder"), engine_tasks("decoder")

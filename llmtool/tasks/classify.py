@@ -160,7 +160,7 @@ def check_classifier(ref: ModelRef) -> Any:
     return config
 
 
-def load_classifier(ref: ModelRef) -> tuple[Any, Any]:
+def load_classifier(ref: ModelRef) -> engines.LoadedModel:
     """Tokenizer and classifier for the torch engine; a checkpoint without a trained head is refused."""
     from transformers import AutoModelForSequenceClassification
 

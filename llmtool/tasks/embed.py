@@ -64,7 +64,7 @@ def sentence_reader(ref: ModelRef) -> JsonReader:
     return read
 
 
-def load_embedder(ref: ModelRef) -> tuple[Any, Any]:
+def load_embedder(ref: ModelRef) -> engines.LoadedModel:
     """Tokenizer and the bare encoder (any head left out) for the torch engine."""
     from transformers import AutoModel
 

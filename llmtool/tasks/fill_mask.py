@@ -184,7 +184,7 @@ def fill_mask(
 
 
 def _load_torch(seed: int | None) -> engines.TorchLoader:
-    def load_masked_lm(ref: ModelRef) -> tuple[Any, Any]:
+    def load_masked_lm(ref: ModelRef) -> engines.LoadedModel:
         from transformers import AutoModelForMaskedLM
 
         set_seed(seed)

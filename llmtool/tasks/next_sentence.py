@@ -116,7 +116,7 @@ def as_pairs(inputs: Iterable[tuple[str, str] | Pair]) -> Iterator[Pair]:
 # --------------------------------------------------------------------------- model
 
 
-def load_nsp(ref: ModelRef) -> tuple[Any, Any]:
+def load_nsp(ref: ModelRef) -> engines.LoadedModel:
     """Tokenizer and next-sentence model for the torch engine; models without a trained NSP head are refused."""
     from transformers import AutoModelForNextSentencePrediction
 

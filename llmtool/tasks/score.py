@@ -83,7 +83,7 @@ def check_language_model(ref: ModelRef) -> tuple[Any, Objective]:
 def language_model_loader(objective: Objective) -> engines.TorchLoader:
     """Loads the tokenizer and LM for the torch engine; a checkpoint without its LM head is refused."""
 
-    def load_language_model(ref: ModelRef) -> tuple[Any, Any]:
+    def load_language_model(ref: ModelRef) -> engines.LoadedModel:
         from transformers import AutoModelForCausalLM, AutoModelForMaskedLM
 
         auto = AutoModelForCausalLM if objective == "clm" else AutoModelForMaskedLM
