@@ -67,7 +67,7 @@ class Embed(Recipe):
     name = "embed"
     default_model = "sentence-transformers/all-MiniLM-L6-v2"
     peft_task_type = None
-    best_metric = "mrr"  # pairs; scored pairs: spearman (best_metric_for)
+    best_metric = "loss"  # without data; best_metric_for picks by the data: mrr for pairs, spearman for scored pairs
     limit_flag = "--max-length"
     limit_key = "max_length"
 
