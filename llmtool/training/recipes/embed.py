@@ -101,7 +101,9 @@ class Embed(Recipe):
         from llmtool.models import max_input_length
 
         encoder = model[0].auto_model if hasattr(model, "max_seq_length") else model
-        own = getattr(model, "max_seq_length", None)  # a sentence-transformers model's own limit
+        own = getattr(model, "max_seq_length", None)  # a sentence-transformers model's own limit ...
+        if own is None:  # ... or, for --dry-run (a config, no model), what its folder says
+            own = _folder_max_seq_length(getattr(tokenizer, "name_or_path", ""))
         limit = max_input_length(tokenizer, encoder)
         return min(limit, own) if isinstance(own, int) and own > 0 else limit
 
@@ -193,6 +195,17 @@ class Embed(Recipe):
             return SentenceTransformerTrainer(model=model, args=st_args, loss=loss, evaluator=evaluator, **kwargs)
 
         return make_trainer
+
+
+def _folder_max_seq_length(folder: str) -> int | None:
+    from pathlib import Path
+
+    path = Path(folder) / "sentence_bert_config.json"
+    try:
+        value = json.loads(path.read_text(encoding="utf-8")).get("max_seq_length") if path.is_file() else None
+    except (OSError, ValueError, AttributeError):
+        return None
+    return value if isinstance(value, int) else None
 
 
 # --------------------------------------------------------------------------- validation
