@@ -156,7 +156,7 @@ def test_dry_run_reports_the_columns_and_the_plan(tiny_bert: Path, tmp_path: Pat
     assert report["task"] == "embed"
     assert report["columns"] == {"text": "sentence1", "text_pair": "sentence2", "negative": None, "score": "score"}
     assert report["rows"] == {"train": 36, "valid": 4}
-    assert report["plan"]["batch_size"] == 32 and report["plan"]["lr"] == pytest.approx(2e-5)
+    assert report["plan"]["batch_size"] == 32 and report["plan"]["lr"] == pytest.approx(1e-4)  # a small model
     assert report["steps"]["total"] >= 50  # the embed step floor (llmtool.training.defaults)
     assert not list(tmp_path.glob("*model*"))
 
@@ -227,4 +227,4 @@ def test_finetuning_matches_french_to_english_better_on_held_out_pairs(shared_da
     assert result.returncode == 0, result.stderr
     base, tuned = top1(minilm, held, tmp_path), top1(out, held, tmp_path)
     print(f"held-out French->English top-1 among {len(held)}: base {base:.3f}, fine-tuned {tuned:.3f}")
-    assert tuned >= base + 0.05, (base, tuned)
+    assert tuned >= base + 0.2, (base, tuned)  # measured: base 0.047, fine-tuned 0.380 (AMD EPYC, 75 s)

@@ -32,7 +32,7 @@ from llmtool.io.streams import check_readable
 from llmtool.io.tables import csv_rows, find_column
 from llmtool.settings import FinetuneSettings
 from llmtool.training.data import Layout, TrainingData, arrow_rows, file_kind, quiet_datasets, split_indices
-from llmtool.training.defaults import EMBED_BATCH, EMBED_EPOCHS, EMBED_LR, EMBED_MIN_STEPS
+from llmtool.training.defaults import EMBED_BATCH, EMBED_EPOCHS, EMBED_MIN_STEPS
 from llmtool.training.recipes.base import Recipe
 
 PAIRS = ("anchor", "positive")  # the default text columns of pairs ...
@@ -163,9 +163,7 @@ class Embed(Recipe):
     # ------------------------------------------------------------------ the plan, metrics and trainer
 
     def plan_rules(self, rules: Any, examples: int) -> Any:
-        return dataclasses.replace(
-            rules, lr=EMBED_LR, batch_size=EMBED_BATCH, epochs=EMBED_EPOCHS, min_steps=EMBED_MIN_STEPS
-        )
+        return dataclasses.replace(rules, batch_size=EMBED_BATCH, epochs=EMBED_EPOCHS, min_steps=EMBED_MIN_STEPS)
 
     def best_metric_for(self, data: TrainingData) -> str:
         return "spearman" if data.layout.label else "mrr"
