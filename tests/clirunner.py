@@ -70,6 +70,7 @@ CALL_TIME_VARIABLES = frozenset(
         "TOKENIZERS_PARALLELISM",  # read by tokenizers when it would fork
         "ONEDNN_PRIMITIVE_CACHE_CAPACITY",  # oneDNN's kernel cache: memory, not results
         "KMP_DUPLICATE_LIB_OK",  # by sklearn and threadpoolctl on import: Intel OpenMP's duplicate-library check
+        "KMP_INIT_AT_FORK",  # by sklearn and joblib on import (sentence-transformers imports sklearn)
     }
 )
 

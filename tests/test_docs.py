@@ -267,6 +267,7 @@ def write_data(folder: Path) -> None:
         "pairs.csv": csv_file("prompt,reply", [(a, b) for a, b, _ in pairs[:6]]),
         "notes.csv": csv_file("id,body", [(str(i), t) for i, t in enumerate(lines * 20)]),
         "sentences.txt": "\n".join(lines) + "\n",
+        "pairs.tsv": "anchor\tpositive\n" + "".join(f"{a}\t{b}\n" for a, b, yes in tiny_models.nsp_examples() if yes),
         "faq.txt": "".join(f"{line}\n" for line in tiny_models.CORPUS[:8]),
         "held_out.txt": "\n".join(lines[::2]) + "\n",
         "corpus.txt": "\n\n".join("\n".join(lines[i:] + lines[:i]) for i in range(len(lines)) for _ in range(8)) + "\n",

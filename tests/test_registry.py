@@ -46,6 +46,8 @@ def test_help_lists_the_registrys_commands_in_its_order() -> None:
         "score",
         "evaluate",
         "next-sentence",
+        "embed",
+        "similar",
         "attention",
     ]
 

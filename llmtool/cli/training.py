@@ -77,13 +77,13 @@ def finetune_command(
             show_default=False,
         ),
     ],
-    task: Annotated[str, typer.Option("--task", "-t", help="classify | clm | mlm.", metavar="TASK")] = FT.task,
+    task: Annotated[str, typer.Option("--task", "-t", help="classify | clm | mlm | embed.", metavar="TASK")] = FT.task,
     model: Annotated[
         str | None,
         typer.Option(
             "--model",
             "-m",
-            help="Hub id or local folder (default: bert-base-uncased; gpt2 for clm).",
+            help="Hub id or local folder (default: bert-base-uncased; gpt2 for clm; all-MiniLM-L6-v2 for embed).",
             show_default=False,
             envvar=model_envvars("finetune"),
         ),

@@ -43,6 +43,11 @@ MIN_STEPS = 150  # small data gets more epochs, up to this many optimizer steps 
 EPOCHS = 3.0  # ... than the usual 3 passes
 WARMUP = 0.1  # BERT's recipe: a tenth of the steps
 MAX_BLOCK = 1024  # clm/mlm: the default block size is the model's limit, up to this
+EMBED_BATCH = 32  # embed: pairs a step; each anchor's negatives are the other positives in its batch, so more is harder
+# embed's rate is the size rule's (FINETUNE_LR): MiniLM on 360 Tatoeba fr-en pairs, 50 steps, held-out fr->en
+# top-1 among 300: 2e-5 0.19, 5e-5 0.31, 1e-4 0.38 (base model 0.05; tests/test_finetune_embed.py)
+EMBED_EPOCHS = 1.0  # embed: one pass (sentence-transformers' own default); the step floor below still applies ...
+EMBED_MIN_STEPS = 50  # ... at least this many optimizer steps on small data
 # LoRA's rate is the size rule's times llmtool.settings.LORA_LR_FACTOR (the --help text states it there).
 
 # --------------------------------------------------------------------------- pretrain

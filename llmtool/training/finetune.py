@@ -93,11 +93,12 @@ def finetune(
             valid_ds,
             recipe.collator(tokenizer, settings, data),
             recipe.compute_metrics(),
-            best_metric=recipe.best_metric,
+            best_metric=recipe.best_metric_for(data),
             derived_metrics=recipe.derived_metrics(),
             record=record,
             summary={"task": settings.task, "labels": data.labels} if data.labels else {"task": settings.task},
             finish=finish,
+            make_trainer=recipe.trainer_factory(settings, data, limit),
         )
     return result
 
@@ -126,7 +127,9 @@ def training_plan(
         batch_size=SMALL_DATA_BATCH if examples < SMALL_DATA else FINETUNE_BATCH,
         epochs=EPOCHS, min_steps=MIN_STEPS, max_steps=10**9, warmup_ratio=WARMUP,
     )  # fmt: skip
-    per_row = recipe_for(settings.task).one_example_per_row(settings)
+    recipe = recipe_for(settings.task)
+    rules = recipe.plan_rules(rules, examples)
+    per_row = recipe.one_example_per_row(settings)
     layout = "one row per example" if per_row else "packed blocks"
     return make_plan(
         settings, rules, examples=examples, valid_examples=valid_examples, layout=layout, processes=world_size()
@@ -206,9 +209,9 @@ def _load(recipe: Recipe, settings: FinetuneSettings, opts: ModelOptions, data: 
         model, missing = load_model(recipe.auto_class(), ref, missing_keys=True, **kwargs)
         model.llmtool_missing_keys = missing
     else:
-        model = load_model(recipe.auto_class(), ref, **kwargs)
+        model = recipe.load_model(ref, **kwargs)
     ensure_pad_token(tokenizer, opts.model)  # batches need padding
-    if model.config.pad_token_id is None:
+    if getattr(model, "config", None) is not None and model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
     recipe.check_tokenizer(tokenizer, opts.model)
     return tokenizer, model
@@ -216,9 +219,7 @@ def _load(recipe: Recipe, settings: FinetuneSettings, opts: ModelOptions, data: 
 
 def _length_limit(recipe: Recipe, settings: FinetuneSettings, tokenizer: Any, model: Any) -> int:
     """Tokens per example (classify) or per block (clm/mlm), within what the model can take."""
-    from llmtool.models import max_input_length
-
-    model_limit = max_input_length(tokenizer, model)
+    model_limit = recipe.model_limit(tokenizer, model)
     asked = recipe.asked_limit(settings)
     if asked is None:
         return recipe.default_limit(model_limit)

@@ -149,6 +149,7 @@ class TrainingRun:
         record: dict[str, Any] | None = None,
         summary: dict[str, Any] | None = None,
         finish: Callable[[Any, Path], None] | None = None,
+        make_trainer: Callable[..., Any] | None = None,
     ) -> dict[str, Any]:
         """Train, keep the best checkpoint, write the final model atomically; return the final metrics.
 
@@ -156,7 +157,8 @@ class TrainingRun:
         name another; ``derived_metrics`` adds metrics computed from the evaluated ones (perplexity);
         ``record`` is written to ``llmtool_settings.json`` together with the training settings;
         ``summary`` (the task, its labels) leads the returned metrics and ``metrics.json``;
-        ``finish(model, folder)`` adds to (or replaces) what Trainer saved in the final folder (LoRA).
+        ``finish(model, folder)`` adds to (or replaces) what Trainer saved in the final folder (LoRA);
+        ``make_trainer`` builds the Trainer from ``transformers.Trainer``'s arguments (default: Trainer).
         """
         s = self.settings
         if s.patience is not None and eval_dataset is None:
@@ -180,7 +182,7 @@ class TrainingRun:
         callbacks.append(TimedCheckpoint(SAVE_SECONDS))
         stopper = GracefulStop(self.console)
         reporter = Reporter(self.console, derived_metrics)
-        trainer = Trainer(
+        trainer = (make_trainer or Trainer)(
             model=model,
             args=args,
             data_collator=data_collator,

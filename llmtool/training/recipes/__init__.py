@@ -11,10 +11,11 @@ from llmtool.errors import UsageError
 from llmtool.training.recipes.base import Recipe
 from llmtool.training.recipes.classify import Classify
 from llmtool.training.recipes.clm import CausalLM
+from llmtool.training.recipes.embed import Embed
 from llmtool.training.recipes.language import LanguageModel, Masking
 from llmtool.training.recipes.mlm import MaskedLM
 
-RECIPES: dict[str, Recipe] = {recipe.name: recipe for recipe in (Classify(), CausalLM(), MaskedLM())}
+RECIPES: dict[str, Recipe] = {recipe.name: recipe for recipe in (Classify(), CausalLM(), MaskedLM(), Embed())}
 
 
 def recipe_for(objective: str) -> Recipe:

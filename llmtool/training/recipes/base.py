@@ -46,6 +46,12 @@ class Recipe(ABC):
         """The model as training would build it, from its config (on the meta device, for --dry-run)."""
         return self.auto_class().from_config(config)
 
+    def load_model(self, ref: Any, **kwargs: Any) -> Any:
+        """The model to fine-tune, from its folder or hub id (``ref``: a :class:`llmtool.models.ModelRef`)."""
+        from llmtool.models import load_model
+
+        return load_model(self.auto_class(), ref, **kwargs)
+
     def check_tokenizer(self, tokenizer: Any, model_name: str) -> None:
         """Refuse a tokenizer the objective cannot use (mlm: one without a mask token)."""
         return None
@@ -55,6 +61,12 @@ class Recipe(ABC):
     @abstractmethod
     def asked_limit(self, settings: FinetuneSettings) -> int | None:
         """The tokens per example asked for (the value of ``limit_flag``), None when not given."""
+
+    def model_limit(self, tokenizer: Any, model: Any) -> int:
+        """The most tokens per example the model takes (its position table, its tokenizer's limit)."""
+        from llmtool.models import max_input_length
+
+        return max_input_length(tokenizer, model)
 
     def default_limit(self, model_limit: int) -> int:
         """The tokens per example when not asked for: the model's limit."""
@@ -74,6 +86,10 @@ class Recipe(ABC):
             seed=settings.seed,
             encoding=settings.encoding,
         )
+
+    def plan_rules(self, rules: Any, examples: int) -> Any:
+        """The plan's rules (:class:`llmtool.training.plan.Rules`) for this objective: the shared ones by default."""
+        return rules
 
     def settings_for(self, settings: FinetuneSettings, data: TrainingData) -> FinetuneSettings:
         """The settings as the data implies them (clm conversations: one example each). --dry-run plans with
@@ -134,7 +150,16 @@ class Recipe(ABC):
         layout = data.layout
         return {"text": layout.text or None, "text_pair": layout.text_pair, "label": layout.label}
 
-    # ------------------------------------------------------------------ metrics
+    # ------------------------------------------------------------------ metrics and the trainer
+
+    def best_metric_for(self, data: TrainingData) -> str:
+        """The metric that picks the best checkpoint for this data (unless --best-metric names one)."""
+        return self.best_metric
+
+    def trainer_factory(self, settings: FinetuneSettings, data: TrainingData, limit: int) -> Callable[..., Any] | None:
+        """What builds the Trainer from ``transformers.Trainer``'s arguments; None for ``transformers.Trainer``
+        itself (embed: sentence-transformers' trainer, with its loss and evaluator)."""
+        return None
 
     def compute_metrics(self) -> Callable[[Any], dict[str, float]] | None:
         """Trainer's ``compute_metrics`` (from the evaluation's predictions), None for the loss alone."""
