@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 WORDS = (
     "the a an of to and in is was are be it that this with for on as at by from "
@@ -66,15 +67,13 @@ def _byte_bpe(specials: list[str], vocab_size: int = 400):  # type: ignore[no-un
     return bpe
 
 
-def build_roberta(folder: Path, seed: int = 0) -> Path:
-    import torch
+def _roberta_style_tokenizer(cls: Any) -> Any:
+    """A byte-level BPE tokenizer with RoBERTa's special tokens and post-processor (RoBERTa and BART share it)."""
     from tokenizers import processors
-    from transformers import RobertaConfig, RobertaForMaskedLM, RobertaTokenizerFast
 
-    folder.mkdir(parents=True, exist_ok=True)
     bpe = _byte_bpe(["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
     bpe.post_processor = processors.RobertaProcessing(("</s>", 2), ("<s>", 0), trim_offsets=True)
-    tokenizer = RobertaTokenizerFast(
+    return cls(
         tokenizer_object=bpe,
         bos_token="<s>",
         eos_token="</s>",
@@ -84,6 +83,14 @@ def build_roberta(folder: Path, seed: int = 0) -> Path:
         pad_token="<pad>",
         mask_token="<mask>",
     )
+
+
+def build_roberta(folder: Path, seed: int = 0) -> Path:
+    import torch
+    from transformers import RobertaConfig, RobertaForMaskedLM, RobertaTokenizerFast
+
+    folder.mkdir(parents=True, exist_ok=True)
+    tokenizer = _roberta_style_tokenizer(RobertaTokenizerFast)
     torch.manual_seed(seed)
     config = RobertaConfig(
         vocab_size=len(tokenizer),
@@ -284,22 +291,10 @@ def build_sentence_transformer(folder: Path, seed: int = 0) -> Path:
 def build_bart(folder: Path, seed: int = 0) -> Path:
     """A tiny BartForConditionalGeneration (an encoder-decoder) with a byte-level BPE tokenizer."""
     import torch
-    from tokenizers import processors
     from transformers import BartConfig, BartForConditionalGeneration, BartTokenizerFast
 
     folder.mkdir(parents=True, exist_ok=True)
-    bpe = _byte_bpe(["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
-    bpe.post_processor = processors.RobertaProcessing(("</s>", 2), ("<s>", 0), trim_offsets=True)
-    tokenizer = BartTokenizerFast(
-        tokenizer_object=bpe,
-        bos_token="<s>",
-        eos_token="</s>",
-        sep_token="</s>",
-        cls_token="<s>",
-        unk_token="<unk>",
-        pad_token="<pad>",
-        mask_token="<mask>",
-    )
+    tokenizer = _roberta_style_tokenizer(BartTokenizerFast)
     torch.manual_seed(seed)
     config = BartConfig(
         vocab_size=len(tokenizer),
