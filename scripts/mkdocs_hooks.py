@@ -1,5 +1,5 @@
 """MkDocs hook: links from a docs page to repository files outside docs/ (bench/results.md,
-llmtool/settings.py, README.md) are relative links that work on GitHub; the site has no copy of
+llmtool/settings/, README.md) are relative links that work on GitHub; the site has no copy of
 those files, so here they become links into the repository when mkdocs.yml sets repo_url, and plain
 text otherwise. tests/test_docs.py checks that every such link names a file that exists."""
 

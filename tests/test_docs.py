@@ -133,7 +133,7 @@ FENCE = re.compile(r"^```.*?^```", re.M | re.S)
 
 
 def test_relative_links_resolve() -> None:
-    """Links between pages, and from pages to repository files (bench/ results, settings.py), name
+    """Links between pages, and from pages to repository files (bench/ results, settings/), name
     files that exist; `mkdocs build --strict` (in .ci/run) checks the site's own links and anchors."""
     broken = []
     for page in doc_files():
