@@ -54,6 +54,10 @@ def register(entry: Command) -> None:
             sub.epilog = sub.epilog or epilog
         app.add_typer(target, name=entry.name, epilog=epilog)
     else:
+        if entry.jobs:
+            from llmtool.cli.job import with_job_options
+
+            target = with_job_options(target, entry.name)
         app.command(entry.name, epilog=epilog)(target)
 
 

@@ -3,7 +3,9 @@ on what it reads; nothing here loads a model."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Iterator
+from functools import partial
+from typing import Annotated, Any
 
 import typer
 
@@ -36,9 +38,17 @@ from llmtool.cli.options import (
     output_format,
 )
 from llmtool.io.console import Console
+from llmtool.jobs.run import NO_JOB, JobOptions, run_job
 from llmtool.settings import ClassifyOptions, defaults
 
 CLASSIFY = defaults(ClassifyOptions)
+
+
+def job_examples(path: str, **columns: Any) -> Iterator[Any]:
+    """One input file's examples, for a job (:mod:`llmtool.jobs`)."""
+    from llmtool.tasks.classify import read_examples
+
+    return read_examples(None, None, path, **columns).items
 
 
 ClassifierOpt = Annotated[
@@ -91,6 +101,7 @@ def classify_command(
     trust_remote_code: RemoteCodeOpt = MODEL.trust_remote_code,
     quiet: QuietOpt = False,
     verbose: VerboseOpt = MODEL.verbose,
+    job: JobOptions = NO_JOB,
 ) -> None:
     """Label each text (or text pair) with a fine-tuned sequence classifier.
 
@@ -107,6 +118,11 @@ def classify_command(
     output = output_format(fmt, json_flag, extra=("csv",))
     options = ClassifyOptions(top_k=top_k, batch_size=batch_size, max_length=max_length, skip_invalid=skip_invalid)
     options.check()
+    if job.active:  # --output-dir: a resumable job (docs/large-jobs.md)
+        task = partial(classify, options=options, model_options=model_options(**locals()))
+        enc = encoding(encoding_name)
+        read = partial(job_examples, text_column=text_column, pair_column=text_pair_column, encoding=enc)
+        return run_job(job, read, task, output, FORMATTER, Console(quiet, verbose))
     examples = read_examples(
         text,
         text_pair,

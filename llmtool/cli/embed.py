@@ -4,6 +4,7 @@ similarity to a query). Each reads its input, builds its settings and calls its 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from functools import partial
 from typing import Annotated, Any
 
 import typer
@@ -36,6 +37,7 @@ from llmtool.cli.options import (
 )
 from llmtool.errors import UsageError
 from llmtool.io.streams import Console, Record
+from llmtool.jobs.run import NO_JOB, JobOptions, run_job
 from llmtool.settings import EmbedOptions, SimilarOptions, defaults
 
 EMBED = defaults(EmbedOptions)
@@ -100,6 +102,7 @@ def embed_command(
     trust_remote_code: RemoteCodeOpt = MODEL.trust_remote_code,
     quiet: QuietOpt = False,
     verbose: VerboseOpt = MODEL.verbose,
+    job: JobOptions = NO_JOB,
 ) -> None:
     """One sentence vector per input line, pooled and normalised as the model's sentence-transformers files say.
 
@@ -110,7 +113,7 @@ def embed_command(
     Example: llmtool embed --input sentences.txt --output vectors.npy
     """
     from llmtool.io.streams import read_records
-    from llmtool.tasks.embed import FORMATTER, check_npy_path, open_embedder, write_npy
+    from llmtool.tasks.embed import FORMATTER, check_npy_path, embed, open_embedder, write_npy
 
     out_format = output_format(fmt, json_flag)
     if output is not None:
@@ -126,6 +129,12 @@ def embed_command(
         batch_size=batch_size,
     )
     options.check()
+    if job.active and output is not None:
+        raise UsageError("--output FILE.npy does not go with --output-dir (a job writes part files)")
+    if job.active:  # --output-dir: a resumable job (docs/large-jobs.md)
+        task = partial(embed, options=options, model_options=model_options(**locals()))
+        read = partial(read_records, None, column=column, encoding=encoding(encoding_name))
+        return run_job(job, read, task, out_format, FORMATTER, Console(quiet, verbose))
     console = Console(quiet, verbose)
     records = read_records(text, input_path, column, encoding=encoding(encoding_name))
     embedder = open_embedder(model_options(**locals()), options)

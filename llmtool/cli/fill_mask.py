@@ -3,6 +3,7 @@ on what it reads; nothing here loads a model."""
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Annotated
 
 import typer
@@ -36,6 +37,7 @@ from llmtool.cli.options import (
     output_format,
 )
 from llmtool.io.console import Console
+from llmtool.jobs.run import NO_JOB, JobOptions, run_job
 from llmtool.settings import FillMaskOptions, defaults
 
 FILL = defaults(FillMaskOptions)
@@ -70,6 +72,7 @@ def fill_mask_command(
     trust_remote_code: RemoteCodeOpt = MODEL.trust_remote_code,
     quiet: QuietOpt = False,
     verbose: VerboseOpt = MODEL.verbose,
+    job: JobOptions = NO_JOB,
 ) -> None:
     """Predict the words behind [MASK] with a masked language model (BERT, RoBERTa, ...).
 
@@ -92,6 +95,10 @@ def fill_mask_command(
         seed=seed,
     )
     options.check()
+    if job.active:  # --output-dir: a resumable job (docs/large-jobs.md)
+        task = partial(fill_mask, options=options, model_options=model_options(**locals()))
+        read = partial(read_records, None, column=column, encoding=encoding(encoding_name))
+        return run_job(job, read, task, output, FORMATTER, Console(quiet, verbose))
     records = read_records(text, input_path, column, encoding=encoding(encoding_name))
     results = fill_mask(records, options=options, model_options=model_options(**locals()))
     write(results, output, FORMATTER, Console(quiet, verbose))

@@ -4,6 +4,7 @@ on what it reads; nothing here loads a model."""
 from __future__ import annotations
 
 import sys
+from functools import partial
 from typing import Annotated
 
 import typer
@@ -36,6 +37,7 @@ from llmtool.cli.options import (
     output_format,
 )
 from llmtool.io.console import Console
+from llmtool.jobs.run import NO_JOB, JobOptions, run_job
 from llmtool.settings import GenerateOptions, defaults
 
 GEN = defaults(GenerateOptions)
@@ -91,6 +93,7 @@ def generate_command(
     trust_remote_code: RemoteCodeOpt = MODEL.trust_remote_code,
     quiet: QuietOpt = False,
     verbose: VerboseOpt = MODEL.verbose,
+    job: JobOptions = NO_JOB,
 ) -> None:
     """Continue each prompt with a causal language model (GPT-2, Llama, ...).
 
@@ -120,6 +123,10 @@ def generate_command(
         stream=stream,
     )
     options.check()
+    if job.active:  # --output-dir: a resumable job (docs/large-jobs.md)
+        task = partial(generate, options=options, model_options=model_options(**locals()))
+        read = partial(read_records, None, column=column, encoding=encoding(encoding_name))
+        return run_job(job, read, task, output, FORMATTER, Console(quiet, verbose))
     records = read_records(text, input_path, column, encoding=encoding(encoding_name))
     streaming = should_stream(options, text not in (None, "-"), output == "text", stdout_isatty())
     results = generate(

@@ -3,6 +3,7 @@ API's entry too) on what it reads; nothing here loads a model."""
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Annotated
 
 import typer
@@ -32,6 +33,7 @@ from llmtool.cli.options import (
     output_format,
 )
 from llmtool.io.console import Console
+from llmtool.jobs.run import NO_JOB, JobOptions, run_job
 from llmtool.settings import NextSentenceOptions, defaults
 
 NSP = defaults(NextSentenceOptions)
@@ -88,6 +90,7 @@ def next_sentence_command(
     trust_remote_code: RemoteCodeOpt = MODEL.trust_remote_code,
     quiet: QuietOpt = False,
     verbose: VerboseOpt = MODEL.verbose,
+    job: JobOptions = NO_JOB,
 ) -> None:
     """Probability that sentence B follows sentence A, from BERT's next-sentence-prediction head.
 
@@ -101,6 +104,17 @@ def next_sentence_command(
     output = output_format(fmt, json_flag)
     options = NextSentenceOptions(batch_size=batch_size, max_length=max_length)
     options.check()
+    if job.active:  # --output-dir: a resumable job (docs/large-jobs.md)
+        task = partial(next_sentence, options=options, model_options=model_options(**locals()))
+        read = partial(
+            read_pairs,
+            None,
+            None,
+            first_column=first_column,
+            second_column=second_column,
+            encoding=encoding(encoding_name),
+        )
+        return run_job(job, read, task, output, FORMATTER, Console(quiet, verbose))
     pairs = read_pairs(
         first,
         second,

@@ -3,6 +3,7 @@ on what it reads; nothing here loads a model."""
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Annotated
 
 import typer
@@ -38,6 +39,7 @@ from llmtool.cli.options import (
     output_format,
 )
 from llmtool.io.console import Console
+from llmtool.jobs.run import NO_JOB, JobOptions, run_job
 from llmtool.settings import ScoreOptions, defaults
 
 SCORE = defaults(ScoreOptions)
@@ -78,6 +80,7 @@ def score_command(
     trust_remote_code: RemoteCodeOpt = MODEL.trust_remote_code,
     quiet: QuietOpt = False,
     verbose: VerboseOpt = MODEL.verbose,
+    job: JobOptions = NO_JOB,
 ) -> None:
     """Log-likelihood and perplexity of each line under a language model.
 
@@ -99,6 +102,10 @@ def score_command(
         batch_size=batch_size, max_length=max_length, stride=stride, bos=bos, total=total, skip_invalid=skip_invalid
     )
     options.check()
+    if job.active:  # --output-dir: a resumable job (docs/large-jobs.md)
+        task = partial(score, options=options, model_options=model_options(**locals()))
+        read = partial(read_records, None, column=column, encoding=encoding(encoding_name))
+        return run_job(job, read, task, output, FORMATTER, Console(quiet, verbose))
     records = read_records(text, input_path, column, encoding=encoding(encoding_name))
     results = score(records, options=options, model_options=model_options(**locals()))
     write(results, output, FORMATTER, Console(quiet, verbose))

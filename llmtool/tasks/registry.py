@@ -59,6 +59,7 @@ class Command:
     remedy: str = ""  # how to give a model of a family that can carry that head one
     refusal: str = REFUSAL  # the refusal's wording, a template (see :func:`refusal`)
     suggested: bool = True  # named in other commands' refusals ("Did you mean ...?") for the kinds it accepts
+    jobs: bool = False  # takes the job flags (--output-dir, --shard, ...: llmtool.cli.job, docs/large-jobs.md)
 
     @property
     def docs(self) -> str:
@@ -95,6 +96,7 @@ COMMANDS: tuple[Command, ...] = (
         settings=("FillMaskOptions", "ModelOptions"),
         accepts=frozenset({MASKED_LM}),
         needs="a masked LM (BERT, RoBERTa, ...)",
+        jobs=True,
     ),
     Command(
         "generate",
@@ -106,6 +108,7 @@ COMMANDS: tuple[Command, ...] = (
         settings=("GenerateOptions", "ModelOptions"),
         accepts=frozenset({CAUSAL_LM}),
         needs="a causal LM (GPT-2, Llama, ...)",
+        jobs=True,
     ),
     Command(
         "classify",
@@ -118,6 +121,7 @@ COMMANDS: tuple[Command, ...] = (
         needs="a sequence classifier",
         head="sequence-classification head",
         remedy="train one with `llmtool finetune --task classify`",
+        jobs=True,
     ),
     Command(
         "score",
@@ -131,6 +135,7 @@ COMMANDS: tuple[Command, ...] = (
         accepts=LANGUAGE_MODELS,
         needs="a causal or masked LM",
         refusal="{name} ({arch}) is not a causal or masked language model",
+        jobs=True,
     ),
     Command(
         "evaluate",
@@ -157,6 +162,7 @@ COMMANDS: tuple[Command, ...] = (
         remedy="pre-train one with `llmtool pretrain --objective mlm --nsp`",
         refusal="{name} ({arch}) has no next-sentence head (only BERT-style models pre-trained with NSP have "
         "one){hint}",
+        jobs=True,
     ),
     Command(
         "embed",
@@ -168,6 +174,7 @@ COMMANDS: tuple[Command, ...] = (
         settings=("EmbedOptions", "ModelOptions"),
         accepts=ENCODERS,
         needs="an encoder or a decoder (a sentence-transformers model, BERT, ...)",
+        jobs=True,
     ),
     Command(
         "similar",
@@ -203,6 +210,7 @@ COMMANDS: tuple[Command, ...] = (
     Command("env", "llmtool.cli.about:env_command", group="tool"),
     Command("cache", "llmtool.cli.cache:cache_app", group="tool"),
     Command("corpus", "llmtool.cli.training:corpus_app", group="training"),
+    Command("job", "llmtool.cli.job:job_app", group="tool"),
 )
 
 BY_NAME: dict[str, Command] = {c.name: c for c in COMMANDS}
