@@ -40,6 +40,7 @@ NOT_RUN = {
     ("docs/offline.md", "needs the network (a Hub mirror)"),
     ("docs/ci.md", "a CI recipe: needs the real model in the Hugging Face cache, downloaded by the step before"),
     ("docs/zh/quickstart.md", "needs the network (the hf-mirror.com mirror)"),
+    ("docs/large-jobs.md", "needs a launcher or a cluster (torchrun, Slurm, Ray)"),
 }
 
 
