@@ -7,8 +7,8 @@ Both are slow (torchrun restarts a worker group; Ray starts a cluster): marked s
 from __future__ import annotations
 
 import json
-import re
 import os
+import re
 import signal
 import subprocess
 import sys
