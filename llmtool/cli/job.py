@@ -23,7 +23,7 @@ import typer
 
 from llmtool.cli.common import handle_errors
 from llmtool.errors import LlmtoolError, UsageError
-from llmtool.jobs.run import DEFAULT_CHUNK_SIZE, EXECUTORS, JobOptions
+from llmtool.jobs.worker import DEFAULT_CHUNK_SIZE, EXECUTORS, JobOptions
 
 PANEL = "Large jobs (docs/large-jobs.md)"
 # Flags that change how a job runs, not what it outputs: left out of the manifest's settings.

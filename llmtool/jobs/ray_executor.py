@@ -26,7 +26,7 @@ from llmtool.errors import LlmtoolError, UsageError
 from llmtool.io.console import Console
 from llmtool.jobs import parts
 from llmtool.jobs.inputs import ChunkReader
-from llmtool.jobs.run import JobOptions, JobSpec, Worker
+from llmtool.jobs.worker import JobOptions, JobSpec, Worker
 
 OBJECT_STORE_BYTES = 256 * 1024 * 1024  # a local cluster's object store: only chunk numbers and counts cross it
 RETRIES = 3  # restarts of a dead actor, and runs of the chunk it held
