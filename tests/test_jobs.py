@@ -154,7 +154,7 @@ def test_a_rerun_skips_finished_parts_and_a_different_job_is_refused(classifier:
     refused = run_cli(["job", "merge", str(out)])
     assert refused.returncode == 1 and "not complete" in refused.stderr and refused.stdout == ""
     before = snapshot(out)
-    ok([*base, "--chunk-size", "6"])  # the rest (shard 0/1: every chunk; 0 and 2 are done)
+    ok([*base, "--chunk-size", "6", "-b", "3"])  # the rest (every chunk; 0 and 2 are done); -b only says how
     after = snapshot(out)
     assert all(after[name] == before[name] for name in ("part-000000.jsonl", "part-000002.jsonl"))
     assert json.loads(ok(["job", "status", str(out), "--json"]))["complete"]
@@ -175,6 +175,19 @@ def test_a_rerun_skips_finished_parts_and_a_different_job_is_refused(classifier:
     assert proc.returncode == 2 and "changed since the job started" in proc.stderr, proc.stderr
     assert len(proc.stderr.splitlines()) == 1
     assert snapshot(out) == done  # nothing overwritten
+
+
+def test_merge_to_parquet(classifier: Path, tmp_path: Path) -> None:
+    pq = pytest.importorskip("pyarrow.parquet")
+    data = write_lines(tmp_path / "in.txt", lines(15))
+    base = ["classify", "-m", str(classifier), "--input", str(data), "--chunk-size", "4"]
+    ok([*base, "--json", "--output-dir", str(tmp_path / "out")])
+    ok(["job", "merge", str(tmp_path / "out"), "--parquet", str(tmp_path / "labels.parquet")])
+    rows = pq.read_table(tmp_path / "labels.parquet").to_pylist()
+    assert close(rows, [json.loads(x) for x in ok(["job", "merge", str(tmp_path / "out")]).splitlines()])
+    ok([*base, "--output-dir", str(tmp_path / "text")])
+    proc = run_cli(["job", "merge", str(tmp_path / "text"), "--parquet", str(tmp_path / "t.parquet")])
+    assert proc.returncode == 2 and "--format jsonl" in proc.stderr and not (tmp_path / "t.parquet").exists()
 
 
 def test_bad_input_marks_the_chunk_failed(tiny_bert: Path, tmp_path: Path) -> None:
