@@ -25,6 +25,8 @@ def run_job(job: JobOptions, read: Read, task: Task, fmt: OutputFormat, formatte
         raise UsageError("--output-dir needs --input FILE or a glob (a job reads files, not TEXT or stdin)")
     if job.executor not in EXECUTORS:
         raise UsageError(f"unknown --executor {job.executor!r}; use {'|'.join(EXECUTORS)}")
+    if job.executor == "ray" and job.shard is not None:
+        raise UsageError("--shard does not go with --executor ray (Ray hands every unfinished chunk to its actors)")
     if job.chunk_size < 1:
         raise UsageError("--chunk-size must be at least 1")
     if fmt not in ("text", "jsonl", "tsv"):
