@@ -285,6 +285,36 @@ def test_chunk_reader_reads_forward_and_reopens(tmp_path: Path) -> None:
     assert ChunkReader([str(tmp_path / "b.txt")], read_records_of(read_records), 3).count() == 4
 
 
+def test_chunks_cover_the_input_once_in_any_order(tmp_path: Path) -> None:
+    import random
+
+    from llmtool.io.streams import read_records
+
+    texts = [f"r{i}" if i % 5 else "" for i in range(60)]  # 48 records, blank lines between
+    write_lines(tmp_path / "a.txt", texts[:25])
+    write_lines(tmp_path / "b.txt", texts[25:])
+    paths = [str(tmp_path / "a.txt"), str(tmp_path / "b.txt")]
+    want = [t for t in texts if t]
+    for size in (1, 5, 7, 48, 100):
+        reader = ChunkReader(paths, read_records_of(read_records), size)
+        chunks = -(-len(want) // size)
+        order = list(range(chunks + 1))
+        random.Random(size).shuffle(order)
+        got = {c: [r.text for r in reader.chunk(c)] for c in order}
+        assert [t for c in range(chunks + 1) for t in got[c]] == want and got[chunks] == []
+
+
+def test_the_shard_comes_from_the_launchers_variables(tiny_bert: Path, tmp_path: Path) -> None:
+    data = write_lines(tmp_path / "in.txt", [t for t in lines(12, mask=True) if t.strip()])
+    out = tmp_path / "out"
+    args = ["fill-mask", "-m", str(tiny_bert), "--input", str(data), "--output-dir", str(out), "--chunk-size", "3"]
+    for env in ({"RANK": "1", "WORLD_SIZE": "2"}, {"JOB_COMPLETION_INDEX": "0", "JOB_COMPLETIONS": "2"}):
+        proc = run_cli(args, env=cli_env(**env))
+        assert proc.returncode == 0, proc.stderr
+        assert f"shard {env.get('RANK', '0')}/2" in proc.stderr
+    assert sorted(p.name for p in out.glob("part-*")) == [f"part-00000{c}.txt" for c in range(4)]
+
+
 def read_records_of(read_records: Any) -> Any:
     return lambda path: read_records(None, path)
 
