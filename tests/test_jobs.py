@@ -363,3 +363,4 @@ def test_importing_the_cli_never_imports_ray_and_a_missing_ray_names_the_extra(t
     )
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.strip().splitlines() == ["llmtool: error: --executor ray needs Ray: pip install 'llmtool[ray]'"]
+    assert not (tmp_path / "o").exists()

@@ -22,7 +22,7 @@ from typing import Annotated, Any
 import typer
 
 from llmtool.cli.common import handle_errors
-from llmtool.errors import LlmtoolError, UsageError
+from llmtool.errors import UsageError
 from llmtool.jobs.worker import DEFAULT_CHUNK_SIZE, EXECUTORS, JobOptions
 
 PANEL = "Large jobs (docs/large-jobs.md)"
@@ -203,7 +203,4 @@ def merge_command(
     if parquet is not None:
         merge_parquet(folder, Path(parquet))
         return
-    try:
-        merge(folder, sys.stdout.buffer)
-    except LlmtoolError:
-        raise
+    merge(folder, sys.stdout.buffer)

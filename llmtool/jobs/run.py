@@ -31,6 +31,11 @@ def run_job(job: JobOptions, read: Read, task: Task, fmt: OutputFormat, formatte
         raise UsageError("--chunk-size must be at least 1")
     if fmt not in ("text", "jsonl", "tsv"):
         raise UsageError(f"--format {fmt} does not go with --output-dir; use text, jsonl or tsv")
+    shard = select(job.shard)  # a bad --shard or launcher variable is an error before DIR is touched
+    if job.executor == "ray":
+        from llmtool.jobs.ray_executor import import_ray
+
+        import_ray()  # without the extra: one line, and nothing written
     paths = expand(job.input)
     folder = Path(job.output_dir)
     m = job.model
@@ -46,7 +51,6 @@ def run_job(job: JobOptions, read: Read, task: Task, fmt: OutputFormat, formatte
 
         run_on_ray(spec, job, console)
         return
-    shard = select(job.shard)
     worker = Worker(spec)
     try:
         written, skipped = worker.run_shard(shard, console)
