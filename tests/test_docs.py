@@ -41,6 +41,7 @@ NOT_RUN = {
     ("docs/ci.md", "a CI recipe: needs the real model in the Hugging Face cache, downloaded by the step before"),
     ("docs/zh/quickstart.md", "needs the network (the hf-mirror.com mirror)"),
     ("docs/large-jobs.md", "needs a launcher or a cluster (torchrun, Slurm, Ray)"),
+    ("docs/large-jobs.md", "needs GPUs"),
 }
 
 

@@ -25,6 +25,7 @@ from conftest import cli_env, run_cli, start_cli
 from llmtool.errors import UsageError
 from llmtool.jobs import manifest as manifests
 from llmtool.jobs.inputs import ChunkReader
+from llmtool.jobs.local import device_list, plan
 from llmtool.jobs.shard import Shard, from_environment, parse_shard, select
 from llmtool.jobs.status import ranges
 
@@ -313,6 +314,40 @@ def test_the_shard_comes_from_the_launchers_variables(tiny_bert: Path, tmp_path:
         assert proc.returncode == 0, proc.stderr
         assert f"shard {env.get('RANK', '0')}/2" in proc.stderr
     assert sorted(p.name for p in out.glob("part-*")) == [f"part-00000{c}.txt" for c in range(4)]
+
+
+def test_workers_two_processes_on_this_machine(classifier: Path, tmp_path: Path) -> None:
+    data = write_lines(tmp_path / "in.txt", lines(30))
+    base = ["classify", "-m", str(classifier), "--input", str(data), "--json"]
+    job = [*base, "--output-dir", str(tmp_path / "out"), "--chunk-size", "4", "--workers", "2"]
+    proc = run_cli(job, subprocess=True)  # the workers write to the real stderr
+    assert proc.returncode == 0, proc.stderr
+    assert "shard 0/2" in proc.stderr and "shard 1/2" in proc.stderr  # the two worker processes
+    assert ok(["job", "merge", str(tmp_path / "out")]) == ok(base)
+
+
+def test_a_device_list_starts_one_worker_per_device() -> None:
+    planned = plan(Shard(1, 3), 1, "cuda:0,2", ["embed", "--device", "cuda:0,2"], {"PATH": "/bin"})
+    assert [env["CUDA_VISIBLE_DEVICES"] for _, env in planned] == ["0", "2"]
+    assert [args[-6:] for args, _ in planned] == [
+        ["--shard", "1/6", "--workers", "1", "--device", "cuda"],  # worker 1 of 3 machines, device 0
+        ["--shard", "4/6", "--workers", "1", "--device", "cuda"],
+    ]
+    assert {c for c in range(30) if Shard(1, 3).owns(c)} == {c for c in range(30) if c % 6 in (1, 4)}
+    cpu = plan(Shard(), 2, "cpu", ["embed"], {})
+    assert [args[-4:] for args, _ in cpu] == [
+        ["--shard", "0/2", "--workers", "1"],
+        ["--shard", "1/2", "--workers", "1"],
+    ]
+    assert all(env["OMP_NUM_THREADS"].isdigit() for _, env in cpu)
+    assert device_list("cuda:1") is None and device_list("cuda:0,1") == ["0", "1"]
+    with pytest.raises(UsageError, match="one worker per device"):
+        plan(Shard(), 3, "cuda:0,1", [], {})
+
+
+def test_a_device_list_without_a_job_is_refused(tiny_bert: Path) -> None:
+    proc = run_cli(["fill-mask", "-m", str(tiny_bert), "a [MASK] b", "--device", "cuda:0,1"])
+    assert proc.returncode == 2 and "goes with --output-dir" in proc.stderr, proc.stderr
 
 
 def read_records_of(read_records: Any) -> Any:

@@ -23,6 +23,7 @@ import typer
 
 from llmtool.cli.common import handle_errors
 from llmtool.errors import UsageError
+from llmtool.jobs.local import device_list
 from llmtool.jobs.worker import DEFAULT_CHUNK_SIZE, EXECUTORS, JobOptions
 
 PANEL = "Large jobs (docs/large-jobs.md)"
@@ -83,9 +84,17 @@ JOB_FLAGS: dict[str, tuple[Any, Any]] = {
     ),
     "workers": (
         Annotated[
-            int, typer.Option("--workers", help="Ray actors (each loads the model once).", min=1, rich_help_panel=PANEL)
+            int | None,
+            typer.Option(
+                "--workers",
+                help="Worker processes: local, this machine's (each runs a part of its shard; default 1, or one "
+                "per device of --device cuda:0,1); ray, actors, each loading the model once (default 2).",
+                min=1,
+                show_default=False,
+                rich_help_panel=PANEL,
+            ),
         ],
-        2,
+        None,
     ),
     "cpus_per_worker": (
         Annotated[
@@ -130,6 +139,8 @@ def with_job_options(func: Callable[..., Any], command: str) -> Callable[..., An
     def wrapper(**kwargs: Any) -> Any:
         flags = {name: kwargs.pop(name) for name in JOB_FLAGS}
         if flags["output_dir"] is None:
+            if device_list(kwargs.get("device")):
+                raise UsageError("a device list (--device cuda:0,1) goes with --output-dir: one worker per device")
             given = [f"--{n.replace('_', '-')}" for n, (_, d) in JOB_FLAGS.items() if flags[n] != d and n != "shard"]
             if given:
                 raise UsageError(f"{given[0]} goes with --output-dir DIR (a job)")
@@ -139,7 +150,14 @@ def with_job_options(func: Callable[..., Any], command: str) -> Callable[..., An
             raise UsageError("--output-dir reads --input FILE or a glob, not TEXT arguments or stdin")
         settings = {k: _plain(v) for k, v in kwargs.items() if k not in RUN_ONLY and k not in MODEL_FLAGS}
         model = {k: (str(kwargs[k]) if kwargs.get(k) is not None else None) for k in MODEL_FLAGS}
-        job = JobOptions(**flags, command=command, settings=settings, model=model, input=kwargs.get("input_path"))
+        job = JobOptions(
+            **flags,
+            command=command,
+            settings=settings,
+            model=model,
+            input=kwargs.get("input_path"),
+            device=kwargs.get("device"),
+        )
         return func(**kwargs, job=job)
 
     wrapper.__signature__ = signature.replace(parameters=[*kept, *added])  # type: ignore[attr-defined]

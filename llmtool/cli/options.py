@@ -88,8 +88,9 @@ def _choice(values: tuple[str, ...], what: str) -> Any:
 def _device(ctx: typer.Context, param: typer.CallbackParam, value: Any) -> Any:
     spec = (value or "").strip().lower()
     known = spec in ("auto", "cpu", "cuda", "mps") or (spec.startswith("cuda:") and spec[5:].isdigit())
-    if value is not None and not known:
-        raise typer.BadParameter(f"unknown --device {value!r}; use auto|cpu|cuda[:N]|mps")
+    listed = spec.startswith("cuda:") and all(i.isdigit() for i in spec[5:].split(","))  # jobs: a process each
+    if value is not None and not known and not listed:
+        raise typer.BadParameter(f"unknown --device {value!r}; use auto|cpu|cuda[:N]|mps (cuda:0,1 for jobs)")
     return value
 
 

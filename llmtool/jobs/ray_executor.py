@@ -52,13 +52,14 @@ def import_ray() -> Any:
 
 
 def run_on_ray(spec: JobSpec, job: JobOptions, console: Console) -> None:
-    """Run every chunk of the job that has no part on ``job.workers`` actors."""
+    """Run every chunk of the job that has no part on ``workers`` actors."""
     ray = import_ray()
+    workers = job.workers or 2
     total = ChunkReader(spec.paths, spec.read, spec.chunk_size).count()
     parts.write_count(spec.folder, total, spec.chunk_size)
     chunks = -(-total // spec.chunk_size)
     todo = [c for c in range(chunks) if not parts.is_done(spec.folder, c, spec.fmt)]
-    console.info(f"ray: {len(todo)} of {chunks} chunk(s) to run on {job.workers} actor(s)")
+    console.info(f"ray: {len(todo)} of {chunks} chunk(s) to run on {workers} actor(s)")
     if not todo:
         return
     started = not ray.is_initialized()
@@ -66,7 +67,7 @@ def run_on_ray(spec: JobSpec, job: JobOptions, console: Console) -> None:
         address = os.environ.get("RAY_ADDRESS") or None
         local: dict[str, Any] = {}
         if address is None:
-            needed = job.workers * job.cpus_per_worker
+            needed = workers * job.cpus_per_worker
             local = {
                 "num_cpus": max(os.cpu_count() or 1, int(-(-needed // 1))),
                 "object_store_memory": OBJECT_STORE_BYTES,
@@ -86,7 +87,7 @@ def run_on_ray(spec: JobSpec, job: JobOptions, console: Console) -> None:
             max_restarts=RETRIES,
             max_task_retries=RETRIES,
         )(ChunkActor)
-        pool = ray.util.ActorPool([actor.remote(spec) for _ in range(min(job.workers, len(todo)))])
+        pool = ray.util.ActorPool([actor.remote(spec) for _ in range(min(workers, len(todo)))])
         written = 0
         try:
             for chunk, count, pid in pool.map_unordered(lambda a, c: a.run.remote(c), todo):

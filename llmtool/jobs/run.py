@@ -3,6 +3,8 @@ hand every unfinished chunk to Ray (:mod:`llmtool.jobs.ray_executor`)."""
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 
 from llmtool.errors import UsageError
@@ -11,6 +13,7 @@ from llmtool.io.formats import Formatter, OutputFormat
 from llmtool.jobs import manifest as manifests
 from llmtool.jobs import parts
 from llmtool.jobs.inputs import Read, describe, expand
+from llmtool.jobs.local import device_list, plan, run_processes
 from llmtool.jobs.shard import select
 from llmtool.jobs.worker import EXECUTORS, NO_JOB, JobOptions, JobSpec, Task, Worker
 
@@ -32,6 +35,10 @@ def run_job(job: JobOptions, read: Read, task: Task, fmt: OutputFormat, formatte
     if fmt not in ("text", "jsonl", "tsv"):
         raise UsageError(f"--format {fmt} does not go with --output-dir; use text, jsonl or tsv")
     shard = select(job.shard)  # a bad --shard or launcher variable is an error before DIR is touched
+    if job.executor == "ray" and device_list(job.device):
+        raise UsageError(
+            "a device list (--device cuda:0,1) is for --executor local; Ray places actors by --gpus-per-worker"
+        )
     if job.executor == "ray":
         from llmtool.jobs.ray_executor import import_ray
 
@@ -50,6 +57,9 @@ def run_job(job: JobOptions, read: Read, task: Task, fmt: OutputFormat, formatte
         from llmtool.jobs.ray_executor import run_on_ray
 
         run_on_ray(spec, job, console)
+        return
+    if (job.workers or 1) > 1 or device_list(job.device):
+        run_processes(plan(shard, job.workers or 1, job.device, sys.argv[1:], os.environ))
         return
     worker = Worker(spec)
     try:

@@ -38,13 +38,14 @@ class JobOptions:
     chunk_size: int = DEFAULT_CHUNK_SIZE
     shard: str | None = None
     executor: str = "local"
-    workers: int = 2
+    workers: int | None = None  # local: worker processes on this machine (default 1); ray: actors (default 2)
     cpus_per_worker: float = 1.0
     gpus_per_worker: float = 0.0
     command: str = ""  # the command's name
     settings: dict[str, Any] = field(default_factory=dict)  # its flags that decide the output
     model: dict[str, str | None] = field(default_factory=dict)  # model, revision, engine, quantize
     input: str | None = None  # --input: a file or a glob
+    device: str | None = None  # --device (a list, cuda:0,1, starts one worker process per device)
 
     @property
     def active(self) -> bool:
