@@ -26,7 +26,6 @@ from llmtool.errors import UsageError
 from llmtool.jobs.local import device_list
 from llmtool.jobs.worker import DEFAULT_CHUNK_SIZE, EXECUTORS, JobOptions
 
-PANEL = "Large jobs (docs/large-jobs.md)"
 # Flags that change how a job runs, not what it outputs: left out of the manifest's settings.
 RUN_ONLY = frozenset(
     {"quiet", "verbose", "batch_size", "device", "offline", "allow_pickle", "trust_remote_code", "input_path"}
@@ -43,15 +42,12 @@ JOB_FLAGS: dict[str, tuple[Any, Any]] = {
                 "file in DIR; rerun to resume; `llmtool job merge DIR` prints the output.",
                 metavar="DIR",
                 show_default=False,
-                rich_help_panel=PANEL,
             ),
         ],
         None,
     ),
     "chunk_size": (
-        Annotated[
-            int, typer.Option("--chunk-size", help="Records per chunk (part file).", min=1, rich_help_panel=PANEL)
-        ],
+        Annotated[int, typer.Option("--chunk-size", help="Records per chunk (part file).", min=1)],
         DEFAULT_CHUNK_SIZE,
     ),
     "shard": (
@@ -64,7 +60,6 @@ JOB_FLAGS: dict[str, tuple[Any, Any]] = {
                 metavar="I/N",
                 envvar="LLMTOOL_SHARD",
                 show_default=False,
-                rich_help_panel=PANEL,
             ),
         ],
         None,
@@ -77,7 +72,6 @@ JOB_FLAGS: dict[str, tuple[Any, Any]] = {
                 help="local: this process runs its shard; ray: a Ray actor pool runs every unfinished chunk "
                 "(pip install 'llmtool[ray]'; RAY_ADDRESS to join a cluster).",
                 metavar="|".join(EXECUTORS),
-                rich_help_panel=PANEL,
             ),
         ],
         "local",
@@ -91,21 +85,16 @@ JOB_FLAGS: dict[str, tuple[Any, Any]] = {
                 "per device of --device cuda:0,1); ray, actors, each loading the model once (default 2).",
                 min=1,
                 show_default=False,
-                rich_help_panel=PANEL,
             ),
         ],
         None,
     ),
     "cpus_per_worker": (
-        Annotated[
-            float, typer.Option("--cpus-per-worker", help="CPUs Ray reserves per actor.", min=0, rich_help_panel=PANEL)
-        ],
+        Annotated[float, typer.Option("--cpus-per-worker", help="CPUs Ray reserves per actor.", min=0)],
         1.0,
     ),
     "gpus_per_worker": (
-        Annotated[
-            float, typer.Option("--gpus-per-worker", help="GPUs Ray reserves per actor.", min=0, rich_help_panel=PANEL)
-        ],
+        Annotated[float, typer.Option("--gpus-per-worker", help="GPUs Ray reserves per actor.", min=0)],
         0.0,
     ),
 }
