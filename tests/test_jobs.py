@@ -297,12 +297,24 @@ def test_chunks_cover_the_input_once_in_any_order(tmp_path: Path) -> None:
     paths = [str(tmp_path / "a.txt"), str(tmp_path / "b.txt")]
     want = [t for t in texts if t]
     for size in (1, 5, 7, 48, 100):
-        reader = ChunkReader(paths, read_records_of(read_records), size)
-        chunks = -(-len(want) // size)
-        order = list(range(chunks + 1))
-        random.Random(size).shuffle(order)
-        got = {c: [r.text for r in reader.chunk(c)] for c in order}
-        assert [t for c in range(chunks + 1) for t in got[c]] == want and got[chunks] == []
+        for counts in (None, [20, 28]):  # 28: b.txt's records; known counts skip files without the chunk
+            opened: list[str] = []
+
+            def read(path: str, opened: list[str] = opened) -> Any:
+                opened.append(Path(path).name)
+                return read_records(None, path)
+
+            reader = ChunkReader(paths, read, size, counts)
+            chunks = -(-len(want) // size)
+            order = list(range(chunks + 1))
+            random.Random(size).shuffle(order)
+            got = {c: [r.text for r in reader.chunk(c)] for c in order}
+            assert [t for c in range(chunks + 1) for t in got[c]] == want and got[chunks] == []
+            assert reader.count() == 48 and reader.file_counts == [20, 28]
+            if counts is not None and size == 5:  # chunk 5 is records 25-29: all in b.txt
+                opened.clear()
+                assert [r.text for r in reader.chunk(5)] == want[25:30] and opened == ["b.txt"]
+    assert ChunkReader(paths, read_records_of(read_records), 3, [20, 28]).count() == 48
 
 
 def test_the_shard_comes_from_the_launchers_variables(tiny_bert: Path, tmp_path: Path) -> None:

@@ -42,28 +42,47 @@ def describe(paths: list[str]) -> list[dict[str, object]]:
     return described
 
 
-def records(paths: list[str], read: Read) -> Iterator[Item]:
-    """The records of every file in order, re-indexed from 0 over all of them (line numbers stay per file)."""
-    index = 0
-    for path in paths:
-        for item in read(path):
-            yield item if item.index == index else dataclasses.replace(item, index=index)
-            index += 1
-
-
 class ChunkReader:
     """Chunks of the input in increasing order, read forward once; asking for an earlier chunk reopens
-    the input (a Ray actor that gets chunk 7 after chunk 9)."""
+    the input (a Ray actor that gets chunk 7 after chunk 9).
 
-    def __init__(self, paths: list[str], read: Read, size: int) -> None:
+    With ``file_counts`` (the records of each file, from ``count.json`` once a worker has read the
+    whole input) a file that holds no wanted chunk is skipped without being read."""
+
+    def __init__(self, paths: list[str], read: Read, size: int, file_counts: list[int] | None = None) -> None:
         self.paths, self.read, self.size = paths, read, size
         self.total: int | None = None  # records in the input, once read to the end
+        self.file_counts: list[int] = []  # records of each file passed so far
+        self.known = file_counts if file_counts is not None and len(file_counts) == len(paths) else None
+        self._wanted: Callable[[int], bool] = lambda chunk: True
         self._open()
 
     def _open(self) -> None:
-        self._items = records(self.paths, self.read)
+        self._items = self._records()
         self._next: Item | None = None
-        self._seen = 0  # records taken from self._items
+        self._seen = 0  # records taken from self._items, or skipped with their file
+        self.file_counts = []
+
+    def _records(self) -> Iterator[Item]:
+        index = 0
+        for number, path in enumerate(self.paths):
+            known = self.known[number] if self.known is not None else None
+            if known is not None and not self._holds_wanted(index, known):
+                index += known
+                self._seen += known
+                self.file_counts.append(known)
+                continue
+            start = index
+            for item in self.read(path):
+                yield item if item.index == index else dataclasses.replace(item, index=index)
+                index += 1
+            self.file_counts.append(index - start)
+
+    def _holds_wanted(self, start: int, count: int) -> bool:
+        """Whether records [start, start + count) hold a record of a wanted chunk."""
+        return count > 0 and any(
+            self._wanted(c) for c in range(start // self.size, (start + count - 1) // self.size + 1)
+        )
 
     def _take(self) -> Item | None:
         if self._next is not None:
@@ -78,6 +97,7 @@ class ChunkReader:
 
     def chunks(self, wanted: Callable[[int], bool]) -> Iterator[tuple[int, list[Item]]]:
         """(chunk, its records) for each wanted chunk, to the end of the input (the rest only counted)."""
+        self._wanted = wanted
         while True:
             item = self._take()
             if item is None:
@@ -103,6 +123,6 @@ class ChunkReader:
     def count(self) -> int:
         """Read to the end; the number of records."""
         for _ in self.chunks(lambda c: False):
-            pass
+            pass  # with known file counts, nothing is read
         assert self.total is not None
         return self.total

@@ -122,20 +122,22 @@ def is_done(folder: Path, chunk: int, fmt: str) -> bool:
     return (folder / part_name(chunk, fmt)).is_file()
 
 
-def write_count(folder: Path, records: int, chunk_size: int) -> None:
-    """Record how many records and chunks the input has (every worker that reads it all writes the same)."""
+def write_count(folder: Path, records: int, chunk_size: int, files: list[int]) -> None:
+    """Record how many records and chunks the input has, and each file's records (every worker that
+    reads it all writes the same; later readers skip files that hold none of their chunks)."""
     chunks = -(-records // chunk_size)
     tmp = folder / f".{COUNT_FILE}.tmp-{socket.gethostname()}-{os.getpid()}"
-    tmp.write_text(json.dumps({"records": records, "chunks": chunks}) + "\n", encoding="utf-8")
+    tmp.write_text(json.dumps({"records": records, "chunks": chunks, "files": files}) + "\n", encoding="utf-8")
     os.replace(tmp, folder / COUNT_FILE)
 
 
-def read_count(folder: Path) -> dict[str, int] | None:
+def read_count(folder: Path) -> dict[str, Any] | None:
+    """``{"records", "chunks", "files"}`` once a worker has read the whole input, else None."""
     try:
         data = json.loads((folder / COUNT_FILE).read_text(encoding="utf-8"))
     except (FileNotFoundError, json.JSONDecodeError):
         return None
-    return {"records": int(data["records"]), "chunks": int(data["chunks"])}
+    return {"records": int(data["records"]), "chunks": int(data["chunks"]), "files": list(data.get("files", []))}
 
 
 def listing(folder: Path, fmt: str) -> tuple[set[int], dict[int, str], list[str]]:

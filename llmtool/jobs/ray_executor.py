@@ -18,6 +18,7 @@ Ray is imported only here, only for ``--executor ray``.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from typing import Any
@@ -55,8 +56,10 @@ def run_on_ray(spec: JobSpec, job: JobOptions, console: Console) -> None:
     """Run every chunk of the job that has no part on ``workers`` actors."""
     ray = import_ray()
     workers = job.workers or 2
-    total = ChunkReader(spec.paths, spec.read, spec.chunk_size).count()
-    parts.write_count(spec.folder, total, spec.chunk_size)
+    reader = ChunkReader(spec.paths, spec.read, spec.chunk_size, spec.file_counts)
+    total = reader.count()
+    parts.write_count(spec.folder, total, spec.chunk_size, reader.file_counts)
+    spec = dataclasses.replace(spec, file_counts=reader.file_counts)  # actors skip files without their chunk
     chunks = -(-total // spec.chunk_size)
     todo = [c for c in range(chunks) if not parts.is_done(spec.folder, c, spec.fmt)]
     console.info(f"ray: {len(todo)} of {chunks} chunk(s) to run on {workers} actor(s)")

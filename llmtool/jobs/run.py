@@ -52,7 +52,8 @@ def run_job(job: JobOptions, read: Read, task: Task, fmt: OutputFormat, formatte
     head = parts.header(fmt, formatter)
     manifest = manifests.build(job.command, job.settings, model, describe(paths), job.chunk_size, fmt, head)
     manifests.ensure(folder, manifest)
-    spec = JobSpec(folder, paths, read, task, job.chunk_size, fmt, formatter)
+    counted = parts.read_count(folder)
+    spec = JobSpec(folder, paths, read, task, job.chunk_size, fmt, formatter, counted["files"] if counted else None)
     if job.executor == "ray":
         from llmtool.jobs.ray_executor import run_on_ray
 

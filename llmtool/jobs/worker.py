@@ -66,6 +66,7 @@ class JobSpec:
     chunk_size: int
     fmt: OutputFormat
     formatter: Formatter
+    file_counts: list[int] | None = None  # records of each input file, once counted (count.json)
 
 
 class TaskStream:
@@ -105,7 +106,7 @@ class Worker:
 
     def __init__(self, spec: JobSpec) -> None:
         self.spec = spec
-        self.reader = ChunkReader(spec.paths, spec.read, spec.chunk_size)
+        self.reader = ChunkReader(spec.paths, spec.read, spec.chunk_size, spec.file_counts)
         self.stream = TaskStream(spec.task)
 
     def done(self, chunk: int) -> bool:
@@ -140,7 +141,7 @@ class Worker:
             written += 1
             console.info(f"chunk {chunk}: {count} records -> {parts.part_name(chunk, self.spec.fmt)}")
         if self.reader.total is not None:
-            parts.write_count(self.spec.folder, self.reader.total, self.spec.chunk_size)
+            parts.write_count(self.spec.folder, self.reader.total, self.spec.chunk_size, self.reader.file_counts)
         return written, skipped
 
     def close(self) -> None:
