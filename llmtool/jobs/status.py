@@ -62,7 +62,8 @@ def status_lines(state: dict[str, Any]) -> list[str]:
         lines.append("missing: unknown until a worker has read the whole input (one finishes its shard)")
     if state["temporaries"]:
         lines.append(f"in progress or left by a killed worker: {len(state['temporaries'])} temporary file(s)")
-    lines.append("complete: run `llmtool job merge DIR`" if state["complete"] else "not complete: rerun the job")
+    folder = state["directory"]
+    lines.append(f"complete: `llmtool job merge {folder}`" if state["complete"] else "not complete: rerun the job")
     return lines
 
 

@@ -140,6 +140,8 @@ class Worker:
             count = self.write(chunk, items)
             written += 1
             console.info(f"chunk {chunk}: {count} records -> {parts.part_name(chunk, self.spec.fmt)}")
+        if self.reader.total == 0:
+            console.warn("no input records (the input was empty or only blank lines)")
         if self.reader.total is not None:
             parts.write_count(self.spec.folder, self.reader.total, self.spec.chunk_size, self.reader.file_counts)
         return written, skipped
