@@ -105,8 +105,8 @@ KINDS: dict[str, Kind] = {
     "token-classifier": Kind(
         with_head(tiny_models.build_bert, "BertForTokenClassification"),
         "BertForTokenClassification",
-        HEAD_ONLY,
-        "embed",
+        HEAD_ONLY | {"tag"},
+        "tag",
     ),
     "question-answering": Kind(
         with_head(tiny_models.build_bert, "BertForQuestionAnswering"), "BertForQuestionAnswering", HEAD_ONLY, "embed"
@@ -115,6 +115,7 @@ KINDS: dict[str, Kind] = {
     "encoder-decoder": Kind(tiny_models.build_bart, "BartForConditionalGeneration", frozenset(), None),
 }
 COMMANDS = ("fill-mask", "generate", "classify", "score", "evaluate", "next-sentence", "embed", "similar", "attention")
+COMMANDS += ("tag",)
 ENGINES = ("torch", "auto")
 
 
@@ -148,6 +149,7 @@ def arguments(command: str, model: Path, data: Path) -> list[str]:
         "similar": ["a film", "--input", str(data.parent / "lines.txt")],
         "next-sentence": ["the king lived in a castle .", "he was happy ."],
         "attention": ["the cat sat", "--layer", "0"],
+        "tag": ["the king lived in paris"],
     }[command]
     return [command, *given, "-m", str(model)]
 
