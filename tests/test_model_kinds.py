@@ -105,7 +105,7 @@ KINDS: dict[str, Kind] = {
     "token-classifier": Kind(
         with_head(tiny_models.build_bert, "BertForTokenClassification"),
         "BertForTokenClassification",
-        HEAD_ONLY | {"tag"},
+        HEAD_ONLY | {"tag", "evaluate"},
         "tag",
     ),
     "question-answering": Kind(
@@ -134,6 +134,7 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "sentence1,sentence2,score\na cat,a kitten,4.5\na car,a poem,0.5\na dog,a puppy,4.0\n", encoding="utf-8"
     )
     (path.parent / "lines.txt").write_text("a great film\na terrible movie\n", encoding="utf-8")
+    (path.parent / "ner.conll").write_text("the O\nking B-PER\nlived O\n\nparis B-LOC\n", encoding="utf-8")
     return path
 
 
@@ -145,6 +146,7 @@ def arguments(command: str, model: Path, data: Path) -> list[str]:
         "classify": ["a great film"],
         "score": ["the cat sat on the mat"],
         "evaluate": [str(data.parent / "pairs.csv") if model.name.endswith("-encoder") else str(data)],
+        **({"evaluate": [str(data.parent / "ner.conll")]} if model.name.endswith("token-classifier") else {}),
         "embed": ["the cat sat"],
         "similar": ["a film", "--input", str(data.parent / "lines.txt")],
         "next-sentence": ["the king lived in a castle .", "he was happy ."],
