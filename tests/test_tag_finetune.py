@@ -219,3 +219,25 @@ def test_resume_ner_bmes_reads_as_iob2() -> None:
     tags = {t for r in read for t in r["tags"]}
     assert all(t == "O" or t[:2] in ("B-", "I-") for t in tags)
     assert all(len(r["text"][s:e]) == 1 for r in read[:50] for s, e in zip(r["starts"], r["ends"], strict=True))
+
+
+@pytest.mark.slow
+def test_sigint_then_resume_matches_the_uninterrupted_run(tmp_path: Path, tiny_bert: Path) -> None:
+    import signal
+
+    from conftest import interrupt_after_first_epoch
+
+    data = ner_data(tmp_path, 1200)
+    common = ["finetune", str(data), "--task", "tag", "--model", str(tiny_bert), "--epochs", "3", "--lr", "1e-3"]
+    common += ["--batch-size", "16", "--seed", "7", "--json"]
+    whole = run_cli([*common, "--output", str(tmp_path / "whole")], env=ENV, subprocess=True)
+    assert whole.returncode == 0, whole.stderr
+    expected = json.loads(whole.stdout)
+    out = tmp_path / "interrupted"
+    code, stderr = interrupt_after_first_epoch([*common, "--output", str(out)], signal.SIGINT, ENV, 120)
+    assert code == 130, stderr
+    resumed = run_cli([*common, "--output", str(out), "--resume"], env=ENV, subprocess=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming from" in resumed.stderr
+    got = json.loads(resumed.stdout)
+    assert got["valid"] == expected["valid"] and got["history"] == expected["history"]
