@@ -247,6 +247,7 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     # Hub ids of sentence encoders: a relative folder of that name is a local model.
     minilm = tiny_models.build_sentence_transformer(folder / "sentence-transformers" / "all-MiniLM-L6-v2")
     shutil.copytree(minilm, folder / "intfloat" / "e5-small-v2")
+    tiny_models.build_token_classifier(folder / "ner-model", tiny_models.build_bert)
     return folder
 
 
@@ -272,11 +273,15 @@ def write_data(folder: Path) -> None:
         "pairs.tsv": "anchor\tpositive\n" + "".join(f"{a}\t{b}\n" for a, b, yes in tiny_models.nsp_examples() if yes),
         "faq.txt": "".join(f"{line}\n" for line in tiny_models.CORPUS[:8]),
         "held_out.txt": "\n".join(lines[::2]) + "\n",
+        "ner-train.conll": "".join(f"the O\n{w} B-PER\nlived O\nin O\n{p} B-LOC\n\n" for w, p in NER) * 4,
+        "ner-dev.conll": "".join(f"the O\n{w} B-PER\nlived O\nin O\n{p} B-LOC\n\n" for w, p in NER[::-1]),
         "corpus.txt": "\n\n".join("\n".join(lines[i:] + lines[:i]) for i in range(len(lines)) for _ in range(8)) + "\n",
     }
     for name, text in files.items():
         (folder / name).write_text(text, encoding="utf-8")
 
+
+NER = [("king", "paris"), ("queen", "rome"), ("king", "berlin"), ("queen", "tokyo"), ("dog", "madrid")]
 
 MARK = "@@llmtool-docs"
 

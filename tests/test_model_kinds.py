@@ -105,8 +105,8 @@ KINDS: dict[str, Kind] = {
     "token-classifier": Kind(
         with_head(tiny_models.build_bert, "BertForTokenClassification"),
         "BertForTokenClassification",
-        HEAD_ONLY,
-        "embed",
+        HEAD_ONLY | {"tag", "evaluate"},
+        "tag",
     ),
     "question-answering": Kind(
         with_head(tiny_models.build_bert, "BertForQuestionAnswering"), "BertForQuestionAnswering", HEAD_ONLY, "embed"
@@ -115,6 +115,7 @@ KINDS: dict[str, Kind] = {
     "encoder-decoder": Kind(tiny_models.build_bart, "BartForConditionalGeneration", frozenset(), None),
 }
 COMMANDS = ("fill-mask", "generate", "classify", "score", "evaluate", "next-sentence", "embed", "similar", "attention")
+COMMANDS += ("tag",)
 ENGINES = ("torch", "auto")
 
 
@@ -133,6 +134,7 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "sentence1,sentence2,score\na cat,a kitten,4.5\na car,a poem,0.5\na dog,a puppy,4.0\n", encoding="utf-8"
     )
     (path.parent / "lines.txt").write_text("a great film\na terrible movie\n", encoding="utf-8")
+    (path.parent / "ner.conll").write_text("the O\nking B-PER\nlived O\n\nparis B-LOC\n", encoding="utf-8")
     return path
 
 
@@ -144,10 +146,12 @@ def arguments(command: str, model: Path, data: Path) -> list[str]:
         "classify": ["a great film"],
         "score": ["the cat sat on the mat"],
         "evaluate": [str(data.parent / "pairs.csv") if model.name.endswith("-encoder") else str(data)],
+        **({"evaluate": [str(data.parent / "ner.conll")]} if model.name.endswith("token-classifier") else {}),
         "embed": ["the cat sat"],
         "similar": ["a film", "--input", str(data.parent / "lines.txt")],
         "next-sentence": ["the king lived in a castle .", "he was happy ."],
         "attention": ["the cat sat", "--layer", "0"],
+        "tag": ["the king lived in paris"],
     }[command]
     return [command, *given, "-m", str(model)]
 

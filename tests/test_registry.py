@@ -49,6 +49,7 @@ def test_help_lists_the_registrys_commands_in_its_order() -> None:
         "embed",
         "similar",
         "attention",
+        "tag",
     ]
 
 

@@ -257,6 +257,53 @@ def build_with_head(
     return folder
 
 
+NER_LABELS = ("O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-ORG", "I-ORG")
+ZH_CHARS = "我爱北京天安门中国的首都是很大你去过吗张三李四住在上海。\uff0c\uff01\uff1f"  # and full-width comma, !, ?
+
+
+def build_token_classifier(
+    folder: Path, base: Callable[[Path], Path], labels: tuple[str, ...] = NER_LABELS, seed: int = 0, scale: float = 30.0
+) -> Path:
+    """A tiny token classifier (``BertForTokenClassification`` or ``RobertaForTokenClassification``, by
+    ``base``), untrained, its head's weights multiplied by ``scale`` so that its labels are confident and
+    varied (B-, I- and O tokens side by side): for tests of entity grouping and of the engines."""
+    import torch
+    import transformers
+
+    base(folder)
+    family = transformers.AutoConfig.from_pretrained(str(folder)).model_type
+    head = {"bert": "BertForTokenClassification", "roberta": "RobertaForTokenClassification"}[family]
+    build_with_head(folder, lambda f: f, head, labels=labels, seed=seed)
+    model = getattr(transformers, head).from_pretrained(str(folder))
+    with torch.no_grad():
+        model.classifier.weight.mul_(scale)
+    model.save_pretrained(str(folder))
+    return folder
+
+
+def build_zh_bert(folder: Path, seed: int = 0) -> Path:
+    """A tiny BERT with a character vocabulary (as bert-base-chinese has) and some English words."""
+    import torch
+    from transformers import BertConfig, BertForMaskedLM, BertTokenizer
+
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *ZH_CHARS, *WORDS[:20], "##s", "##ing"]
+    (folder / "vocab.txt").write_text("\n".join(dict.fromkeys(vocab)) + "\n", encoding="utf-8")
+    tokenizer = BertTokenizer.from_pretrained(str(folder))
+    torch.manual_seed(seed)
+    config = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+    )
+    BertForMaskedLM(config).save_pretrained(str(folder))
+    tokenizer.save_pretrained(str(folder))
+    return folder
+
+
 def build_sentence_transformer(folder: Path, seed: int = 0) -> Path:
     """A tiny sentence-transformers model folder laid out as all-MiniLM-L6-v2's: a ``BertModel`` (no head)
     from :func:`build_bert`, with ``modules.json`` (Transformer, Pooling, Normalize), ``1_Pooling/config.json``

@@ -77,7 +77,9 @@ def finetune_command(
             show_default=False,
         ),
     ],
-    task: Annotated[str, typer.Option("--task", "-t", help="classify | clm | mlm | embed.", metavar="TASK")] = FT.task,
+    task: Annotated[
+        str, typer.Option("--task", "-t", help="classify | clm | mlm | embed | tag.", metavar="TASK")
+    ] = FT.task,
     model: Annotated[
         str | None,
         typer.Option(
@@ -136,6 +138,9 @@ def finetune_command(
     line_by_line: LineByLineOpt = FT.line_by_line,
     mlm_probability: MlmProbabilityOpt = FT.mlm_probability,
     whole_word_mask: WholeWordMaskOpt = FT.whole_word_mask,
+    label_all_subwords: Annotated[
+        bool, option(FinetuneSettings, "label_all_subwords", "--label-all-subwords")
+    ] = FT.label_all_subwords,
     epochs: EpochsOpt = FT.epochs,
     max_steps: MaxStepsOpt = FT.max_steps,
     prompt_column: Annotated[

@@ -35,6 +35,7 @@ from llmtool.settings.inference import (
     ScoreOptions,
     SimilarOptions,
 )
+from llmtool.settings.tag import TAG_AGGREGATIONS, TagOptions
 from llmtool.settings.training import (
     LORA_LR_FACTOR,
     MIN_FREQUENCY,
@@ -60,6 +61,7 @@ __all__ = [
     "PRECISIONS",
     "QUANTIZATIONS",
     "SIZES",
+    "TAG_AGGREGATIONS",
     "TASKS",
     "VOCAB_SIZE",
     "AttentionOptions",
@@ -76,6 +78,7 @@ __all__ = [
     "ScoreOptions",
     "SimilarOptions",
     "Size",
+    "TagOptions",
     "TrainSettings",
     "at_least",
     "defaults",

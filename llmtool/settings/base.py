@@ -19,6 +19,7 @@ QUANTIZATIONS: tuple[str, ...] = ("none", "int8")
 DTYPES: tuple[str, ...] = ("auto", "float32", "bfloat16", "float16")
 PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16", "fp16")
 TASKS: tuple[str, ...] = ("classify", "clm", "mlm", "embed")
+TASKS += ("tag",)
 OBJECTIVES: tuple[str, ...] = ("mlm", "clm")
 
 

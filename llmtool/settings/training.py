@@ -100,7 +100,7 @@ LORA_LR_FACTOR = 10
 class FinetuneSettings(TrainSettings):
     """``TrainSettings`` plus what fine-tuning reads and how it turns text into examples."""
 
-    task: str = setting("classify", "classify | clm | mlm | embed.")
+    task: str = setting("classify", "classify | clm | mlm | embed | tag.")
     text_column: str | None = setting(None, "Text column (default: the table rule, see docs/formats.md).")
     text_pair_column: str | None = setting(None, "Second text column, for sentence pairs (classify).")
     label_column: str | None = setting(None, "Label column (classify) (default: label).")
@@ -133,6 +133,9 @@ class FinetuneSettings(TrainSettings):
         None, "Comma-separated module names to adapt (default: the attention projections; see docs/lora.md)."
     )
     merge: bool = setting(False, "With --lora: write the adapter merged into its base model, a full model.")
+    label_all_subwords: bool = setting(
+        False, "tag: label every subword of a word (B- made I-), not only the first (the others: left out)."
+    )
 
     def check(self) -> None:
         super().check()
@@ -155,9 +158,9 @@ class FinetuneSettings(TrainSettings):
             raise UsageError(f"unknown --task {self.task!r}; use {', '.join(TASKS)}")
         if self.valid is None and not 0 <= self.valid_split < 1:
             raise UsageError(f"--valid-split must be in [0, 1) (got {self.valid_split})")
-        if self.task in ("classify", "embed") and (self.block_size is not None or self.line_by_line):
+        if self.task in ("classify", "embed", "tag") and (self.block_size is not None or self.line_by_line):
             raise UsageError("--block-size and --line-by-line apply to --task clm and mlm")
-        if self.task not in ("classify", "embed") and self.max_length is not None:
+        if self.task not in ("classify", "embed", "tag") and self.max_length is not None:
             raise UsageError("--max-length applies to --task classify; for clm and mlm use --block-size")
         for name in ("max_length", "block_size", "num_proc"):
             at_least(getattr(self, name), 1, f"--{name.replace('_', '-')}")
@@ -165,6 +168,8 @@ class FinetuneSettings(TrainSettings):
             raise UsageError("--mlm-probability must be between 0 and 1")
         if self.whole_word_mask and self.task != "mlm":
             raise UsageError("--whole-word-mask goes with --task mlm")
+        if self.label_all_subwords and self.task != "tag":
+            raise UsageError("--label-all-subwords goes with --task tag")
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,7 @@ from llmtool.tasks.evaluate_similarity import (
     similarity_tsv_rows,
     sts_layout,
 )
+from llmtool.tasks.evaluate_tag import evaluate_tags, is_tag_data, tagging_summary, tagging_table, tagging_tsv_rows
 from llmtool.tasks.score import lm_objective, load_scorer
 
 __all__ = ["EvaluateOptions", "classification_metrics", "evaluate", "label_id"]
@@ -81,12 +82,15 @@ def evaluate(
         model_options = ModelOptions(model=model)
     opts.check()
     console = console or Console(quiet=True)
-    _check_data(data, opts)
+    if not is_tag_data(data, opts.encoding):  # JSON Lines tokens and tags have no text field to check
+        _check_data(data, opts)
     ref = locate("evaluate", model_options)
     config = engines.model_config(ref)
     if is_sentence_encoder(ref, config):
         return evaluate_similarity(data, ref, opts, console)
     recorded = getattr(config, "architectures", None) or []
+    if any(name.endswith("ForTokenClassification") for name in recorded):
+        return evaluate_tags(data, ref, opts, console)
     if any(name.endswith("ForSequenceClassification") for name in recorded):
         return _evaluate_classifier(data, ref, opts, console, config)
     objective = lm_objective(config)
@@ -231,6 +235,8 @@ def _summary(result: dict[str, Any]) -> list[tuple[str, str]]:
         ]
     if result["task"] == "similarity":
         return similarity_summary(result)
+    if result["task"] == "tagging":
+        return tagging_summary(result)
     name = "perplexity" if result["objective"] == "clm" else "pseudo-perplexity"
     return [
         ("lines", str(result["lines"])),
@@ -250,6 +256,8 @@ def _per_class_rows(result: dict[str, Any]) -> list[list[str]]:
 def render_text(result: dict[str, Any]) -> str:
     """The plain report for pipes and files (documented in the README, tested exactly)."""
     lines = [f"{key}: {value}" for key, value in _summary(result)]
+    if result["task"] == "tagging":
+        lines += ["", *tagging_table(result)]
     if result["task"] == "classification":
         labels = result["labels"]
         lines += ["", *_table([["label", "precision", "recall", "f1", "support"], *_per_class_rows(result)])]
@@ -292,6 +300,9 @@ def _tsv_rows(result: dict[str, Any]) -> Iterator[list[object]]:
     """Long format, one number per row: ``metric, label, predicted, value``."""
     if result["task"] == "similarity":
         yield from similarity_tsv_rows(result)
+        return
+    if result["task"] == "tagging":
+        yield from tagging_tsv_rows(result)
         return
     if result["task"] != "classification":
         for key in ("lines", "tokens", "log_likelihood", "perplexity"):

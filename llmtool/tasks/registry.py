@@ -143,7 +143,7 @@ COMMANDS: tuple[Command, ...] = (
         api="evaluate",
         module="llmtool.tasks.evaluate",
         settings=("EvaluateOptions", "ModelOptions"),
-        accepts=LANGUAGE_MODELS | {SEQUENCE_CLASSIFIER, SENTENCE_ENCODER, ENCODER},
+        accepts=LANGUAGE_MODELS | {SEQUENCE_CLASSIFIER, SENTENCE_ENCODER, ENCODER, TOKEN_CLASSIFIER},
         needs="a sequence classifier, a sentence encoder or a language model",
         refusal="{name} ({arch}) is neither a sequence classifier, a sentence encoder nor a language model{hint}",
         suggested=False,  # it needs held-out data: the commands that run a model come first to mind
@@ -199,6 +199,18 @@ COMMANDS: tuple[Command, ...] = (
         suggested=False,  # it runs nearly any model: never the answer to "which command fits?"
     ),
     Command(
+        "tag",
+        "llmtool.cli.tag:tag_command",
+        api="tag",
+        module="llmtool.tasks.tag",
+        encoder=("tag",),
+        settings=("TagOptions", "ModelOptions"),
+        accepts=frozenset({TOKEN_CLASSIFIER}),
+        needs="a token classifier (NER, part-of-speech tagger...)",
+        head="token-classification head",
+        remedy="train one with `llmtool finetune --task tag`",
+    ),
+    Command(
         "finetune",
         "llmtool.cli.training:finetune_command",
         group="training",
@@ -248,11 +260,12 @@ def engine_tasks(kind: EngineKind) -> tuple[str, ...]:
 
 
 def fitting(kinds: frozenset[str], other_than: str = "") -> Command | None:
-    """The first command (in --help order) that runs a model of one of ``kinds``, for "Did you mean ...?"."""
-    for c in COMMANDS:
-        if c.name != other_than and c.suggested and c.accepts is not None and kinds & c.accepts:
-            return c
-    return None
+    """The first command (in --help order) that runs a model of one of ``kinds``, for "Did you mean ...?";
+    one made for such models (tag for a token classifier) before one that runs any encoder (embed)."""
+    fits = [c for c in COMMANDS if c.name != other_than and c.suggested and c.accepts is not None and kinds & c.accepts]
+    specific = [c for c in fits if c.accepts is not None and not c.accepts >= ENCODERS]
+    chosen = specific or fits
+    return chosen[0] if chosen else None
 
 
 def can_carry(kind: str, model_type: str) -> bool:
