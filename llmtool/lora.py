@@ -198,6 +198,8 @@ def auto_class_of(folder: Path) -> Any:
     for suffix, cls in (
         ("ForSequenceClassification", transformers.AutoModelForSequenceClassification),
         ("ForMaskedLM", transformers.AutoModelForMaskedLM),
+        ("ForTokenClassification", transformers.AutoModelForTokenClassification),
+        ("ForQuestionAnswering", transformers.AutoModelForQuestionAnswering),
     ):
         if arch.endswith(suffix):
             return cls

@@ -5,7 +5,8 @@ not depend on the engine (reading, tokenizing, batching by length, top-k, window
 records) and ask an engine for numbers only:
 
 - an encoder (:class:`EncoderEngine`): masked-LM logits at chosen positions, a sequence head's
-  logits (a classifier's classes, or next-sentence's two), the last hidden states;
+  logits (a classifier's classes, or next-sentence's two), the last hidden states, a per-token
+  head's logits (a token classifier's labels, or question answering's start and end);
 - a decoder (:class:`DecoderEngine`): log P(token | the tokens before it), and new tokens;
 - an encoder-decoder (:class:`Seq2SeqEngine`): a placeholder for translation and summarization.
 
@@ -80,7 +81,8 @@ class Tokenizer(Protocol):
 
 
 class EncoderEngine(Protocol):
-    """A masked LM, sequence classifier, next-sentence model or bare encoder (BERT, RoBERTa...)."""
+    """A masked LM, sequence or token classifier, next-sentence, question-answering model or bare encoder
+    (BERT, RoBERTa...)."""
 
     @property
     def name(self) -> str:
@@ -106,6 +108,11 @@ class EncoderEngine(Protocol):
         longest row, the rows padded on the right with zeros), and the attention mask ``[rows,
         tokens]`` (int64: 1 for a row's tokens, 0 for padding). A row's states do not depend on the
         rows it is batched with."""
+        ...
+
+    def token_logits(self, batch: Sequence[Row]) -> list[FloatArray]:
+        """The model's per-token head, one float32 array ``[row's tokens, outputs]`` per unpadded row: a token
+        classifier's labels (``classifier``), or a question-answering model's two (``qa_outputs``: start, end)."""
         ...
 
 

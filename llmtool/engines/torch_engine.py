@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, cast
 import numpy as np
 
 from llmtool.engines.base import FloatArray, IntArray, OnToken, Row
+from llmtool.errors import ModelError
 
 if TYPE_CHECKING:
     import torch
@@ -40,7 +41,7 @@ class _TorchModel:
 
 
 class TorchEncoder(_TorchModel):
-    """A masked LM, sequence classifier or next-sentence model."""
+    """A masked LM, sequence or token classifier, next-sentence or question-answering model."""
 
     def __init__(self, tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel) -> None:
         super().__init__(tokenizer, model)
@@ -69,6 +70,23 @@ class TorchEncoder(_TorchModel):
         with torch.inference_mode():
             logits: FloatArray = self.model(**self._pad(batch)).logits.float().cpu().numpy()
             return logits
+
+    def token_logits(self, batch: Sequence[Row]) -> list[FloatArray]:
+        """The per-token head's logits (float32), one ``[tokens, outputs]`` array per row: a token
+        classifier's ``logits``, or a question-answering model's ``start_logits`` and ``end_logits``
+        stacked as ``[tokens, 2]``."""
+        import torch
+
+        if not batch:
+            return []
+        with torch.inference_mode():
+            out = self.model(**self._pad(batch))
+            start = getattr(out, "start_logits", None)
+            logits = torch.stack([start, out.end_logits], dim=-1) if start is not None else out.logits
+            if logits.dim() != 3:
+                raise ModelError(f"{self.model.name_or_path or type(self.model).__name__} has no per-token head")
+            array: FloatArray = logits.float().cpu().numpy()
+        return [array[i, : len(row["input_ids"])] for i, row in enumerate(batch)]
 
     def hidden_states(self, batch: Sequence[Row]) -> tuple[FloatArray, IntArray]:
         """The base model's ``last_hidden_state`` (float32, zeros past a row's end) and the attention mask (int64)."""

@@ -7,7 +7,9 @@ A model folder is converted once (:mod:`llmtool.engines.ct2.convert`) into an en
   BERT and RoBERTa that is the encoder (and BERT's pooler); for GPT-2 and Llama the whole
   decoder with its LM head;
 * ``heads.safetensors``: the heads CTranslate2 leaves out, as numpy arrays (BERT's masked-LM,
-  next-sentence and classifier heads, RoBERTa's LM and classifier heads);
+  next-sentence and classifier heads, RoBERTa's LM and classifier heads; a token classifier's or a
+  question-answering model's per-token Linear as ``token.weight``/``token.bias``, which one
+  ``model_meta.json``'s ``token_head`` says);
 * ``tokenizer.json`` + ``tokenizer_meta.json`` (:mod:`llmtool.engines.ct2.tokenizer`), ``model_meta.json``;
 * ``entry.json``, the manifest, written last: every file's size, sha256 and stat.
 

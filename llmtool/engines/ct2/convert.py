@@ -211,8 +211,24 @@ def _has(keys: set[str], name: str) -> bool:
     return any(k == name or k.endswith("." + name) for k in keys)
 
 
-def _encoder_class(model_type: str, keys: set[str]) -> str:
-    """The class whose heads the checkpoint holds (its config's architectures may say otherwise)."""
+# Per-token heads: the class-name ending config.json records, and the head's attribute in that class.
+TOKEN_HEADS = (("ForTokenClassification", "classifier"), ("ForQuestionAnswering", "qa_outputs"))
+
+
+def _encoder_class(model_type: str, keys: set[str], architectures: list[str] | None = None) -> str:
+    """The class whose heads the checkpoint holds.
+
+    A per-token head is decided by the config's ``architectures`` (``*ForTokenClassification``,
+    ``*ForQuestionAnswering``): a BERT token classifier's ``classifier.weight`` has the same name and
+    shape as a sequence classifier's. Otherwise the checkpoint's keys decide (its config's
+    architectures may say otherwise: a pre-training checkpoint saved as a masked LM, say)."""
+    family = "Bert" if model_type == "bert" else "Roberta"
+    arch = (architectures or [""])[0] or ""
+    for ending, _ in TOKEN_HEADS:
+        if arch.endswith(ending):
+            return family + ending
+    if _has(keys, "qa_outputs.weight"):
+        return family + "ForQuestionAnswering"
     if model_type == "bert":
         mlm = _has(keys, "cls.predictions.transform.dense.weight")
         nsp = _has(keys, "cls.seq_relationship.weight")
@@ -227,6 +243,8 @@ def _encoder_class(model_type: str, keys: set[str]) -> str:
         return "BertModel"
     if "classifier.out_proj.weight" in keys:
         return "RobertaForSequenceClassification"
+    if "classifier.weight" in keys:  # RoBERTa's sequence classifier has classifier.dense and .out_proj
+        return "RobertaForTokenClassification"
     if "lm_head.dense.weight" in keys:
         return "RobertaForMaskedLM"
     return "RobertaModel"
@@ -246,11 +264,13 @@ def _load_for_conversion(model_class: Any, path: str, kwargs: dict[str, Any], ca
         return model
     if getattr(config, "position_embedding_type", None) is None:
         config.position_embedding_type = "absolute"  # transformers 5 dropped it; the 4.x converter asserts on it
-    name = _encoder_class(model_type, _checkpoint_keys(Path(path)))
+    name = _encoder_class(model_type, _checkpoint_keys(Path(path)), getattr(config, "architectures", None))
     model = getattr(transformers, name).from_pretrained(path, **kwargs)
     captured["class"] = name
     captured["config"] = model.config
-    captured["heads"] = _heads(model, model_type)
+    token_head = next((attr for ending, attr in TOKEN_HEADS if name.endswith(ending)), None)
+    captured["token_head"] = token_head
+    captured["heads"] = _heads(model, model_type, token_head)
     base = getattr(model, model.base_model_prefix, model)
     captured["pooler"] = getattr(base, "pooler", None) is not None
     if model_type == "bert" and base.pooler is None:
@@ -271,13 +291,23 @@ def _np(tensor: torch.Tensor) -> FloatArray:
     return np.array(tensor.detach().float().cpu().numpy(), dtype=np.float32, order="C", copy=True)
 
 
-def _heads(model: PreTrainedModel, model_type: str) -> dict[str, FloatArray]:
+def _heads(model: PreTrainedModel, model_type: str, token_head: str | None = None) -> dict[str, FloatArray]:
+    """The heads CTranslate2 leaves out, as numpy arrays; a per-token head (the model's ``token_head``
+    attribute, a Linear on every token's last hidden state) is saved as ``token.weight``/``token.bias``."""
     heads: dict[str, FloatArray] = {}
 
     def linear(prefix: str, module: torch.nn.Linear) -> None:
         heads[f"{prefix}.weight"] = _np(module.weight)
         if module.bias is not None:
             heads[f"{prefix}.bias"] = _np(module.bias)
+
+    if token_head is not None:
+        import numpy as np
+
+        linear("token", getattr(model, token_head))
+        if "token.bias" not in heads:
+            heads["token.bias"] = np.zeros(heads["token.weight"].shape[0], dtype=np.float32)
+        return heads
 
     if model_type == "bert":
         cls = getattr(model, "cls", None)
@@ -335,6 +365,8 @@ def _write_extras(folder: Path, quantization: str, tmp: Path, captured: dict[str
         max_positions = int(config.n_positions)
     else:
         max_positions = int(config.max_position_embeddings)
+    token_head = captured.get("token_head")
+    labelled = token_head == "classifier"  # a token classifier's labels, kept as a sequence classifier's are
     classifier = None
     if "classifier.weight" in heads:
         classifier = "bert"
@@ -355,9 +387,10 @@ def _write_extras(folder: Path, quantization: str, tmp: Path, captured: dict[str
         },
         "mlm_activation": "gelu" if model_type == "roberta" else getattr(config, "hidden_act", None),
         "layer_norm_eps": float(getattr(config, "layer_norm_eps", 1e-12) or 1e-12),
-        "num_labels": int(config.num_labels) if classifier else None,
-        "id2label": {str(k): v for k, v in config.id2label.items()} if classifier else None,
-        "label2id": dict(config.label2id) if classifier else None,
+        "token_head": token_head,
+        "num_labels": int(config.num_labels) if classifier or labelled else None,
+        "id2label": {str(k): v for k, v in config.id2label.items()} if classifier or labelled else None,
+        "label2id": dict(config.label2id) if classifier or labelled else None,
         "problem_type": getattr(config, "problem_type", None),
         "max_positions": max_positions,
         "learned_positions": model_type != "llama",

@@ -1,5 +1,6 @@
 """The CTranslate2 encoder engine: a converted BERT or RoBERTa, with the heads CTranslate2 leaves out
-(masked LM, next sentence, classifier) computed in numpy. It implements
+(masked LM, next sentence, sequence classifier, token classifier, question answering's span head)
+computed in numpy. It implements
 :class:`llmtool.engines.base.EncoderEngine`.
 
 Only ctranslate2, numpy and safetensors' numpy API are imported here: never torch or transformers.
@@ -61,6 +62,8 @@ class Ct2Encoder:
         self.has_mlm: bool = bool(meta["heads"]["mlm"])
         self.has_nsp: bool = bool(meta["heads"]["nsp"] and meta["heads"]["pooler"])
         self.has_classifier: bool = bool(meta["heads"]["classifier"])
+        # The per-token head: "classifier" (a token classifier), "qa_outputs" (question answering), or None.
+        self.token_head: str | None = meta.get("token_head")
         if task is None:
             task = "classify" if self.has_classifier or not self.has_nsp else "next-sentence"
         self.sequence_head = "next-sentence" if task == "next-sentence" else "classifier"
@@ -145,6 +148,18 @@ class Ct2Encoder:
             return np.zeros((0, 2), dtype=np.float32)
         pooled = to_numpy(self._rows(batch).pooler_output)
         return np.asarray(pooled @ self.heads["nsp.weight"].T + self.heads["nsp.bias"], dtype=np.float32)
+
+    def token_logits(self, batch: Sequence[Row]) -> list[FloatArray]:
+        """The per-token head's logits on the last hidden states, one float32 ``[tokens, outputs]`` array
+        per unpadded row: a token classifier's labels, or question answering's (start, end)."""
+        if self.token_head is None:
+            raise ModelError(f"{self.meta.get('source')} has no token-classification or question-answering head")
+        if not batch:
+            return []
+        hidden = to_numpy(self._rows(batch).last_hidden_state)
+        logits = hidden @ self.heads["token.weight"].T + self.heads["token.bias"]
+        logits = np.asarray(logits, dtype=np.float32)
+        return [logits[i, : len(row["input_ids"])] for i, row in enumerate(batch)]
 
     def hidden_states(self, batch: Sequence[Row]) -> tuple[FloatArray, IntArray]:
         """The encoder's last hidden states (rows x longest row x hidden, zeros past a row's end) and

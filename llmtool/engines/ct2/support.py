@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-TASKS = ("fill-mask", "generate", "score-clm", "score-mlm", "classify", "next-sentence")
+TASKS = ("fill-mask", "generate", "score-clm", "score-mlm", "classify", "next-sentence", "tag", "qa")
 
 # What llmtool runs with this engine: model_type -> architecture -> tasks.
 _ARCHITECTURES: dict[str, dict[str, tuple[str, ...]]] = {
@@ -15,11 +15,15 @@ _ARCHITECTURES: dict[str, dict[str, tuple[str, ...]]] = {
         "BertForNextSentencePrediction": ("next-sentence",),
         "BertForSequenceClassification": ("classify",),
         "BertModel": (),
+        "BertForTokenClassification": ("tag",),
+        "BertForQuestionAnswering": ("qa",),
     },
     "roberta": {
         "RobertaForMaskedLM": ("fill-mask", "score-mlm"),
         "RobertaForSequenceClassification": ("classify",),
         "RobertaModel": (),
+        "RobertaForTokenClassification": ("tag",),
+        "RobertaForQuestionAnswering": ("qa",),
     },
     "gpt2": {"GPT2LMHeadModel": ("generate", "score-clm")},
     "llama": {"LlamaForCausalLM": ("generate", "score-clm")},
