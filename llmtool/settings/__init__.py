@@ -35,6 +35,7 @@ from llmtool.settings.inference import (
     ScoreOptions,
     SimilarOptions,
 )
+from llmtool.settings.qa import QAOptions
 from llmtool.settings.training import (
     LORA_LR_FACTOR,
     MIN_FREQUENCY,
@@ -73,6 +74,7 @@ __all__ = [
     "ModelOptions",
     "NextSentenceOptions",
     "PretrainSettings",
+    "QAOptions",
     "ScoreOptions",
     "SimilarOptions",
     "Size",

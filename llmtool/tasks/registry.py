@@ -138,7 +138,7 @@ COMMANDS: tuple[Command, ...] = (
         api="evaluate",
         module="llmtool.tasks.evaluate",
         settings=("EvaluateOptions", "ModelOptions"),
-        accepts=LANGUAGE_MODELS | {SEQUENCE_CLASSIFIER, SENTENCE_ENCODER, ENCODER},
+        accepts=LANGUAGE_MODELS | {SEQUENCE_CLASSIFIER, SENTENCE_ENCODER, ENCODER, QUESTION_ANSWERING},
         needs="a sequence classifier, a sentence encoder or a language model",
         refusal="{name} ({arch}) is neither a sequence classifier, a sentence encoder nor a language model{hint}",
         suggested=False,  # it needs held-out data: the commands that run a model come first to mind
@@ -157,6 +157,19 @@ COMMANDS: tuple[Command, ...] = (
         remedy="pre-train one with `llmtool pretrain --objective mlm --nsp`",
         refusal="{name} ({arch}) has no next-sentence head (only BERT-style models pre-trained with NSP have "
         "one){hint}",
+    ),
+    Command(
+        "qa",
+        "llmtool.cli.qa:qa_command",
+        api="qa",
+        module="llmtool.tasks.qa",
+        encoder=("qa",),
+        default_model="distilbert-base-cased-distilled-squad",
+        settings=("QAOptions", "ModelOptions"),
+        accepts=frozenset({QUESTION_ANSWERING}),
+        needs="a question-answering model (BertForQuestionAnswering, ...)",
+        head="question-answering head",
+        remedy="train one with `llmtool finetune --task qa`",
     ),
     Command(
         "embed",
