@@ -39,7 +39,7 @@ def chinese_qa(models_dir: Path) -> Path:
 
     folder = models_dir / "qa-chinese"
     folder.mkdir(parents=True, exist_ok=True)
-    chars = list(dict.fromkeys("北京是中国的首都。谁在哪里住城市上海有很多人口吗？"))
+    chars = list(dict.fromkeys("北京是中国的首都。谁在哪里住城市上海有很多人口吗\uff1f"))
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *chars, *"abcdefghijklmnopqrstuvwxyz0123456789.,?"]
     (folder / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
     tokenizer = BertTokenizer.from_pretrained(str(folder))
@@ -113,14 +113,13 @@ def test_a_long_context_is_read_in_windows(qa_models: dict[str, Path], tmp_path:
 
 def test_chinese_offsets_point_at_the_right_characters(chinese_qa: Path, tmp_path: Path) -> None:
     context = "北京是中国的首都。上海有很多人口。"
-    rows = as_jsonl([{"question": "中国的首都是哪里？", "context": context}])
+    rows = as_jsonl([{"question": "中国的首都是哪里\uff1f", "context": context}])
     for engine in ("torch", "ctranslate2"):
         answers = ask(chinese_qa, "-k", "5", "--max-answer-length", "4", engine=engine, input=rows)
         assert len(answers) == 5
         for a in answers:
             assert context[a["start"] : a["end"]] == a["answer"]
             assert 1 <= len(a["answer"]) <= 4  # one character per token: at most 4 characters
-            assert "。" not in a["answer"][1:-1] or len(a["answer"]) > 2
 
 
 def test_answers_keep_the_context_exactly(qa_models: dict[str, Path], tmp_path: Path) -> None:
