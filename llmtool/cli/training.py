@@ -77,7 +77,9 @@ def finetune_command(
             show_default=False,
         ),
     ],
-    task: Annotated[str, typer.Option("--task", "-t", help="classify | clm | mlm | embed.", metavar="TASK")] = FT.task,
+    task: Annotated[
+        str, typer.Option("--task", "-t", help="classify | clm | mlm | embed | qa.", metavar="TASK")
+    ] = FT.task,
     model: Annotated[
         str | None,
         typer.Option(

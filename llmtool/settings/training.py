@@ -100,7 +100,7 @@ LORA_LR_FACTOR = 10
 class FinetuneSettings(TrainSettings):
     """``TrainSettings`` plus what fine-tuning reads and how it turns text into examples."""
 
-    task: str = setting("classify", "classify | clm | mlm | embed.")
+    task: str = setting("classify", "classify | clm | mlm | embed | qa.")
     text_column: str | None = setting(None, "Text column (default: the table rule, see docs/formats.md).")
     text_pair_column: str | None = setting(None, "Second text column, for sentence pairs (classify).")
     label_column: str | None = setting(None, "Label column (classify) (default: label).")
@@ -155,9 +155,9 @@ class FinetuneSettings(TrainSettings):
             raise UsageError(f"unknown --task {self.task!r}; use {', '.join(TASKS)}")
         if self.valid is None and not 0 <= self.valid_split < 1:
             raise UsageError(f"--valid-split must be in [0, 1) (got {self.valid_split})")
-        if self.task in ("classify", "embed") and (self.block_size is not None or self.line_by_line):
+        if self.task in ("classify", "embed", "qa") and (self.block_size is not None or self.line_by_line):
             raise UsageError("--block-size and --line-by-line apply to --task clm and mlm")
-        if self.task not in ("classify", "embed") and self.max_length is not None:
+        if self.task not in ("classify", "embed", "qa") and self.max_length is not None:
             raise UsageError("--max-length applies to --task classify; for clm and mlm use --block-size")
         for name in ("max_length", "block_size", "num_proc"):
             at_least(getattr(self, name), 1, f"--{name.replace('_', '-')}")
