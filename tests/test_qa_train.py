@@ -312,7 +312,7 @@ def test_a_tiny_model_trained_here_answers_even_in_a_second_window(tmp_path: Pat
 
 
 @pytest.mark.slow
-def test_lora_and_resume_for_qa(tmp_path: Path, models_dir: Path) -> None:
+def test_lora_for_qa(tmp_path: Path, models_dir: Path) -> None:
     base = tiny_models.build_bert(models_dir / "qa-lora-base")
     train = write_jsonl(tmp_path / "train.jsonl", capital_rows(2, 40))
     out = tmp_path / "adapter"
@@ -336,3 +336,16 @@ def test_dry_run_reports_qa_windows(tmp_path: Path, tiny_bert: Path) -> None:
     report = json.loads(result.stdout)
     assert report["task"] == "qa"
     assert not (tmp_path / "o").exists()
+
+
+def test_resume_continues_from_the_checkpoint(tmp_path: Path, tiny_bert: Path) -> None:
+    train = write_jsonl(tmp_path / "train.jsonl", capital_rows(5, 30))
+    out = tmp_path / "resumed"
+    common = ["finetune", str(train), "--task", "qa", "-m", str(tiny_bert), "-o", str(out), "--save-steps", "2"]
+    first = run_cli([*common, "--max-steps", "4", "--keep-checkpoints"])
+    assert first.returncode == 0, first.stderr
+    assert (out / "checkpoints" / "checkpoint-4").is_dir()
+    again = run_cli([*common, "--max-steps", "6", "--resume", "--json"])
+    assert again.returncode == 0, again.stderr
+    assert "resuming from" in again.stderr and "checkpoint-4" in again.stderr
+    assert json.loads(again.stdout)["train"]["steps"] == 6
