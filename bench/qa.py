@@ -73,7 +73,7 @@ def llmtool(*args: str) -> str:
     return done.stdout
 
 
-def baseline(model: Path, train_path: Path, out: Path, steps: int, seed: int) -> float:
+def baseline(model: Path, train_path: Path, out: Path, steps: int, seed: int, max_length: int) -> float:
     """A run_qa-style Trainer run; returns its wall time in seconds."""
     import torch
     from datasets import Dataset
@@ -102,8 +102,8 @@ def baseline(model: Path, train_path: Path, out: Path, steps: int, seed: int) ->
             [q.lstrip() for q in batch["question"]],
             batch["context"],
             truncation="only_second",
-            max_length=384,
-            stride=128,
+            max_length=max_length,
+            stride=min(128, max_length // 3),
             return_overflowing_tokens=True,
             return_offsets_mapping=True,
             padding="max_length",
@@ -167,6 +167,8 @@ def main() -> None:
     parser.add_argument("--test", type=int, default=150, help="held-out questions (article 8)")
     parser.add_argument("--work", type=Path, default=Path("/tmp/llmtool-bench-qa"))
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--steps", type=int, default=None, help="a step budget for both (default: llmtool's plan)")
+    parser.add_argument("--max-length", type=int, default=None, help="tokens per window for both (default: 384)")
     args = parser.parse_args()
     shared = Path(os.environ.get("LLMTOOL_SHARED_DATA", ROOT.parent / "shared" / "data"))
     source = shared / "qa" / "squad_v1.1" / "train.json"
@@ -178,7 +180,11 @@ def main() -> None:
 
     ours = args.work / "llmtool"
     start = time.perf_counter()
-    llmtool("finetune", str(train_path), "--task", "qa", "-m", str(model), "-o", str(ours), "--overwrite", "-q")
+    flags = [
+        *(["--max-steps", str(args.steps)] if args.steps else []),
+        *(["--max-length", str(args.max_length)] if args.max_length else []),
+    ]
+    llmtool("finetune", str(train_path), "--task", "qa", "-m", str(model), "-o", str(ours), "--overwrite", "-q", *flags)
     ours_seconds = time.perf_counter() - start
     record = json.loads((ours / "metrics.json").read_text(encoding="utf-8"))
     steps = int(record.get("train", {}).get("steps") or record.get("steps") or 0)
@@ -186,7 +192,7 @@ def main() -> None:
         raise SystemExit(f"no step count in {ours / 'metrics.json'}: {record}")
 
     theirs = args.work / "baseline"
-    theirs_seconds = baseline(model, train_path, theirs, steps, args.seed)
+    theirs_seconds = baseline(model, train_path, theirs, steps, args.seed, args.max_length or 384)
 
     judged = {}
     for name, folder in (("llmtool", ours), ("baseline", theirs)):
@@ -197,13 +203,13 @@ def main() -> None:
         "steps": steps,
         "measure": "official SQuAD v1.1 exact match and F1 (percent), llmtool evaluate",
         "llmtool": {
-            "flags": "none",
+            "flags": " ".join(flags) or "none",
             "exact_match": judged["llmtool"]["exact_match"],
             "f1": judged["llmtool"]["f1"],
             "seconds": round(ours_seconds, 1),
         },
         "baseline": {
-            "flags": "run_qa-style: lr 3e-5, batch 12, max_seq_length 384, doc_stride 128, same steps",
+            "flags": f"run_qa-style: lr 3e-5, batch 12, max_seq_length {args.max_length or 384}, same steps",
             "exact_match": judged["baseline"]["exact_match"],
             "f1": judged["baseline"]["f1"],
             "seconds": round(theirs_seconds, 1),
