@@ -167,6 +167,7 @@ def main() -> None:
     parser.add_argument("--test", type=int, default=150, help="held-out questions (article 8)")
     parser.add_argument("--work", type=Path, default=Path("/tmp/llmtool-bench-qa"))
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--results", type=Path, default=RESULTS, help="where the figures go (JSON)")
     parser.add_argument("--steps", type=int, default=None, help="a step budget for both (default: llmtool's plan)")
     parser.add_argument("--max-length", type=int, default=None, help="tokens per window for both (default: 384)")
     args = parser.parse_args()
@@ -216,7 +217,7 @@ def main() -> None:
         },
         "timing_note": "CPU, shared with other jobs: the seconds are not figures to publish",
     }
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    args.results.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     print(json.dumps(result, indent=2))
 
 
