@@ -258,3 +258,23 @@ def test_rank_answers_keeps_each_span_once_and_places_no_answer() -> None:
     assert rank_answers(spans, 0.6, 1) == [Span(0, 0, 0.6)]
     assert rank_answers(spans, 0.6, 1, threshold=0.2) == [Span(0, 3, 0.5)]  # must win by more than 0.2
     assert rank_answers([], 0.01, 3) == [Span(0, 0, 0.01)]
+
+
+def test_the_python_api_gives_the_clis_records(qa_models: dict[str, Path]) -> None:
+    import llmtool
+
+    records = list(
+        llmtool.qa(
+            [(QUESTIONS[0], CONTEXT), {"question": QUESTIONS[1], "context": CONTEXT, "id": "b"}],
+            model=str(qa_models["bert"]),
+            top_k=2,
+        )
+    )
+    rows = as_jsonl(
+        [{"question": QUESTIONS[0], "context": CONTEXT}, {"question": QUESTIONS[1], "context": CONTEXT, "id": "b"}]
+    )
+    cli = ask(qa_models["bert"], "-k", "2", input=rows)
+    assert [(r["index"], r["rank"], r["answer"], r["start"], r["end"], r.get("id")) for r in records] == [
+        (r["index"], r["rank"], r["answer"], r["start"], r["end"], r.get("id")) for r in cli
+    ]
+    assert [r["score"] for r in records] == pytest.approx([r["score"] for r in cli], abs=1e-6)
