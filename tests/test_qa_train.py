@@ -349,3 +349,78 @@ def test_resume_continues_from_the_checkpoint(tmp_path: Path, tiny_bert: Path) -
     assert again.returncode == 0, again.stderr
     assert "resuming from" in again.stderr and "checkpoint-4" in again.stderr
     assert json.loads(again.stdout)["train"]["steps"] == 6
+
+
+# --------------------------------------------------------------------------- Chinese: CMRC 2018
+
+
+def chinese_bert(folder: Path, texts: list[str]) -> Path:
+    """A tiny BERT QA model whose vocabulary holds every character of ``texts`` (one token each, as
+    bert-base-chinese), so offsets map characters one to one."""
+    import torch
+    from transformers import BertConfig, BertForQuestionAnswering, BertTokenizer
+
+    folder.mkdir(parents=True, exist_ok=True)
+    chars = sorted({c for t in texts for c in t.lower() if not c.isspace()})
+    (folder / "vocab.txt").write_text(
+        "\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *chars]) + "\n", encoding="utf-8"
+    )
+    tokenizer = BertTokenizer.from_pretrained(str(folder))
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+    )
+    BertForQuestionAnswering(config).save_pretrained(str(folder))
+    tokenizer.save_pretrained(str(folder))
+    return folder
+
+
+@pytest.mark.slow
+def test_cmrc2018_offsets_are_exact_in_training_windows_and_answers(shared_data: Path, models_dir: Path) -> None:
+    from transformers import AutoTokenizer
+
+    from llmtool.tasks.evaluate_qa import warnings
+    from llmtool.training.qa_data import WindowEncoder, rows_of
+
+    path = shared_data / "qa" / "cmrc2018" / "trial.json"
+    examples = read_squad(str(path))
+    assert [w.split(";")[0] for w in warnings(examples)] == [
+        "2 empty questions were left out",
+        "5 answers were not at their answer_start",
+    ]
+    for e in examples:
+        for text, start in e.answers:
+            assert e.context[start : start + len(text)] == text
+    chosen = [e for e in examples if e.question][:20]
+    model = chinese_bert(models_dir / "cmrc-bert", [t for e in chosen for t in (e.question, e.context)])
+    tokenizer = AutoTokenizer.from_pretrained(str(model))
+    rows = list(rows_of(chosen))
+    batch = {key: [r[key] for r in rows] for key in rows[0]}
+    windows = WindowEncoder(tokenizer, 128)(batch)
+    again = tokenizer(batch["question"], batch["context"], truncation="only_second", max_length=128, stride=42,
+                      return_overflowing_tokens=True, return_offsets_mapping=True)  # fmt: skip
+    assert again["input_ids"] == windows["input_ids"]
+    labelled = 0
+    for w, (s, e) in enumerate(zip(windows["start_positions"], windows["end_positions"], strict=True)):
+        if s == 0:
+            continue
+        labelled += 1
+        row = rows[again["overflow_to_sample_mapping"][w]]
+        offsets = again["offset_mapping"][w]
+        assert row["context"][offsets[s][0] : offsets[e][1]] == row["answer_text"]  # the exact characters
+    assert labelled >= len(rows)  # every answer is labelled in at least one window
+    lines = "".join(
+        json.dumps({"question": e.question, "context": e.context}, ensure_ascii=False) + "\n" for e in chosen[:5]
+    )
+    for engine in ("torch", "ctranslate2"):
+        from conftest import cli_env
+
+        asked = run_cli(["qa", "-m", str(model), "--json", "-k", "3"], input=lines, env=cli_env(LLMTOOL_ENGINE=engine))
+        assert asked.returncode == 0, asked.stderr
+        for answer in map(json.loads, asked.stdout.splitlines()):
+            assert chosen[answer["index"]].context[answer["start"] : answer["end"]] == answer["answer"]
