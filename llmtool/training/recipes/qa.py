@@ -10,11 +10,21 @@ validation loss. ``llmtool evaluate`` gives exact match and F1 on held-out quest
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from llmtool.settings import FinetuneSettings, ModelOptions
 from llmtool.training.data import Layout, TrainingData
 from llmtool.training.recipes.base import Recipe
+
+
+@dataclass(frozen=True)
+class QALayout(Layout):
+    """A SQuAD file: its questions, contexts and answers (the fields are fixed by the format)."""
+
+    def describe(self) -> str:
+        form = "SQuAD JSON" if self.path.lower().endswith(".json") else self.kind.upper()
+        return f"{form}: question, context, answer (text, start)"
 
 
 class QuestionAnswering(Recipe):
@@ -59,7 +69,7 @@ class QuestionAnswering(Recipe):
         notes = warnings(read) + (warnings(valid_read) if valid_read else [])
         rows = Dataset.from_list(list(rows_of(read)))
         kind = "jsonl" if file_kind(train_path) == "lines" else file_kind(train_path)
-        layout = Layout(train_path, kind, "question", "context", "answer_text", settings.encoding)
+        layout = QALayout(train_path, kind, "question", "context", "answer_text", settings.encoding)
         data = TrainingData("qa", rows, None, layout, valid_source="none", warnings=notes)  # type: ignore[arg-type]
         if valid_read is not None:
             data.valid = Dataset.from_list(list(rows_of(valid_read)))
