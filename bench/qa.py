@@ -13,7 +13,11 @@ The baseline follows run_qa.py: max_seq_length 384, doc_stride 128, the labellin
 for as many optimizer steps as llmtool's plan took. Writes bench/qa-results.json. CPU timings under
 a shared load are not figures to publish; the accuracy figures are.
 
-    nice -n 10 python -m bench.qa [--train 300] [--test 150]
+On a slow CPU, ``--steps N`` and ``--max-length L`` give both runs the same step budget and window
+(llmtool gets them as ``--max-steps``/``--max-length``, its only flags; the results record them).
+The committed figures were taken so, on 2 shared CPU cores: 40 steps, windows of 256 tokens.
+
+    nice -n 10 python -m bench.qa [--train 300] [--test 150] [--steps 40 --max-length 256]
 """
 
 from __future__ import annotations

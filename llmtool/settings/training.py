@@ -107,7 +107,9 @@ class FinetuneSettings(TrainSettings):
     valid: str | None = setting(None, "Validation file with the same columns (default: split off TRAIN).")
     valid_split: float = setting(0.1, "Share of TRAIN held out (seeded; stratified for classify); 0: none.")
     encoding: str = setting("utf-8", "Text encoding of the data files.")
-    max_length: int | None = setting(None, "classify: tokens per example (default: the model's limit).")
+    max_length: int | None = setting(
+        None, "classify: tokens per example (default: the model's limit); qa: per window (default: 384 within that)."
+    )
     block_size: int | None = setting(None, "clm/mlm: tokens per block (default: model limit, up to 1024).")
     line_by_line: bool = setting(False, "clm/mlm: one example per line instead of packed blocks.")
     mlm_probability: float = setting(0.15, "mlm: share of tokens masked.")
