@@ -33,6 +33,7 @@ if TYPE_CHECKING:  # for type checkers, which cannot follow _LAZY (a test checks
     from llmtool.tasks.fill_mask import fill_mask as fill_mask
     from llmtool.tasks.generate import generate as generate
     from llmtool.tasks.next_sentence import next_sentence as next_sentence
+    from llmtool.tasks.qa import qa as qa
     from llmtool.tasks.score import score as score
     from llmtool.tasks.similar import similar as similar
     from llmtool.tasks.tag import tag as tag

@@ -9,6 +9,7 @@ Also: nan and inf are refused for every float option of every command.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Callable
@@ -109,13 +110,16 @@ KINDS: dict[str, Kind] = {
         "tag",
     ),
     "question-answering": Kind(
-        with_head(tiny_models.build_bert, "BertForQuestionAnswering"), "BertForQuestionAnswering", HEAD_ONLY, "embed"
+        with_head(tiny_models.build_bert, "BertForQuestionAnswering"),
+        "BertForQuestionAnswering",
+        HEAD_ONLY | {"qa", "evaluate"},
+        "qa",
     ),
     "encoder": Kind(with_head(tiny_models.build_bert, "BertModel"), "BertModel", HEAD_ONLY | {"evaluate"}, "embed"),
     "encoder-decoder": Kind(tiny_models.build_bart, "BartForConditionalGeneration", frozenset(), None),
 }
 COMMANDS = ("fill-mask", "generate", "classify", "score", "evaluate", "next-sentence", "embed", "similar", "attention")
-COMMANDS += ("tag",)
+COMMANDS += ("tag", "qa")
 ENGINES = ("torch", "auto")
 
 
@@ -135,6 +139,8 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
     (path.parent / "lines.txt").write_text("a great film\na terrible movie\n", encoding="utf-8")
     (path.parent / "ner.conll").write_text("the O\nking B-PER\nlived O\n\nparis B-LOC\n", encoding="utf-8")
+    qa = {"question": "what was great ?", "context": "a great film", "answers": {"text": ["film"], "answer_start": [8]}}
+    (path.parent / "qa.jsonl").write_text(json.dumps(qa) + "\n", encoding="utf-8")
     return path
 
 
@@ -147,12 +153,15 @@ def arguments(command: str, model: Path, data: Path) -> list[str]:
         "score": ["the cat sat on the mat"],
         "evaluate": [str(data.parent / "pairs.csv") if model.name.endswith("-encoder") else str(data)],
         **({"evaluate": [str(data.parent / "ner.conll")]} if model.name.endswith("token-classifier") else {}),
+        "qa": ["what was great ?", "--context", str(data.parent / "lines.txt")],
         "embed": ["the cat sat"],
         "similar": ["a film", "--input", str(data.parent / "lines.txt")],
         "next-sentence": ["the king lived in a castle .", "he was happy ."],
         "attention": ["the cat sat", "--layer", "0"],
         "tag": ["the king lived in paris"],
     }[command]
+    if command == "evaluate" and model.name.endswith("-question-answering"):
+        given = [str(data.parent / "qa.jsonl")]
     return [command, *given, "-m", str(model)]
 
 
@@ -282,6 +291,7 @@ def test_nan_and_inf_are_refused_for_every_float_option(
         "generate": ["generate", "once upon a time", "-m", str(tiny_gpt2)],
         "finetune": ["finetune", str(data), "-m", str(tiny_gpt2), "-o", str(tmp_path / "out")],
         "pretrain": ["pretrain", str(data), "-o", str(tmp_path / "out")],
+        "qa": ["qa", "who ?", "--context", str(data), "-m", str(tiny_gpt2), "--no-answer"],
     }[command]
     extra = ["--lora"] if flag.startswith("--lora") else []
     result = invoke([*base, *extra, flag, str(value)])

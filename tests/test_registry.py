@@ -46,6 +46,7 @@ def test_help_lists_the_registrys_commands_in_its_order() -> None:
         "score",
         "evaluate",
         "next-sentence",
+        "qa",
         "embed",
         "similar",
         "attention",

@@ -48,7 +48,7 @@ def evaluate_command(
         str,
         typer.Argument(
             help="Classifiers: a .csv/.tsv with text and label columns. LMs: a .txt (a line each), .jsonl or "
-            ".csv; '-' is stdin.",
+            ".csv; '-' is stdin. QA models: SQuAD .json, .jsonl or .csv (docs/commands/qa.md).",
             show_default=False,
         ),
     ],
@@ -91,6 +91,7 @@ def evaluate_command(
 
     Classifiers: accuracy, macro-F1, per-class precision/recall/F1/support, confusion matrix.
     Causal LMs: corpus perplexity; masked LMs: pseudo-perplexity (both pooled by token count).
+    Question-answering models: exact match and F1 (percent), the official SQuAD measure.
 
     text: Rich tables on a terminal; a plain report otherwise (see docs/commands/evaluate.md).
     jsonl: one object: {"task", "model", "data", "examples", "accuracy", "macro_f1", "labels",

@@ -78,7 +78,7 @@ def finetune_command(
         ),
     ],
     task: Annotated[
-        str, typer.Option("--task", "-t", help="classify | clm | mlm | embed | tag.", metavar="TASK")
+        str, typer.Option("--task", "-t", help="classify | clm | mlm | embed | tag | qa.", metavar="TASK")
     ] = FT.task,
     model: Annotated[
         str | None,

@@ -35,6 +35,7 @@ from llmtool.settings.inference import (
     ScoreOptions,
     SimilarOptions,
 )
+from llmtool.settings.qa import QAOptions
 from llmtool.settings.tag import TAG_AGGREGATIONS, TagOptions
 from llmtool.settings.training import (
     LORA_LR_FACTOR,
@@ -75,6 +76,7 @@ __all__ = [
     "ModelOptions",
     "NextSentenceOptions",
     "PretrainSettings",
+    "QAOptions",
     "ScoreOptions",
     "SimilarOptions",
     "Size",

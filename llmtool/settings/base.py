@@ -18,8 +18,7 @@ ENGINES: tuple[str, ...] = ("auto", "torch", "ctranslate2")
 QUANTIZATIONS: tuple[str, ...] = ("none", "int8")
 DTYPES: tuple[str, ...] = ("auto", "float32", "bfloat16", "float16")
 PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16", "fp16")
-TASKS: tuple[str, ...] = ("classify", "clm", "mlm", "embed")
-TASKS += ("tag",)
+TASKS: tuple[str, ...] = ("classify", "clm", "mlm", "embed", "tag", "qa")
 OBJECTIVES: tuple[str, ...] = ("mlm", "clm")
 
 

@@ -100,14 +100,16 @@ LORA_LR_FACTOR = 10
 class FinetuneSettings(TrainSettings):
     """``TrainSettings`` plus what fine-tuning reads and how it turns text into examples."""
 
-    task: str = setting("classify", "classify | clm | mlm | embed | tag.")
+    task: str = setting("classify", "classify | clm | mlm | embed | tag | qa.")
     text_column: str | None = setting(None, "Text column (default: the table rule, see docs/formats.md).")
     text_pair_column: str | None = setting(None, "Second text column, for sentence pairs (classify).")
     label_column: str | None = setting(None, "Label column (classify) (default: label).")
     valid: str | None = setting(None, "Validation file with the same columns (default: split off TRAIN).")
     valid_split: float = setting(0.1, "Share of TRAIN held out (seeded; stratified for classify); 0: none.")
     encoding: str = setting("utf-8", "Text encoding of the data files.")
-    max_length: int | None = setting(None, "classify: tokens per example (default: the model's limit).")
+    max_length: int | None = setting(
+        None, "classify: tokens per example (default: the model's limit); qa: per window (default: 384 within that)."
+    )
     block_size: int | None = setting(None, "clm/mlm: tokens per block (default: model limit, up to 1024).")
     line_by_line: bool = setting(False, "clm/mlm: one example per line instead of packed blocks.")
     mlm_probability: float = setting(0.15, "mlm: share of tokens masked.")
@@ -158,9 +160,9 @@ class FinetuneSettings(TrainSettings):
             raise UsageError(f"unknown --task {self.task!r}; use {', '.join(TASKS)}")
         if self.valid is None and not 0 <= self.valid_split < 1:
             raise UsageError(f"--valid-split must be in [0, 1) (got {self.valid_split})")
-        if self.task in ("classify", "embed", "tag") and (self.block_size is not None or self.line_by_line):
+        if self.task in ("classify", "embed", "tag", "qa") and (self.block_size is not None or self.line_by_line):
             raise UsageError("--block-size and --line-by-line apply to --task clm and mlm")
-        if self.task not in ("classify", "embed", "tag") and self.max_length is not None:
+        if self.task not in ("classify", "embed", "tag", "qa") and self.max_length is not None:
             raise UsageError("--max-length applies to --task classify; for clm and mlm use --block-size")
         for name in ("max_length", "block_size", "num_proc"):
             at_least(getattr(self, name), 1, f"--{name.replace('_', '-')}")

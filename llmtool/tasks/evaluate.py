@@ -28,6 +28,7 @@ from llmtool.models import ModelRef, architecture
 from llmtool.settings import ClassifyOptions, EvaluateOptions, ModelOptions, ScoreOptions
 from llmtool.tasks.base import locate
 from llmtool.tasks.classify import Classifier, load_classifier, read_examples
+from llmtool.tasks.evaluate_qa import evaluate_qa, is_qa_data, qa_summary, qa_tsv_rows
 from llmtool.tasks.evaluate_similarity import (
     evaluate_similarity,
     is_sentence_encoder,
@@ -91,19 +92,24 @@ def evaluate(
     recorded = getattr(config, "architectures", None) or []
     if any(name.endswith("ForTokenClassification") for name in recorded):
         return evaluate_tags(data, ref, opts, console)
+    if any(name.endswith("ForQuestionAnswering") for name in recorded):
+        return evaluate_qa(data, ref, opts, console)
     if any(name.endswith("ForSequenceClassification") for name in recorded):
         return _evaluate_classifier(data, ref, opts, console, config)
     objective = lm_objective(config)
     if objective is not None:
         return _evaluate_lm(data, ref, opts, console, objective)
-    raise ModelError(f"{ref.name} ({architecture(config)}) is neither a sequence classifier nor a language model")
+    raise ModelError(
+        f"{ref.name} ({architecture(config)}) is not a model evaluate measures "
+        "(a classifier, tagger, QA model, sentence encoder or language model)"
+    )
 
 
 def _check_data(data: str, opts: EvaluateOptions) -> None:
     """DATA exists, is readable and (for a table) has a header: checked before the model's config is read.
 
     Which columns a table needs depends on the kind of model, so they are checked later."""
-    if data == "-":
+    if data == "-" or is_qa_data(data, opts.encoding):  # read whole by evaluate_qa, before the model loads
         return
     if is_table(data):
         if not sts_layout(data, opts.encoding):  # the STS Benchmark's headerless file: evaluate_similarity
@@ -237,6 +243,8 @@ def _summary(result: dict[str, Any]) -> list[tuple[str, str]]:
         return similarity_summary(result)
     if result["task"] == "tagging":
         return tagging_summary(result)
+    if result["task"] == "qa":
+        return qa_summary(result)
     name = "perplexity" if result["objective"] == "clm" else "pseudo-perplexity"
     return [
         ("lines", str(result["lines"])),
@@ -303,6 +311,9 @@ def _tsv_rows(result: dict[str, Any]) -> Iterator[list[object]]:
         return
     if result["task"] == "tagging":
         yield from tagging_tsv_rows(result)
+        return
+    if result["task"] == "qa":
+        yield from qa_tsv_rows(result)
         return
     if result["task"] != "classification":
         for key in ("lines", "tokens", "log_likelihood", "perplexity"):

@@ -84,6 +84,9 @@ SELF_ATTENTION |= {QUESTION_ANSWERING, ENCODER, SENTENCE_ENCODER}
 # embed pools the hidden states of any of these (a causal LM's with --pooling lasttoken)
 ENCODERS = SELF_ATTENTION
 
+# evaluate measures each of these on held-out data (accuracy, entity F1, exact match, Spearman, perplexity)
+EVALUATED = LANGUAGE_MODELS | {SEQUENCE_CLASSIFIER, TOKEN_CLASSIFIER, QUESTION_ANSWERING, SENTENCE_ENCODER, ENCODER}
+
 # In the order `llmtool --help` lists them (Typer lists command groups after the plain commands).
 COMMANDS: tuple[Command, ...] = (
     Command(
@@ -143,9 +146,10 @@ COMMANDS: tuple[Command, ...] = (
         api="evaluate",
         module="llmtool.tasks.evaluate",
         settings=("EvaluateOptions", "ModelOptions"),
-        accepts=LANGUAGE_MODELS | {SEQUENCE_CLASSIFIER, SENTENCE_ENCODER, ENCODER, TOKEN_CLASSIFIER},
-        needs="a sequence classifier, a sentence encoder or a language model",
-        refusal="{name} ({arch}) is neither a sequence classifier, a sentence encoder nor a language model{hint}",
+        accepts=EVALUATED,
+        needs="a classifier, tagger, QA model, sentence encoder or language model",
+        refusal="{name} ({arch}) is not a model evaluate measures (a classifier, tagger, QA model, sentence "
+        "encoder or language model){hint}",
         suggested=False,  # it needs held-out data: the commands that run a model come first to mind
     ),
     Command(
@@ -163,6 +167,19 @@ COMMANDS: tuple[Command, ...] = (
         refusal="{name} ({arch}) has no next-sentence head (only BERT-style models pre-trained with NSP have "
         "one){hint}",
         jobs=True,
+    ),
+    Command(
+        "qa",
+        "llmtool.cli.qa:qa_command",
+        api="qa",
+        module="llmtool.tasks.qa",
+        encoder=("qa",),
+        default_model="distilbert-base-cased-distilled-squad",
+        settings=("QAOptions", "ModelOptions"),
+        accepts=frozenset({QUESTION_ANSWERING}),
+        needs="a question-answering model (BertForQuestionAnswering, ...)",
+        head="question-answering head",
+        remedy="train one with `llmtool finetune --task qa`",
     ),
     Command(
         "embed",

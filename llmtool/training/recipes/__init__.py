@@ -14,10 +14,12 @@ from llmtool.training.recipes.clm import CausalLM
 from llmtool.training.recipes.embed import Embed
 from llmtool.training.recipes.language import LanguageModel, Masking
 from llmtool.training.recipes.mlm import MaskedLM
+from llmtool.training.recipes.qa import QuestionAnswering
 from llmtool.training.recipes.tag import Tag
 
-RECIPES: dict[str, Recipe] = {recipe.name: recipe for recipe in (Classify(), CausalLM(), MaskedLM(), Embed())}
-RECIPES["tag"] = Tag()
+RECIPES: dict[str, Recipe] = {
+    recipe.name: recipe for recipe in (Classify(), CausalLM(), MaskedLM(), Embed(), Tag(), QuestionAnswering())
+}
 
 
 def recipe_for(objective: str) -> Recipe:
