@@ -47,10 +47,10 @@ def test_help_lists_the_registrys_commands_in_its_order() -> None:
         "evaluate",
         "next-sentence",
         "qa",
+        "tag",
         "embed",
         "similar",
         "attention",
-        "tag",
     ]
 
 

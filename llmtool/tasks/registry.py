@@ -182,6 +182,18 @@ COMMANDS: tuple[Command, ...] = (
         remedy="train one with `llmtool finetune --task qa`",
     ),
     Command(
+        "tag",
+        "llmtool.cli.tag:tag_command",
+        api="tag",
+        module="llmtool.tasks.tag",
+        encoder=("tag",),
+        settings=("TagOptions", "ModelOptions"),
+        accepts=frozenset({TOKEN_CLASSIFIER}),
+        needs="a token classifier (NER, part-of-speech tagger...)",
+        head="token-classification head",
+        remedy="train one with `llmtool finetune --task tag`",
+    ),
+    Command(
         "embed",
         "llmtool.cli.embed:embed_command",
         api="embed",
@@ -214,18 +226,6 @@ COMMANDS: tuple[Command, ...] = (
         accepts=SELF_ATTENTION,
         needs="an encoder or a decoder (BERT, GPT-2, ...)",
         suggested=False,  # it runs nearly any model: never the answer to "which command fits?"
-    ),
-    Command(
-        "tag",
-        "llmtool.cli.tag:tag_command",
-        api="tag",
-        module="llmtool.tasks.tag",
-        encoder=("tag",),
-        settings=("TagOptions", "ModelOptions"),
-        accepts=frozenset({TOKEN_CLASSIFIER}),
-        needs="a token classifier (NER, part-of-speech tagger...)",
-        head="token-classification head",
-        remedy="train one with `llmtool finetune --task tag`",
     ),
     Command(
         "finetune",
