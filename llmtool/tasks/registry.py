@@ -148,8 +148,7 @@ COMMANDS: tuple[Command, ...] = (
         settings=("EvaluateOptions", "ModelOptions"),
         accepts=EVALUATED,
         needs="a classifier, tagger, QA model, sentence encoder or language model",
-        refusal="{name} ({arch}) is not a model evaluate measures (a classifier, tagger, QA model, sentence "
-        "encoder or language model){hint}",
+        refusal="{name} ({arch}) is not a classifier, tagger, QA model, sentence encoder or language model{hint}",
         suggested=False,  # it needs held-out data: the commands that run a model come first to mind
     ),
     Command(
