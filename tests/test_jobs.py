@@ -411,3 +411,17 @@ def test_importing_the_cli_never_imports_ray_and_a_missing_ray_names_the_extra(t
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.strip().splitlines() == ["llmtool: error: --executor ray needs Ray: pip install 'llmtool[ray]'"]
     assert not (tmp_path / "o").exists()
+
+
+def test_tag_two_shards_merge_is_the_plain_run(models_dir: Path, tmp_path: Path) -> None:
+    model = tiny_models.build_token_classifier(models_dir / "tagger-jobs", tiny_models.build_bert)
+    data = write_lines(tmp_path / "in.txt", lines(30))
+    base = ["tag", "-m", str(model), "--input", str(data), "--aggregation", "first"]
+    # labels and offsets byte for byte; scores within 1e-4 (a window's batch-mates change the padding)
+    assert sharded(base, tmp_path / "out-text", chunk_size=4) == ok(base)
+    plain = [json.loads(x) for x in ok([*base, "--json"]).splitlines()]
+    got = [json.loads(x) for x in sharded([*base, "--json"], tmp_path / "out-jsonl", chunk_size=4).splitlines()]
+    assert len(got) == 30 and close(got, plain)
+    refused = run_cli([*base, "--format", "conll", "--output-dir", str(tmp_path / "out-conll")])
+    assert refused.returncode == 2 and "--format conll does not go with --output-dir" in refused.stderr
+    assert not (tmp_path / "out-conll").exists()

@@ -3,6 +3,7 @@ reads; nothing here loads a model."""
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Annotated
 
 import typer
@@ -33,6 +34,7 @@ from llmtool.cli.options import (
     output_format,
 )
 from llmtool.io.console import Console
+from llmtool.jobs.run import NO_JOB, JobOptions, run_job
 from llmtool.settings import TAG_AGGREGATIONS, TagOptions, defaults
 
 TAG = defaults(TagOptions)
@@ -91,6 +93,7 @@ def tag_command(
     trust_remote_code: RemoteCodeOpt = MODEL.trust_remote_code,
     quiet: QuietOpt = False,
     verbose: VerboseOpt = MODEL.verbose,
+    job: JobOptions = NO_JOB,
 ) -> None:
     """Label the tokens of each line with a token classifier, grouped into entities with character offsets.
 
@@ -112,6 +115,10 @@ def tag_command(
         aggregation=aggregation, ignore_labels=labels, max_length=max_length, stride=stride, batch_size=batch_size
     )
     options.check()
+    if job.active:  # --output-dir: a resumable job (docs/large-jobs.md); conll is refused there (text, jsonl, tsv)
+        task = partial(tag, options=options, model_options=model_options(**locals()))
+        read = partial(read_records, None, column=column, encoding=encoding(encoding_name))
+        return run_job(job, read, task, output, FORMATTER, Console(quiet, verbose))
     records = read_records(text, input_path, column, encoding=encoding(encoding_name))
     conll = output == "conll"
     results = tag(records, options=options, model_options=model_options(**locals()), with_words=conll)

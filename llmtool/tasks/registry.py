@@ -191,6 +191,7 @@ COMMANDS: tuple[Command, ...] = (
         needs="a token classifier (NER, part-of-speech tagger...)",
         head="token-classification head",
         remedy="train one with `llmtool finetune --task tag`",
+        jobs=True,
     ),
     Command(
         "embed",
