@@ -35,6 +35,8 @@ if TYPE_CHECKING:  # for type checkers, which cannot follow _LAZY (a test checks
     from llmtool.tasks.next_sentence import next_sentence as next_sentence
     from llmtool.tasks.score import score as score
     from llmtool.tasks.similar import similar as similar
+    from llmtool.tasks.summarize import summarize as summarize
+    from llmtool.tasks.translate import translate as translate
 
 
 def __getattr__(name: str) -> Any:

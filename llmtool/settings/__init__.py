@@ -35,6 +35,7 @@ from llmtool.settings.inference import (
     ScoreOptions,
     SimilarOptions,
 )
+from llmtool.settings.seq2seq import SEQ2SEQ_DEFAULTS, Seq2SeqOptions, SummarizeOptions, TranslateOptions
 from llmtool.settings.training import (
     LORA_LR_FACTOR,
     MIN_FREQUENCY,
@@ -59,6 +60,7 @@ __all__ = [
     "OBJECTIVES",
     "PRECISIONS",
     "QUANTIZATIONS",
+    "SEQ2SEQ_DEFAULTS",
     "SIZES",
     "TASKS",
     "VOCAB_SIZE",
@@ -74,9 +76,12 @@ __all__ = [
     "NextSentenceOptions",
     "PretrainSettings",
     "ScoreOptions",
+    "Seq2SeqOptions",
     "SimilarOptions",
     "Size",
+    "SummarizeOptions",
     "TrainSettings",
+    "TranslateOptions",
     "at_least",
     "defaults",
     "env_default",

@@ -18,6 +18,7 @@ from typing import Literal
 from llmtool.kinds import (
     CAUSAL_LM,
     ENCODER,
+    ENCODER_DECODER,
     MASKED_LM,
     NEXT_SENTENCE,
     NEXT_SENTENCE_FAMILIES,
@@ -29,7 +30,7 @@ from llmtool.kinds import (
 )
 
 Group = Literal["inference", "training", "tool"]
-EngineKind = Literal["encoder", "decoder"]
+EngineKind = Literal["encoder", "decoder", "seq2seq"]
 
 # The default refusal, e.g. "facts-bert is a masked LM (BertForMaskedLM); generate needs a causal LM
 # (GPT-2, Llama, ...). Did you mean `llmtool fill-mask`?"
@@ -51,6 +52,7 @@ class Command:
     module: str | None = None  # the task module that holds ``api``
     encoder: tuple[str, ...] = ()  # engine task keys run by an encoder engine (llmtool.engines.choice)
     decoder: tuple[str, ...] = ()  # engine task keys run by a decoder engine
+    seq2seq: tuple[str, ...] = ()  # engine task keys run by an encoder-decoder engine
     default_model: str | None = None  # --model's default (None: --model is required, or no model)
     settings: tuple[str, ...] = ()  # the classes of llmtool.settings its flags fill
     accepts: frozenset[str] | None = None  # the kinds of model it runs (llmtool.kinds); None: any, or no model
@@ -73,7 +75,11 @@ class Command:
 
     @property
     def engine_tasks(self) -> dict[str, EngineKind]:
-        return {**dict.fromkeys(self.encoder, "encoder"), **dict.fromkeys(self.decoder, "decoder")}
+        return {
+            **dict.fromkeys(self.encoder, "encoder"),
+            **dict.fromkeys(self.decoder, "decoder"),
+            **dict.fromkeys(self.seq2seq, "seq2seq"),
+        }
 
 
 LANGUAGE_MODELS = frozenset({CAUSAL_LM, MASKED_LM})
@@ -126,9 +132,10 @@ COMMANDS: tuple[Command, ...] = (
         module="llmtool.tasks.score",
         encoder=("score-mlm",),
         decoder=("score-clm",),
+        seq2seq=("score-seq2seq",),
         default_model="gpt2",
         settings=("ScoreOptions", "ModelOptions"),
-        accepts=LANGUAGE_MODELS,
+        accepts=LANGUAGE_MODELS | {ENCODER_DECODER},
         needs="a causal or masked LM",
         refusal="{name} ({arch}) is not a causal or masked language model",
     ),
@@ -138,9 +145,10 @@ COMMANDS: tuple[Command, ...] = (
         api="evaluate",
         module="llmtool.tasks.evaluate",
         settings=("EvaluateOptions", "ModelOptions"),
-        accepts=LANGUAGE_MODELS | {SEQUENCE_CLASSIFIER, SENTENCE_ENCODER, ENCODER},
-        needs="a sequence classifier, a sentence encoder or a language model",
-        refusal="{name} ({arch}) is neither a sequence classifier, a sentence encoder nor a language model{hint}",
+        accepts=LANGUAGE_MODELS | {SEQUENCE_CLASSIFIER, SENTENCE_ENCODER, ENCODER, ENCODER_DECODER},
+        needs="a sequence classifier, a sentence encoder, an encoder-decoder or a language model",
+        refusal="{name} ({arch}) is neither a sequence classifier, a sentence encoder, an encoder-decoder nor a "
+        "language model{hint}",
         suggested=False,  # it needs held-out data: the commands that run a model come first to mind
     ),
     Command(
@@ -192,6 +200,29 @@ COMMANDS: tuple[Command, ...] = (
         suggested=False,  # it runs nearly any model: never the answer to "which command fits?"
     ),
     Command(
+        "translate",
+        "llmtool.cli.translate:translate_command",
+        api="translate",
+        module="llmtool.tasks.translate",
+        seq2seq=("translate",),
+        default_model="Helsinki-NLP/opus-mt-en-fr",
+        settings=("TranslateOptions", "ModelOptions"),
+        accepts=frozenset({ENCODER_DECODER}),
+        needs="an encoder-decoder (Marian, T5, BART, mBART, NLLB, ...)",
+    ),
+    Command(
+        "summarize",
+        "llmtool.cli.translate:summarize_command",
+        api="summarize",
+        module="llmtool.tasks.summarize",
+        seq2seq=("summarize",),
+        default_model="sshleifer/distilbart-cnn-12-6",
+        settings=("SummarizeOptions", "ModelOptions"),
+        accepts=frozenset({ENCODER_DECODER}),
+        needs="an encoder-decoder (BART, T5, Pegasus, ...)",
+        suggested=False,  # translate is the command to name
+    ),
+    Command(
         "finetune",
         "llmtool.cli.training:finetune_command",
         group="training",
@@ -224,7 +255,8 @@ def python_api() -> dict[str, tuple[str, str]]:
 
 
 def engine_kind(task_key: str) -> EngineKind:
-    """Which engine runs an engine task key (``fill-mask``, ``score-clm``, ...): ``encoder`` or ``decoder``."""
+    """Which engine runs an engine task key (``fill-mask``, ``score-clm``, ...): ``encoder``, ``decoder`` or
+    ``seq2seq``."""
     for c in COMMANDS:
         if task_key in c.engine_tasks:
             return c.engine_tasks[task_key]
