@@ -265,6 +265,9 @@ class TorchSeq2Seq(_TorchModel):
         self.generation_config: dict[str, Any] | None = (
             None if getattr(own, "_from_model_config", False) else own.to_diff_dict()
         )
+        pad = getattr(model.config, "pad_token_id", None)
+        if getattr(model.config, "model_type", "") == "marian" and isinstance(pad, int):
+            _ban_output(model, pad)
 
     def _start(self) -> int:
         if self.decoder_start_token_id is None:
@@ -312,7 +315,7 @@ class TorchSeq2Seq(_TorchModel):
             num_beams=beams,
             num_return_sequences=n if beams > 1 else 1,
             length_penalty=length_penalty,
-            early_stopping=False,
+            early_stopping=True,  # as CTranslate2: done once num_beams hypotheses have ended
             no_repeat_ngram_size=no_repeat_ngram_size,
             suppress_tokens=list(suppress) or None,
             pad_token_id=self.tokenizer.pad_token_id,
@@ -379,3 +382,20 @@ class TorchSeq2Seq(_TorchModel):
             picked = logprobs[i, torch.arange(len(target)), torch.tensor(list(target), dtype=torch.long)]
             out.append(picked.cpu().numpy().astype(np.float32))
         return out
+
+
+def _ban_output(model: PreTrainedModel, token: int) -> None:
+    """Leave ``token`` out of the model's output distribution (its logit -inf), in generation and scoring.
+
+    Marian's pad token is the decoder's start and never an output: OPUS-MT's generation_config bans it,
+    and CTranslate2's conversion drops it from the vocabulary, so that its probability mass goes to
+    the other tokens. The same here: the log-probabilities (and so the beams) of both engines agree."""
+    head = model.get_output_embeddings()
+    if head is None:
+        return
+
+    def hook(module: torch.nn.Module, inputs: Any, output: torch.Tensor) -> torch.Tensor:
+        output[..., token] = float("-inf")
+        return output
+
+    head.register_forward_hook(hook)
