@@ -83,6 +83,7 @@ def score_command(
 
     Causal LMs: log P(text), natural log, every token given the ones before it.
     Masked LMs: pseudo-log-likelihood, each token masked in turn (pseudo-perplexity).
+    Encoder-decoders: log P(target | source), from SOURCE<TAB>TARGET lines or a .csv/.tsv/.jsonl file.
     Long texts are scored in sliding windows (--max-length, --stride).
 
     text: PERPLEXITY<TAB>LOG_LIKELIHOOD<TAB>TOKENS<TAB>TEXT per line; the --total line ends in "total".
@@ -93,6 +94,7 @@ def score_command(
     """
     from llmtool.io.streams import read_records
     from llmtool.tasks.score import FORMATTER, score
+    from llmtool.tasks.seq2seq_pairs import is_pair_file, pair_records, seq2seq_folder
 
     output = output_format(fmt, json_flag)
     options = ScoreOptions(
@@ -100,5 +102,7 @@ def score_command(
     )
     options.check()
     records = read_records(text, input_path, column, encoding=encoding(encoding_name))
+    if is_pair_file(input_path) and input_path is not None and seq2seq_folder(model):
+        records = pair_records(input_path, column, None, encoding(encoding_name))  # (source, target) rows
     results = score(records, options=options, model_options=model_options(**locals()))
     write(results, output, FORMATTER, Console(quiet, verbose))

@@ -158,9 +158,27 @@ class Seq2Seq:
             self.forced = [forced_bos]
         if isinstance(options, TranslateOptions):
             self._languages(options, params)
+        self._cap_new_tokens(config or {})
         limit = options.max_length or max_input_length(tokenizer, engine)
         self.max_length = limit
         self.limit_source = "--max-length" if options.max_length else "the model's limit"
+
+    def _cap_new_tokens(self, config: dict[str, Any]) -> None:
+        """A decoder with learned positions (BART, Marian...) writes at most its position table's length,
+        the start token and forced prefix included: the budget is capped there (OPUS-MT's
+        generation_config says max_length 512, its table holds 512); a flag asking for more is an error."""
+        positions = config.get("max_position_embeddings") if config.get("model_type") not in ("t5", "mt5") else None
+        if not isinstance(positions, int) or positions <= 0:
+            return
+        room = positions - 1 - len(self.forced)
+        if self.search.max_new_tokens <= room:
+            return
+        if self.options.max_new_tokens is not None:
+            raise UsageError(
+                f"--max-new-tokens {self.options.max_new_tokens}: {self.name} writes at most {room} tokens "
+                f"(its {positions} positions)"
+            )
+        self.search = dataclasses.replace(self.search, max_new_tokens=room)
 
     def _languages(self, options: TranslateOptions, params: dict[str, Any]) -> None:
         """Language codes: the target's as the forced first token (or Marian's ``>>code<<`` before the
