@@ -112,9 +112,28 @@ KINDS: dict[str, Kind] = {
         with_head(tiny_models.build_bert, "BertForQuestionAnswering"), "BertForQuestionAnswering", HEAD_ONLY, "embed"
     ),
     "encoder": Kind(with_head(tiny_models.build_bert, "BertModel"), "BertModel", HEAD_ONLY | {"evaluate"}, "embed"),
-    "encoder-decoder": Kind(tiny_models.build_bart, "BartForConditionalGeneration", frozenset(), None),
+    "bart": Kind(
+        tiny_models.build_bart,
+        "BartForConditionalGeneration",
+        frozenset({"translate", "summarize", "score", "evaluate"}),
+        "translate",
+    ),
+    "t5": Kind(
+        tiny_models.build_t5,
+        "T5ForConditionalGeneration",
+        frozenset({"translate", "summarize", "score", "evaluate"}),
+        "translate",
+    ),
+    "marian": Kind(
+        tiny_models.build_marian,
+        "MarianMTModel",
+        frozenset({"translate", "summarize", "score", "evaluate"}),
+        "translate",
+    ),
 }
 COMMANDS = ("fill-mask", "generate", "classify", "score", "evaluate", "next-sentence", "embed", "similar", "attention")
+COMMANDS += ("translate", "summarize")
+SEQ2SEQ = ("kinds-bart", "kinds-t5", "kinds-marian")
 ENGINES = ("torch", "auto")
 
 
@@ -133,6 +152,8 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "sentence1,sentence2,score\na cat,a kitten,4.5\na car,a poem,0.5\na dog,a puppy,4.0\n", encoding="utf-8"
     )
     (path.parent / "lines.txt").write_text("a great film\na terrible movie\n", encoding="utf-8")
+    # an encoder-decoder's pairs (source, reference), for score and evaluate
+    (path.parent / "pairs.txt").write_text("the dog\tle chien\na great film\tun grand film\n", encoding="utf-8")
     return path
 
 
@@ -148,7 +169,11 @@ def arguments(command: str, model: Path, data: Path) -> list[str]:
         "similar": ["a film", "--input", str(data.parent / "lines.txt")],
         "next-sentence": ["the king lived in a castle .", "he was happy ."],
         "attention": ["the cat sat", "--layer", "0"],
+        "translate": ["the cat sat", "-t", "2", "--json"],  # a record even when the text is empty
+        "summarize": ["the cat sat", "-t", "2", "--json"],
     }[command]
+    if model.name in SEQ2SEQ and command in ("score", "evaluate"):
+        given = ["the dog\tle chien"] if command == "score" else [str(data.parent / "pairs.txt")]
     return [command, *given, "-m", str(model)]
 
 
@@ -278,6 +303,8 @@ def test_nan_and_inf_are_refused_for_every_float_option(
         "generate": ["generate", "once upon a time", "-m", str(tiny_gpt2)],
         "finetune": ["finetune", str(data), "-m", str(tiny_gpt2), "-o", str(tmp_path / "out")],
         "pretrain": ["pretrain", str(data), "-o", str(tmp_path / "out")],
+        "translate": ["translate", "the dog", "-m", str(tiny_gpt2)],  # refused for the number, before the model
+        "summarize": ["summarize", "the dog", "-m", str(tiny_gpt2)],
     }[command]
     extra = ["--lora"] if flag.startswith("--lora") else []
     result = invoke([*base, *extra, flag, str(value)])

@@ -101,8 +101,9 @@ def score_command(
         batch_size=batch_size, max_length=max_length, stride=stride, bos=bos, total=total, skip_invalid=skip_invalid
     )
     options.check()
-    records = read_records(text, input_path, column, encoding=encoding(encoding_name))
     if is_pair_file(input_path) and input_path is not None and seq2seq_folder(model):
         records = pair_records(input_path, column, None, encoding(encoding_name))  # (source, target) rows
+    else:
+        records = read_records(text, input_path, column, encoding=encoding(encoding_name))
     results = score(records, options=options, model_options=model_options(**locals()))
     write(results, output, FORMATTER, Console(quiet, verbose))

@@ -135,12 +135,17 @@ def _object(line: int, text: str, path: str) -> dict[str, object]:
 def pair_records(
     path: str, source_column: str | None = None, target_column: str | None = None, encoding: str = "utf-8"
 ) -> Iterator[Record]:
-    """The pairs of a table or JSON Lines file as ``SOURCE<TAB>TARGET`` records (what ``score`` reads)."""
+    """The pairs of a table or JSON Lines file as ``SOURCE<TAB>TARGET`` records (what ``score`` reads); the
+    header is read now."""
     _, pairs = read_pair_file(path, source_column, target_column, encoding)
-    for pair in pairs:
-        if "\t" in pair.source or "\t" in pair.target:
-            raise InputError("a tab inside the source or the target", source=path, line=pair.line)
-        yield Record(pair.index, pair.line, f"{pair.source}\t{pair.target}", path)
+
+    def records() -> Iterator[Record]:
+        for pair in pairs:
+            if "\t" in pair.source or "\t" in pair.target:
+                raise InputError("a tab inside the source or the target", source=path, line=pair.line)
+            yield Record(pair.index, pair.line, f"{pair.source}\t{pair.target}", path)
+
+    return records()
 
 
 def seq2seq_folder(model: str) -> bool:
