@@ -16,6 +16,7 @@ never runs, and NOT_RUN below lists every such block.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import re
 import shutil
@@ -245,6 +246,10 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     # Hub ids of sentence encoders: a relative folder of that name is a local model.
     minilm = tiny_models.build_sentence_transformer(folder / "sentence-transformers" / "all-MiniLM-L6-v2")
     shutil.copytree(minilm, folder / "intfloat" / "e5-small-v2")
+    # encoder-decoders (translate, summarize)
+    tiny_models.build_marian(folder / "Helsinki-NLP" / "opus-mt-en-fr")
+    tiny_models.build_t5(folder / "t5-small")
+    tiny_models.build_bart(folder / "sshleifer" / "distilbart-cnn-12-6")
     return folder
 
 
@@ -270,6 +275,10 @@ def write_data(folder: Path) -> None:
         "pairs.tsv": "anchor\tpositive\n" + "".join(f"{a}\t{b}\n" for a, b, yes in tiny_models.nsp_examples() if yes),
         "faq.txt": "".join(f"{line}\n" for line in tiny_models.CORPUS[:8]),
         "held_out.txt": "\n".join(lines[::2]) + "\n",
+        "fra-eng.txt": "".join(f"{a}\t{b}\n" for a, b in tiny_models.TRANSLATIONS[:4]),
+        "dialogsum.jsonl": "".join(
+            json.dumps({"dialogue": a, "summary": b}) + "\n" for a, b in tiny_models.TRANSLATIONS
+        ),
         "corpus.txt": "\n\n".join("\n".join(lines[i:] + lines[:i]) for i in range(len(lines)) for _ in range(8)) + "\n",
     }
     for name, text in files.items():

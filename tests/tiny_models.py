@@ -329,6 +329,15 @@ SEQ2SEQ_CORPUS = [
     "今天天气很好。我们去公园散步吧。北京是中国的首都。",
 ]
 
+# (English, French) pairs for translation examples and tests.
+TRANSLATIONS = [
+    ("The capital of France is Paris.", "La capitale de la France est Paris."),
+    ("Once upon a time there lived a king in a castle.", "Il était une fois un roi dans un château."),
+    ("The dog and the cat are in the house.", "Le chien et le chat sont dans la maison."),
+    ("It was a great movie.", "C'était un grand film."),
+    ("Good morning.", "Bonjour."),
+]
+
 
 def _seq2seq_lines() -> list[str]:
     """A few hundred lines for a sentencepiece model: the corpus, and word pairs from WORDS."""

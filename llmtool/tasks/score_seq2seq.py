@@ -21,7 +21,7 @@ from llmtool.metrics import perplexity
 from llmtool.models import ModelRef, max_input_length
 from llmtool.settings import ScoreOptions
 from llmtool.tasks.base import BatchedTask, Invalid
-from llmtool.tasks.seq2seq import load_torch
+from llmtool.tasks.seq2seq import load_torch, require_sentencepiece
 
 Encoded = tuple[list[int], list[int]]  # source ids, target ids
 Sums = tuple[float, int]
@@ -105,5 +105,6 @@ class Seq2SeqScorer(BatchedTask[Record, Encoded, Sums]):
 
 def open_seq2seq_scorer(ref: ModelRef, options: ScoreOptions) -> Seq2SeqScorer:
     """The scorer over a located encoder-decoder, on the engine :mod:`llmtool.engines.choice` chooses."""
+    require_sentencepiece(ref)
     tokenizer, engine = engines.open_seq2seq(ref, "score-seq2seq", load_torch)
     return Seq2SeqScorer(tokenizer, engine, options, ref.name)

@@ -349,6 +349,7 @@ def open_model(
 ) -> tuple[Seq2Seq, ModelRef]:
     """The command's model located (and its kind checked), its engine opened, and the runner."""
     ref = locate(command, model_options)
+    require_sentencepiece(ref)
     tokenizer, engine = engines.open_seq2seq(ref, task, load_torch)
     own = engines.generation_config_of(ref)
     if own is None:
@@ -357,6 +358,18 @@ def open_model(
     if config is None:
         config = getattr(engine.config, "to_dict", lambda: {})()
     return Seq2Seq(tokenizer, engine, options, task, ref.name, config, own), ref
+
+
+def require_sentencepiece(ref: ModelRef) -> None:
+    """Marian (OPUS-MT) tokenizers are sentencepiece models read by the sentencepiece package, an extra."""
+    if ref.folder is None or not (ref.folder / "source.spm").is_file():
+        return
+    try:
+        import sentencepiece  # noqa: F401
+    except ImportError:
+        raise UsageError(
+            f"{ref.name} has a sentencepiece tokenizer (source.spm): pip install 'llmtool[translate]'"
+        ) from None
 
 
 def load_torch(ref: ModelRef) -> tuple[Any, Any]:
