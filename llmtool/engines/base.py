@@ -12,7 +12,8 @@ records) and ask an engine for numbers only:
 
 Rows come unpadded (token ids as lists); results come back as numpy float32 arrays. Two engines
 implement these Protocols: torch (:mod:`llmtool.engines.torch_engine`) and CTranslate2
-(:mod:`llmtool.engines.ct2.encoder`, :mod:`llmtool.engines.ct2.decoder`), so the same records
+(:mod:`llmtool.engines.ct2.encoder`, :mod:`llmtool.engines.ct2.decoder`,
+:mod:`llmtool.engines.ct2.seq2seq`), so the same records
 come out whichever engine ran. :mod:`llmtool.engines.choice` opens one, typed as these Protocols:
 a method added here and missing from either engine is a mypy error there.
 """
