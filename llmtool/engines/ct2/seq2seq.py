@@ -187,27 +187,26 @@ class Ct2Seq2Seq:
                 return True
             return stopped[b] and token not in eos
 
-        extra: dict[str, Any] = {}
-        if on_token is not None:
-            extra = {"asynchronous": True, "callback": callback}
-        results = self.translator.translate_batch(
+        extra: dict[str, Any] = {"callback": callback} if on_token is not None else {}
+        pending = self.translator.translate_batch(
             [self._source(source) for _, source in jobs],
             target_prefix=[self._target(prefix) for _ in jobs] if prefix else None,
+            asynchronous=True,
             **options,
             **extra,
         )
-        if on_token is not None:
-            try:
-                while not all(r.done() for r in results):  # polled, so that Ctrl-C reaches this thread
-                    time.sleep(0.002)
-                results = [r.result() for r in results]
-            except BaseException as exc:
-                failure.append(exc)
-                for r in results:
-                    with contextlib.suppress(Exception):
-                        r.result()
-            if failure:
-                raise failure[0]
+        results = []
+        try:
+            while not all(r.done() for r in pending):  # polled, so that Ctrl-C and SIGTERM reach this thread
+                time.sleep(0.002)
+            results = [r.result() for r in pending]
+        except BaseException as exc:
+            failure.append(exc)
+            for r in pending:
+                with contextlib.suppress(Exception):
+                    r.result()
+        if failure:
+            raise failure[0]
         for (index, _), result in zip(jobs, results, strict=True):
             for h, hypothesis in enumerate(result.hypotheses[:hypotheses]):
                 outputs[index + h] = [self.target_ids[token] for token in hypothesis]
