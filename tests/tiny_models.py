@@ -437,6 +437,7 @@ def build_marian(
     6+6 layers, d_model 512, 8 heads, ffn 2048 (OPUS-MT's shape); else tiny."""
     import json
     import tempfile
+    import warnings
 
     import sentencepiece as spm
     import torch
@@ -452,13 +453,15 @@ def build_marian(
     pieces.append("<pad>")
     vocab = {piece: i for i, piece in enumerate(dict.fromkeys(pieces))}
     (folder / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
-    tokenizer = MarianTokenizer(
-        source_spm=str(folder / "source.spm"),
-        target_spm=str(folder / "target.spm"),
-        vocab=str(folder / "vocab.json"),
-        source_lang="en",
-        target_lang="fr",
-    )
+    with warnings.catch_warnings():  # "Recommended: pip install sacremoses" (punctuation normalising)
+        warnings.simplefilter("ignore")
+        tokenizer = MarianTokenizer(
+            source_spm=str(folder / "source.spm"),
+            target_spm=str(folder / "target.spm"),
+            vocab=str(folder / "vocab.json"),
+            source_lang="en",
+            target_lang="fr",
+        )
     pad = vocab["<pad>"]
     opus = size == "opus"
     torch.manual_seed(seed)
