@@ -214,3 +214,21 @@ def test_python_api(marian: Path) -> None:
     assert [r["input"] for r in out] == ["the dog", "the cat"]
     summary = list(llmtool.summarize("the dog", model=str(marian), max_new_tokens=4))
     assert summary[0]["generations"][0]["new_tokens"] <= 4
+
+
+def test_ctranslate2_runs_marian_without_torch_or_transformers(marian: Path, env: dict[str, str]) -> None:
+    """Once converted, a Marian model translates on CTranslate2 with sentencepiece alone."""
+    import subprocess
+    import sys
+
+    records(["translate", "the dog", "-m", str(marian), "--engine", "ctranslate2"], env)  # converted
+    code = (
+        "import sys, llmtool\n"
+        "from llmtool.settings import ModelOptions\n"
+        f"options = ModelOptions(model={str(marian)!r}, engine='ctranslate2')\n"
+        "out = list(llmtool.translate(['the dog', '今天'], model_options=options, max_new_tokens=3))\n"
+        "print(len(out), 'torch' in sys.modules, 'transformers' in sys.modules)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["2", "False", "False"]

@@ -111,15 +111,19 @@ def open_seq2seq(ref: ModelRef, task: str, load_torch: TorchLoader) -> Opened[Se
 
 
 def entry_tokenizer(entry: Path) -> Tokenizer:
-    """The tokenizer of a CTranslate2 entry: the ``tokenizers``-only one, or, for a tokenizer without a
-    ``tokenizers`` backend (Marian's sentencepiece pair), Transformers' own from the entry's copy of its
-    files (Transformers without torch)."""
+    """The tokenizer of a CTranslate2 entry: the ``tokenizers``-only one; for Marian's sentencepiece pair
+    (no ``tokenizers`` backend), :class:`~llmtool.engines.ct2.marian_tokenizer.MarianSentencePiece` over
+    the entry's copy of its files; another tokenizer without a backend, Transformers' own from its copy."""
     from llmtool.engines.ct2.cache import SOURCE_TOKENIZER_DIR
     from llmtool.engines.ct2.tokenizer import load_tokenizer
 
     copied = entry / SOURCE_TOKENIZER_DIR
     if not copied.is_dir():
         return load_tokenizer(entry)
+    if (copied / "source.spm").is_file() and (copied / "vocab.json").is_file():
+        from llmtool.engines.ct2.marian_tokenizer import MarianSentencePiece
+
+        return MarianSentencePiece(copied)  # sentencepiece alone: no torch, no Transformers
     import warnings
 
     from transformers import AutoTokenizer
