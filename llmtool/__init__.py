@@ -36,7 +36,9 @@ if TYPE_CHECKING:  # for type checkers, which cannot follow _LAZY (a test checks
     from llmtool.tasks.qa import qa as qa
     from llmtool.tasks.score import score as score
     from llmtool.tasks.similar import similar as similar
+    from llmtool.tasks.summarize import summarize as summarize
     from llmtool.tasks.tag import tag as tag
+    from llmtool.tasks.translate import translate as translate
 
 
 def __getattr__(name: str) -> Any:

@@ -50,7 +50,7 @@ NAMES: dict[str, str] = {
     NEXT_SENTENCE: "a next-sentence model",
     TOKEN_CLASSIFIER: "a token classifier",
     QUESTION_ANSWERING: "a question-answering model",
-    ENCODER_DECODER: "an encoder-decoder model",
+    ENCODER_DECODER: "an encoder-decoder",
     ENCODER: "a base model without a task head",
     SENTENCE_ENCODER: "a sentence encoder",
 }

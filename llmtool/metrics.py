@@ -44,3 +44,15 @@ def classification_metrics(confusion: Sequence[Sequence[int]], labels: Sequence[
         "per_class": per_class,
         "confusion_matrix": [list(row) for row in confusion],
     }
+
+
+def perplexity(log_likelihood: float, tokens: int) -> float | None:
+    """exp(-log_likelihood / tokens); None for no tokens, inf past float range (``score``, ``evaluate``)."""
+    import math
+
+    if tokens == 0:
+        return None
+    try:
+        return math.exp(-log_likelihood / tokens)
+    except OverflowError:
+        return math.inf

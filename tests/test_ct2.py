@@ -959,7 +959,10 @@ def test_supported(models: Models) -> None:
     assert supported({**config("gpt2"), "architectures": ["GPT2ForSequenceClassification"]}, "classify") == (
         "decoder classifiers need the torch engine"
     )
-    assert "does not support" in str(supported({"model_type": "t5", "architectures": ["T5Model"]}, "generate"))
+    # T5 runs on CTranslate2 since issue 24 (translate, summarize); Pegasus still does not
+    assert "does not support" in str(
+        supported({"model_type": "pegasus", "architectures": ["PegasusModel"]}, "generate")
+    )
     assert supported({**config("bert"), "position_embedding_type": "relative_key"}, "fill-mask") is not None
     assert supported({**config("bert"), "architectures": None}, "fill-mask") is not None
     rope = {"rope_type": "yarn", "factor": 4.0}

@@ -16,6 +16,7 @@ never runs, and NOT_RUN below lists every such block.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import re
 import shutil
@@ -248,6 +249,10 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     minilm = tiny_models.build_sentence_transformer(folder / "sentence-transformers" / "all-MiniLM-L6-v2")
     shutil.copytree(minilm, folder / "intfloat" / "e5-small-v2")
     tiny_models.build_token_classifier(folder / "ner-model", tiny_models.build_bert)
+    # encoder-decoders (translate, summarize)
+    tiny_models.build_marian(folder / "Helsinki-NLP" / "opus-mt-en-fr")
+    tiny_models.build_t5(folder / "t5-small")
+    tiny_models.build_bart(folder / "sshleifer" / "distilbart-cnn-12-6")
     return folder
 
 
@@ -275,6 +280,10 @@ def write_data(folder: Path) -> None:
         "held_out.txt": "\n".join(lines[::2]) + "\n",
         "ner-train.conll": "".join(f"the O\n{w} B-PER\nlived O\nin O\n{p} B-LOC\n\n" for w, p in NER) * 4,
         "ner-dev.conll": "".join(f"the O\n{w} B-PER\nlived O\nin O\n{p} B-LOC\n\n" for w, p in NER[::-1]),
+        "fra-eng.txt": "".join(f"{a}\t{b}\n" for a, b in tiny_models.TRANSLATIONS[:4]),
+        "dialogsum.jsonl": "".join(
+            json.dumps({"dialogue": a, "summary": b}) + "\n" for a, b in tiny_models.TRANSLATIONS
+        ),
         "corpus.txt": "\n\n".join("\n".join(lines[i:] + lines[:i]) for i in range(len(lines)) for _ in range(8)) + "\n",
     }
     for name, text in files.items():

@@ -116,10 +116,28 @@ KINDS: dict[str, Kind] = {
         "qa",
     ),
     "encoder": Kind(with_head(tiny_models.build_bert, "BertModel"), "BertModel", HEAD_ONLY | {"evaluate"}, "embed"),
-    "encoder-decoder": Kind(tiny_models.build_bart, "BartForConditionalGeneration", frozenset(), None),
+    "bart": Kind(
+        tiny_models.build_bart,
+        "BartForConditionalGeneration",
+        frozenset({"translate", "summarize", "score", "evaluate"}),
+        "translate",
+    ),
+    "t5": Kind(
+        tiny_models.build_t5,
+        "T5ForConditionalGeneration",
+        frozenset({"translate", "summarize", "score", "evaluate"}),
+        "translate",
+    ),
+    "marian": Kind(
+        tiny_models.build_marian,
+        "MarianMTModel",
+        frozenset({"translate", "summarize", "score", "evaluate"}),
+        "translate",
+    ),
 }
 COMMANDS = ("fill-mask", "generate", "classify", "score", "evaluate", "next-sentence", "embed", "similar", "attention")
-COMMANDS += ("tag", "qa")
+COMMANDS += ("tag", "qa", "translate", "summarize")
+SEQ2SEQ = ("kinds-bart", "kinds-t5", "kinds-marian")
 ENGINES = ("torch", "auto")
 
 
@@ -141,6 +159,8 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (path.parent / "ner.conll").write_text("the O\nking B-PER\nlived O\n\nparis B-LOC\n", encoding="utf-8")
     qa = {"question": "what was great ?", "context": "a great film", "answers": {"text": ["film"], "answer_start": [8]}}
     (path.parent / "qa.jsonl").write_text(json.dumps(qa) + "\n", encoding="utf-8")
+    # an encoder-decoder's pairs (source, reference), for score and evaluate
+    (path.parent / "pairs.txt").write_text("the dog\tle chien\na great film\tun grand film\n", encoding="utf-8")
     return path
 
 
@@ -159,9 +179,13 @@ def arguments(command: str, model: Path, data: Path) -> list[str]:
         "next-sentence": ["the king lived in a castle .", "he was happy ."],
         "attention": ["the cat sat", "--layer", "0"],
         "tag": ["the king lived in paris"],
+        "translate": ["the cat sat", "-t", "2", "--json"],  # a record even when the text is empty
+        "summarize": ["the cat sat", "-t", "2", "--json"],
     }[command]
     if command == "evaluate" and model.name.endswith("-question-answering"):
         given = [str(data.parent / "qa.jsonl")]
+    if model.name in SEQ2SEQ and command in ("score", "evaluate"):
+        given = ["the dog\tle chien"] if command == "score" else [str(data.parent / "pairs.txt")]
     return [command, *given, "-m", str(model)]
 
 
@@ -292,6 +316,8 @@ def test_nan_and_inf_are_refused_for_every_float_option(
         "finetune": ["finetune", str(data), "-m", str(tiny_gpt2), "-o", str(tmp_path / "out")],
         "pretrain": ["pretrain", str(data), "-o", str(tmp_path / "out")],
         "qa": ["qa", "who ?", "--context", str(data), "-m", str(tiny_gpt2), "--no-answer"],
+        "translate": ["translate", "the dog", "-m", str(tiny_gpt2)],  # refused for the number, before the model
+        "summarize": ["summarize", "the dog", "-m", str(tiny_gpt2)],
     }[command]
     extra = ["--lora"] if flag.startswith("--lora") else []
     result = invoke([*base, *extra, flag, str(value)])

@@ -42,6 +42,8 @@ def test_help_lists_the_registrys_commands_in_its_order() -> None:
     assert registry.commands("inference") == [
         "fill-mask",
         "generate",
+        "translate",
+        "summarize",
         "classify",
         "score",
         "evaluate",

@@ -361,3 +361,186 @@ def build_bart(folder: Path, seed: int = 0) -> Path:
     BartForConditionalGeneration(config).save_pretrained(str(folder))
     tokenizer.save_pretrained(str(folder))
     return folder
+
+
+# --------------------------------------------------------------------------- encoder-decoders (issue 24)
+
+# Source sentences for the seq2seq tokenizers: the corpus above, a few French lines and Chinese, so that
+# translation tests have every character they type in the vocabulary.
+SEQ2SEQ_CORPUS = [
+    *CORPUS,
+    "La capitale de la France est Paris.",
+    "Il était une fois un roi dans un château.",
+    "Le chien et le chat sont dans la maison.",
+    "summarize: translate English to German: translate English to French:",
+    "今天天气很好。我们去公园散步吧。北京是中国的首都。",
+]
+
+# (English, French) pairs for translation examples and tests.
+TRANSLATIONS = [
+    ("The capital of France is Paris.", "La capitale de la France est Paris."),
+    ("Once upon a time there lived a king in a castle.", "Il était une fois un roi dans un château."),
+    ("The dog and the cat are in the house.", "Le chien et le chat sont dans la maison."),
+    ("It was a great movie.", "C'était un grand film."),
+    ("Good morning.", "Bonjour."),
+]
+
+
+def _seq2seq_lines() -> list[str]:
+    """A few hundred lines for a sentencepiece model: the corpus, and word pairs from WORDS."""
+    lines = list(SEQ2SEQ_CORPUS)
+    for i, word in enumerate(WORDS):
+        lines.append(f"{word} {WORDS[(i * 7 + 3) % len(WORDS)]} {WORDS[(i * 11 + 5) % len(WORDS)]}.")
+        lines.append(f"The {word} is {WORDS[(i * 5 + 1) % len(WORDS)]}!")
+    return lines
+
+
+def train_sentencepiece(
+    prefix: Path, lines: list[str], vocab_size: int = 300, user_symbols: list[str] | None = None
+) -> Path:
+    """A unigram sentencepiece model trained here on ``lines`` (``prefix``.model); ids: <pad> 0, </s> 1, <unk> 2."""
+    import io
+
+    import sentencepiece as spm
+
+    model = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(lines),
+        model_writer=model,
+        vocab_size=vocab_size,
+        model_type="unigram",
+        character_coverage=1.0,
+        pad_id=0,
+        eos_id=1,
+        unk_id=2,
+        bos_id=-1,
+        hard_vocab_limit=False,
+        user_defined_symbols=user_symbols or [],
+        minloglevel=2,
+        num_threads=1,
+    )
+    path = prefix.with_suffix(".model")
+    path.write_bytes(model.getvalue())
+    return path
+
+
+def build_t5(folder: Path, seed: int = 0, tie_word_embeddings: bool = True) -> Path:
+    """A tiny T5ForConditionalGeneration with a Unigram tokenizer made from a sentencepiece model trained
+    here, ``task_specific_params`` (summarize/translation prefixes) as t5-small's config has, and a
+    generation_config.json (decoder start: the pad token). ``tie_word_embeddings=False`` makes a T5 v1.1
+    / Flan-T5 style model: an untied head and no output scaling."""
+    import json
+    import tempfile
+
+    import sentencepiece as spm
+    import torch
+    from transformers import T5Config, T5ForConditionalGeneration, T5Tokenizer
+
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        processor = spm.SentencePieceProcessor(model_file=str(train_sentencepiece(Path(tmp) / "t5", _seq2seq_lines())))
+        vocab = [(processor.id_to_piece(i), processor.get_score(i)) for i in range(processor.get_piece_size())]
+    vocab[:3] = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)]
+    tokenizer = T5Tokenizer(vocab=vocab, extra_ids=4)
+    torch.manual_seed(seed)
+    config = T5Config(
+        vocab_size=len(tokenizer),
+        d_model=32,
+        d_kv=16,
+        d_ff=64,
+        num_layers=2,
+        num_decoder_layers=2,
+        num_heads=2,
+        relative_attention_num_buckets=8,
+        relative_attention_max_distance=20,
+        feed_forward_proj="relu" if tie_word_embeddings else "gated-gelu",
+        tie_word_embeddings=tie_word_embeddings,
+        pad_token_id=0,
+        eos_token_id=1,
+        decoder_start_token_id=0,
+        task_specific_params={
+            "summarization": {"prefix": "summarize: ", "num_beams": 4, "length_penalty": 2.0},
+            "translation_en_to_de": {"prefix": "translate English to German: "},
+            "translation_en_to_fr": {"prefix": "translate English to French: "},
+        },
+    )
+    model = T5ForConditionalGeneration(config)
+    if not tie_word_embeddings:  # a head of its own, not the embeddings
+        with torch.no_grad():
+            model.lm_head.weight.normal_(0.0, 1.0)
+    model.save_pretrained(str(folder))
+    tokenizer.save_pretrained(str(folder))
+    generation = {"decoder_start_token_id": 0, "eos_token_id": 1, "pad_token_id": 0}
+    (folder / "generation_config.json").write_text(json.dumps(generation, indent=2) + "\n", encoding="utf-8")
+    return folder
+
+
+def build_marian(
+    folder: Path, seed: int = 0, *, lines: list[str] | None = None, vocab_size: int = 300, size: str = "tiny"
+) -> Path:
+    """A MarianMTModel laid out as an OPUS-MT checkpoint: source.spm and target.spm (one sentencepiece model
+    trained here on ``lines``, default a few hundred built-in lines), vocab.json with ``<pad>`` last (the
+    decoder start), and OPUS-MT's generation_config.json (bad_words_ids: the pad; beams 4). ``size="opus"``:
+    6+6 layers, d_model 512, 8 heads, ffn 2048 (OPUS-MT's shape); else tiny."""
+    import json
+    import tempfile
+    import warnings
+
+    import sentencepiece as spm
+    import torch
+    from transformers import MarianConfig, MarianMTModel, MarianTokenizer
+
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        model_path = train_sentencepiece(Path(tmp) / "spm", lines or _seq2seq_lines(), vocab_size)
+        (folder / "source.spm").write_bytes(model_path.read_bytes())
+        (folder / "target.spm").write_bytes(model_path.read_bytes())
+    processor = spm.SentencePieceProcessor(model_file=str(folder / "source.spm"))
+    pieces = ["</s>", "<unk>"] + [processor.id_to_piece(i) for i in range(3, processor.get_piece_size())]
+    pieces.append("<pad>")
+    vocab = {piece: i for i, piece in enumerate(dict.fromkeys(pieces))}
+    (folder / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+    with warnings.catch_warnings():  # "Recommended: pip install sacremoses" (punctuation normalising)
+        warnings.simplefilter("ignore")
+        tokenizer = MarianTokenizer(
+            source_spm=str(folder / "source.spm"),
+            target_spm=str(folder / "target.spm"),
+            vocab=str(folder / "vocab.json"),
+            source_lang="en",
+            target_lang="fr",
+        )
+    pad = vocab["<pad>"]
+    opus = size == "opus"
+    torch.manual_seed(seed)
+    config = MarianConfig(
+        vocab_size=len(vocab),
+        d_model=512 if opus else 32,
+        encoder_layers=6 if opus else 2,
+        decoder_layers=6 if opus else 2,
+        encoder_attention_heads=8 if opus else 2,
+        decoder_attention_heads=8 if opus else 2,
+        encoder_ffn_dim=2048 if opus else 64,
+        decoder_ffn_dim=2048 if opus else 64,
+        max_position_embeddings=512 if opus else 64,
+        activation_function="swish",
+        scale_embedding=True,
+        pad_token_id=pad,
+        eos_token_id=0,
+        bos_token_id=0,
+        decoder_start_token_id=pad,
+        forced_eos_token_id=0,
+    )
+    MarianMTModel(config).save_pretrained(str(folder))
+    tokenizer.save_pretrained(str(folder))
+    generation = {
+        "bad_words_ids": [[pad]],
+        "bos_token_id": 0,
+        "decoder_start_token_id": pad,
+        "eos_token_id": 0,
+        "forced_eos_token_id": 0,
+        "max_length": 512,
+        "num_beams": 4,
+        "pad_token_id": pad,
+    }
+    (folder / "generation_config.json").write_text(json.dumps(generation, indent=2) + "\n", encoding="utf-8")
+    return folder

@@ -86,6 +86,7 @@ def score_command(
 
     Causal LMs: log P(text), natural log, every token given the ones before it.
     Masked LMs: pseudo-log-likelihood, each token masked in turn (pseudo-perplexity).
+    Encoder-decoders: log P(target | source), from SOURCE<TAB>TARGET lines or a .csv/.tsv/.jsonl file.
     Long texts are scored in sliding windows (--max-length, --stride).
 
     text: PERPLEXITY<TAB>LOG_LIKELIHOOD<TAB>TOKENS<TAB>TEXT per line; the --total line ends in "total".
@@ -96,16 +97,25 @@ def score_command(
     """
     from llmtool.io.streams import read_records
     from llmtool.tasks.score import FORMATTER, score
+    from llmtool.tasks.seq2seq_pairs import is_pair_file, pair_records, seq2seq_folder
 
     output = output_format(fmt, json_flag)
     options = ScoreOptions(
         batch_size=batch_size, max_length=max_length, stride=stride, bos=bos, total=total, skip_invalid=skip_invalid
     )
     options.check()
+    pairs = is_pair_file(input_path) and input_path is not None and seq2seq_folder(model)
     if job.active:  # --output-dir: a resumable job (docs/large-jobs.md)
         task = partial(score, options=options, model_options=model_options(**locals()))
-        read = partial(read_records, None, column=column, encoding=encoding(encoding_name))
+        read = (
+            partial(pair_records, source_column=column, encoding=encoding(encoding_name))  # (source, target) rows
+            if pairs
+            else partial(read_records, None, column=column, encoding=encoding(encoding_name))
+        )
         return run_job(job, read, task, output, FORMATTER, Console(quiet, verbose))
-    records = read_records(text, input_path, column, encoding=encoding(encoding_name))
+    if pairs and input_path is not None:
+        records = pair_records(input_path, column, None, encoding(encoding_name))  # (source, target) rows
+    else:
+        records = read_records(text, input_path, column, encoding=encoding(encoding_name))
     results = score(records, options=options, model_options=model_options(**locals()))
     write(results, output, FORMATTER, Console(quiet, verbose))

@@ -8,11 +8,13 @@ records) and ask an engine for numbers only:
   logits (a classifier's classes, or next-sentence's two), the last hidden states, a per-token
   head's logits (a token classifier's labels, or question answering's start and end);
 - a decoder (:class:`DecoderEngine`): log P(token | the tokens before it), and new tokens;
-- an encoder-decoder (:class:`Seq2SeqEngine`): a placeholder for translation and summarization.
+- an encoder-decoder (:class:`Seq2SeqEngine`): new target tokens from source tokens (greedy, beam search,
+  sampling), and log P(target token | source, the target tokens before it).
 
 Rows come unpadded (token ids as lists); results come back as numpy float32 arrays. Two engines
 implement these Protocols: torch (:mod:`llmtool.engines.torch_engine`) and CTranslate2
-(:mod:`llmtool.engines.ct2.encoder`, :mod:`llmtool.engines.ct2.decoder`), so the same records
+(:mod:`llmtool.engines.ct2.encoder`, :mod:`llmtool.engines.ct2.decoder`,
+:mod:`llmtool.engines.ct2.seq2seq`), so the same records
 come out whichever engine ran. :mod:`llmtool.engines.choice` opens one, typed as these Protocols:
 a method added here and missing from either engine is a mypy error there.
 """
@@ -164,17 +166,29 @@ class DecoderEngine(Protocol):
 
 
 class Seq2SeqEngine(Protocol):
-    """An encoder-decoder (T5, BART, Marian...): new text from a source text.
+    """An encoder-decoder (T5, BART, Marian, mBART, NLLB...): new text from a source text, and the
+    log-probabilities of a given target.
 
-    A placeholder for now: no engine implements it yet. A later issue adds CTranslate2's
-    ``Translator`` and torch's ``generate`` on a seq2seq model behind this interface; the options
-    follow :meth:`DecoderEngine.generate` (beam search added)."""
+    Target token lists never hold the decoder start token (the engine puts it first); they hold a
+    forced ``prefix`` (a language code, BART's ``<s>``) when one was given, and the end token when
+    one was produced. Both engines return the same tokens for the same options at float32 (greedy and
+    beam search; sampling draws from each engine's own generator)."""
 
     @property
     def name(self) -> str: ...
 
     @property
     def config(self) -> Any: ...
+
+    @property
+    def decoder_start_token_id(self) -> int | None:
+        """The token the decoder starts from (its generation_config.json's, else config.json's)."""
+        ...
+
+    @property
+    def generation_config(self) -> dict[str, Any] | None:
+        """The model's own generation settings (its generation_config.json), or None."""
+        ...
 
     def generate(
         self,
@@ -186,10 +200,28 @@ class Seq2SeqEngine(Protocol):
         temperature: float,
         top_k: int,
         top_p: float,
-        repetition_penalty: float,
+        length_penalty: float,
+        no_repeat_ngram_size: int,
         num_return_sequences: int,
         seed: int | None,
+        row_seeds: Sequence[int] | None,
         eos_ids: AbstractSet[int],
+        prefix: Sequence[int] = (),
+        suppress: Sequence[int] = (),
+        on_token: OnToken | None = None,
     ) -> list[list[int]]:
-        """The target tokens per output sequence, source-major (source 0's sequences first), EOS included."""
+        """The target tokens per output sequence, source-major (source 0's sequences first): ``prefix``
+        first, then up to ``max_new_tokens`` new ones, EOS included.
+
+        ``num_beams`` > 1: beam search (``greedy`` must be true), the ``num_return_sequences`` best
+        hypotheses, best first, scored as sum of log-probabilities / length ** ``length_penalty``.
+        Sampling (``greedy`` false): ``row_seeds`` (one per output sequence) lets an engine draw each
+        sequence from its own generator. ``no_repeat_ngram_size`` > 0 bans repeating an n-gram of
+        the target; ``suppress``: tokens never generated (a single-token ``bad_words_ids``).
+        ``on_token(sequence, token)`` sees each new token when ``num_beams`` is 1; True stops that
+        sequence."""
+        ...
+
+    def token_logprobs(self, sources: Sequence[Sequence[int]], targets: Sequence[Sequence[int]]) -> list[FloatArray]:
+        """Per pair, log P(target[t] | source, decoder start + target[:t]) for every t (float32)."""
         ...

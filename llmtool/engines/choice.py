@@ -23,7 +23,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, Generic, NamedTuple, TypeAlias, TypeVar
 
-from llmtool.engines.base import DecoderEngine, EncoderEngine, Tokenizer
+from llmtool.engines.base import DecoderEngine, EncoderEngine, Seq2SeqEngine, Tokenizer
 from llmtool.errors import LlmtoolError, ModelError, UsageError
 from llmtool.io.console import say
 from llmtool.models import ModelRef, locate, prepare_environment, prepare_streaming
@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 # ref -> (tokenizer, Transformers model), with the command's own checks
 LoadedModel: TypeAlias = "tuple[PreTrainedTokenizerBase, PreTrainedModel]"  # what a torch loader returns
 TorchLoader = Callable[[ModelRef], LoadedModel]
-Engine = TypeVar("Engine", EncoderEngine, DecoderEngine)
+Engine = TypeVar("Engine", EncoderEngine, DecoderEngine, Seq2SeqEngine)
 # The engine task keys each kind of engine runs, from the registry (one entry per command).
 ENCODER_TASKS, DECODER_TASKS = engine_tasks("encoder"), engine_tasks("decoder")
 
@@ -90,6 +90,48 @@ def open_decoder(ref: ModelRef, task: str, load_torch: TorchLoader) -> Opened[De
     tokenizer, model = load_torch(ref)
     engine: DecoderEngine = TorchDecoder(tokenizer, model)
     return Opened(tokenizer, engine)
+
+
+def open_seq2seq(ref: ModelRef, task: str, load_torch: TorchLoader) -> Opened[Seq2SeqEngine]:
+    """(tokenizer, encoder-decoder engine) for translate, summarize and seq2seq scoring."""
+
+    def load_ct2(entry: Path, device: str, compute_type: str) -> Seq2SeqEngine:
+        from llmtool.engines.ct2.seq2seq import load_seq2seq
+
+        return load_seq2seq(entry, device, compute_type, config=config_of(ref))
+
+    opened = _open_ct2(ref, task, load_ct2)
+    if opened is not None:
+        return opened
+    from llmtool.engines.torch_engine import TorchSeq2Seq
+
+    tokenizer, model = load_torch(ref)
+    engine: Seq2SeqEngine = TorchSeq2Seq(tokenizer, model)
+    return Opened(tokenizer, engine)
+
+
+def entry_tokenizer(entry: Path) -> Tokenizer:
+    """The tokenizer of a CTranslate2 entry: the ``tokenizers``-only one; for Marian's sentencepiece pair
+    (no ``tokenizers`` backend), :class:`~llmtool.engines.ct2.marian_tokenizer.MarianSentencePiece` over
+    the entry's copy of its files; another tokenizer without a backend, Transformers' own from its copy."""
+    from llmtool.engines.ct2.cache import SOURCE_TOKENIZER_DIR
+    from llmtool.engines.ct2.tokenizer import load_tokenizer
+
+    copied = entry / SOURCE_TOKENIZER_DIR
+    if not copied.is_dir():
+        return load_tokenizer(entry)
+    if (copied / "source.spm").is_file() and (copied / "vocab.json").is_file():
+        from llmtool.engines.ct2.marian_tokenizer import MarianSentencePiece
+
+        return MarianSentencePiece(copied)  # sentencepiece alone: no torch, no Transformers
+    import warnings
+
+    from transformers import AutoTokenizer
+
+    with warnings.catch_warnings():  # MarianTokenizer recommends sacremoses (punctuation normalising) each time
+        warnings.simplefilter("ignore")
+        tokenizer: Tokenizer = AutoTokenizer.from_pretrained(str(copied))
+    return tokenizer
 
 
 def config_of(ref: ModelRef) -> dict[str, Any] | None:
@@ -200,7 +242,6 @@ def _open_ct2(ref: ModelRef, task: str, load: Callable[[Path, str, str], Engine]
     device, quantization, compute_type = plan
     from llmtool.engines.ct2.cache import CacheError, default_convert_max
     from llmtool.engines.ct2.convert import ensure_entry
-    from llmtool.engines.ct2.tokenizer import load_tokenizer
     from llmtool.models import check_tokenizer_files, model_error
 
     assert ref.folder is not None
@@ -213,7 +254,7 @@ def _open_ct2(ref: ModelRef, task: str, load: Callable[[Path, str, str], Engine]
     try:
         limit = None if explicit else default_convert_max()
         entry = ensure_entry(ref.folder, quantization, convert_max_bytes=limit, allow_convert=explicit)
-        tokenizer: Tokenizer = load_tokenizer(entry)
+        tokenizer: Tokenizer = entry_tokenizer(entry)
         engine = load(entry, device, compute_type)
     except CacheError as exc:
         if explicit:

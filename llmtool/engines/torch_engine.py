@@ -268,3 +268,152 @@ class _TokenWatcher:
                 self.done.add(row)
             flags.append(row in self.done)
         return torch.tensor(flags or [False] * input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+
+
+class TorchSeq2Seq(_TorchModel):
+    """An encoder-decoder (``AutoModelForSeq2SeqLM``): generation with ``generate`` and target scoring."""
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel) -> None:
+        super().__init__(tokenizer, model)
+        own = model.generation_config
+        start = own.decoder_start_token_id
+        if start is None:
+            start = getattr(model.config, "decoder_start_token_id", None)
+        self.decoder_start_token_id: int | None = start if isinstance(start, int) else None
+        self.generation_config: dict[str, Any] | None = (
+            None if getattr(own, "_from_model_config", False) else own.to_diff_dict()
+        )
+        pad = getattr(model.config, "pad_token_id", None)
+        if getattr(model.config, "model_type", "") == "marian" and isinstance(pad, int):
+            _ban_output(model, pad)
+
+    def _start(self) -> int:
+        if self.decoder_start_token_id is None:
+            raise ValueError(f"{self.tokenizer.name_or_path}: the model names no decoder_start_token_id")
+        return self.decoder_start_token_id
+
+    def generate(
+        self,
+        sources: Sequence[Sequence[int]],
+        *,
+        max_new_tokens: int,
+        greedy: bool,
+        num_beams: int,
+        temperature: float,
+        top_k: int,
+        top_p: float,
+        length_penalty: float,
+        no_repeat_ngram_size: int,
+        num_return_sequences: int,
+        seed: int | None,
+        row_seeds: Sequence[int] | None,
+        eos_ids: AbstractSet[int],
+        prefix: Sequence[int] = (),
+        suppress: Sequence[int] = (),
+        on_token: OnToken | None = None,
+    ) -> list[list[int]]:
+        """Target tokens per output sequence, source-major: ``prefix``, then the new tokens, EOS included.
+
+        A fresh ``GenerationConfig`` holds only what llmtool resolved (as for causal LMs): the model's
+        other settings (``forced_eos_token_id``, ``max_length``...) do not apply behind the user's back.
+        A forced prefix is given as decoder input (what ``forced_bos_token_id`` does for one token)."""
+        import torch
+        from transformers import GenerationConfig, LogitsProcessorList, StoppingCriteriaList
+
+        n = num_return_sequences
+        if not sources:
+            return []
+        inputs = self._pad([{"input_ids": list(s)} for s in sources])
+        start = [self._start(), *prefix]
+        decoder_ids = torch.tensor([start] * len(sources), dtype=torch.long, device=self.device)
+        beams = max(1, num_beams) if greedy else 1
+        config = GenerationConfig(
+            max_new_tokens=max_new_tokens,
+            do_sample=False,  # sampling, when asked, happens in the row sampler with per-row generators
+            num_beams=beams,
+            num_return_sequences=n if beams > 1 else 1,
+            length_penalty=length_penalty,
+            early_stopping=True,  # as CTranslate2: done once num_beams hypotheses have ended
+            no_repeat_ngram_size=no_repeat_ngram_size,
+            suppress_tokens=list(suppress) or None,
+            pad_token_id=self.tokenizer.pad_token_id,
+            eos_token_id=sorted(eos_ids) or None,
+            decoder_start_token_id=self._start(),
+        )
+        ids, mask = inputs["input_ids"], inputs["attention_mask"]
+        if beams == 1 and n > 1:  # samples: each source n times, each copy with its own generator
+            ids, mask = ids.repeat_interleave(n, dim=0), mask.repeat_interleave(n, dim=0)
+            decoder_ids = decoder_ids.repeat_interleave(n, dim=0)
+        kwargs: dict[str, Any] = {"generation_config": config}
+        if not greedy:
+            assert row_seeds is not None
+            sampler = _row_sampler(list(row_seeds), temperature, top_k, top_p, self.device)
+            kwargs["logits_processor"] = LogitsProcessorList([sampler])
+        if on_token is not None and beams == 1:
+            kwargs["stopping_criteria"] = StoppingCriteriaList([_TokenWatcher(on_token, len(start), eos_ids)])
+        model = cast("GenerationMixin", self.model)
+        own = self.model.generation_config
+        # generate() fills what the config leaves unset from the model's own (forced_eos_token_id,
+        # bad_words_ids, min_length...): blank while it runs, so that only the values above apply.
+        self.model.generation_config = GenerationConfig()
+        try:
+            with torch.inference_mode():
+                output = model.generate(input_ids=ids, attention_mask=mask, decoder_input_ids=decoder_ids, **kwargs)
+        finally:
+            self.model.generation_config = own
+        rows: list[list[int]] = output[:, 1:].tolist()
+        out = []
+        for row in rows:  # generate pads the rows that ended early: cut after the first EOS
+            tokens = row[: len(prefix)]
+            for token in row[len(prefix) :]:
+                tokens.append(token)
+                if token in eos_ids:
+                    break
+            out.append(tokens)
+        return out
+
+    def token_logprobs(self, sources: Sequence[Sequence[int]], targets: Sequence[Sequence[int]]) -> list[FloatArray]:
+        """Per pair, log P(target[t] | source, decoder start + target[:t]) for every t (float32)."""
+        import torch
+
+        if not sources:
+            return []
+        inputs = self._pad([{"input_ids": list(s)} for s in sources])
+        start = self._start()
+        longest = max(len(t) for t in targets)
+        decoder = torch.full((len(targets), max(1, longest)), start, dtype=torch.long, device=self.device)
+        decoder_mask = torch.zeros_like(decoder)
+        for i, target in enumerate(targets):
+            row = [start, *target[:-1]]
+            decoder[i, : len(row)] = torch.tensor(row, dtype=torch.long)
+            decoder_mask[i, : len(row)] = 1
+        with torch.inference_mode():
+            logits = self.model(
+                input_ids=inputs["input_ids"],
+                attention_mask=inputs["attention_mask"],
+                decoder_input_ids=decoder,
+                decoder_attention_mask=decoder_mask,
+            ).logits
+            logprobs = logits.float().log_softmax(dim=-1)
+        out: list[FloatArray] = []
+        for i, target in enumerate(targets):
+            picked = logprobs[i, torch.arange(len(target)), torch.tensor(list(target), dtype=torch.long)]
+            out.append(picked.cpu().numpy().astype(np.float32))
+        return out
+
+
+def _ban_output(model: PreTrainedModel, token: int) -> None:
+    """Leave ``token`` out of the model's output distribution (its logit -inf), in generation and scoring.
+
+    Marian's pad token is the decoder's start and never an output: OPUS-MT's generation_config bans it,
+    and CTranslate2's conversion drops it from the vocabulary, so that its probability mass goes to
+    the other tokens. The same here: the log-probabilities (and so the beams) of both engines agree."""
+    head = model.get_output_embeddings()
+    if head is None:
+        return
+
+    def hook(module: torch.nn.Module, inputs: Any, output: torch.Tensor) -> torch.Tensor:
+        output[..., token] = float("-inf")
+        return output
+
+    head.register_forward_hook(hook)

@@ -36,6 +36,7 @@ from llmtool.settings.inference import (
     SimilarOptions,
 )
 from llmtool.settings.qa import QAOptions
+from llmtool.settings.seq2seq import SEQ2SEQ_DEFAULTS, Seq2SeqOptions, SummarizeOptions, TranslateOptions
 from llmtool.settings.tag import TAG_AGGREGATIONS, TagOptions
 from llmtool.settings.training import (
     LORA_LR_FACTOR,
@@ -61,6 +62,7 @@ __all__ = [
     "OBJECTIVES",
     "PRECISIONS",
     "QUANTIZATIONS",
+    "SEQ2SEQ_DEFAULTS",
     "SIZES",
     "TAG_AGGREGATIONS",
     "TASKS",
@@ -78,10 +80,13 @@ __all__ = [
     "PretrainSettings",
     "QAOptions",
     "ScoreOptions",
+    "Seq2SeqOptions",
     "SimilarOptions",
     "Size",
+    "SummarizeOptions",
     "TagOptions",
     "TrainSettings",
+    "TranslateOptions",
     "at_least",
     "defaults",
     "env_default",

@@ -4,6 +4,9 @@ Sequence classifiers: accuracy, macro-F1, per-class precision/recall/F1/support 
 confusion matrix, against a CSV label column. Gold labels may be the model's label names or
 its label ids; anything else is reported (with its line) before the model loads.
 
+Encoder-decoders: BLEU, chrF and ROUGE of the model's translations or summaries against references
+(:mod:`llmtool.tasks.evaluate_seq2seq`).
+
 Causal and masked LMs: the corpus perplexity of a text file or CSV column, each line scored
 with :mod:`llmtool.tasks.score` and pooled by token count (pseudo-perplexity for masked LMs).
 
@@ -23,12 +26,14 @@ from llmtool.io.console import Console
 from llmtool.io.formats import Formatter
 from llmtool.io.streams import read_records
 from llmtool.io.tables import csv_rows, is_table
+from llmtool.kinds import ENCODER_DECODER, model_kind
 from llmtool.metrics import classification_metrics
 from llmtool.models import ModelRef, architecture
 from llmtool.settings import ClassifyOptions, EvaluateOptions, ModelOptions, ScoreOptions
 from llmtool.tasks.base import locate
 from llmtool.tasks.classify import Classifier, load_classifier, read_examples
 from llmtool.tasks.evaluate_qa import evaluate_qa, is_qa_data, qa_summary, qa_tsv_rows
+from llmtool.tasks.evaluate_seq2seq import evaluate_seq2seq, seq2seq_summary, seq2seq_tsv_rows
 from llmtool.tasks.evaluate_similarity import (
     evaluate_similarity,
     is_sentence_encoder,
@@ -38,6 +43,7 @@ from llmtool.tasks.evaluate_similarity import (
 )
 from llmtool.tasks.evaluate_tag import evaluate_tags, is_tag_data, tagging_summary, tagging_table, tagging_tsv_rows
 from llmtool.tasks.score import lm_objective, load_scorer
+from llmtool.tasks.seq2seq_pairs import seq2seq_folder
 
 __all__ = ["EvaluateOptions", "classification_metrics", "evaluate", "label_id"]
 
@@ -83,9 +89,13 @@ def evaluate(
         model_options = ModelOptions(model=model)
     opts.check()
     console = console or Console(quiet=True)
-    if not is_tag_data(data, opts.encoding):  # JSON Lines tokens and tags have no text field to check
+    # JSON Lines tokens and tags have no text field to check; an encoder-decoder's pairs are checked by
+    # evaluate_seq2seq
+    if not is_tag_data(data, opts.encoding) and not seq2seq_folder(model_options.model):
         _check_data(data, opts)
     ref = locate("evaluate", model_options)
+    if ENCODER_DECODER in model_kind(ref.folder).kinds:
+        return evaluate_seq2seq(data, ref, opts, console)
     config = engines.model_config(ref)
     if is_sentence_encoder(ref, config):
         return evaluate_similarity(data, ref, opts, console)
@@ -245,6 +255,8 @@ def _summary(result: dict[str, Any]) -> list[tuple[str, str]]:
         return tagging_summary(result)
     if result["task"] == "qa":
         return qa_summary(result)
+    if result["task"] == "seq2seq":
+        return seq2seq_summary(result)
     name = "perplexity" if result["objective"] == "clm" else "pseudo-perplexity"
     return [
         ("lines", str(result["lines"])),
@@ -314,6 +326,9 @@ def _tsv_rows(result: dict[str, Any]) -> Iterator[list[object]]:
         return
     if result["task"] == "qa":
         yield from qa_tsv_rows(result)
+        return
+    if result["task"] == "seq2seq":
+        yield from seq2seq_tsv_rows(result)
         return
     if result["task"] != "classification":
         for key in ("lines", "tokens", "log_likelihood", "perplexity"):

@@ -18,6 +18,7 @@ from typing import Literal
 from llmtool.kinds import (
     CAUSAL_LM,
     ENCODER,
+    ENCODER_DECODER,
     MASKED_LM,
     NEXT_SENTENCE,
     NEXT_SENTENCE_FAMILIES,
@@ -29,7 +30,7 @@ from llmtool.kinds import (
 )
 
 Group = Literal["inference", "training", "tool"]
-EngineKind = Literal["encoder", "decoder"]
+EngineKind = Literal["encoder", "decoder", "seq2seq"]
 
 # The default refusal, e.g. "facts-bert is a masked LM (BertForMaskedLM); generate needs a causal LM
 # (GPT-2, Llama, ...). Did you mean `llmtool fill-mask`?"
@@ -51,6 +52,7 @@ class Command:
     module: str | None = None  # the task module that holds ``api``
     encoder: tuple[str, ...] = ()  # engine task keys run by an encoder engine (llmtool.engines.choice)
     decoder: tuple[str, ...] = ()  # engine task keys run by a decoder engine
+    seq2seq: tuple[str, ...] = ()  # engine task keys run by an encoder-decoder engine
     default_model: str | None = None  # --model's default (None: --model is required, or no model)
     settings: tuple[str, ...] = ()  # the classes of llmtool.settings its flags fill
     accepts: frozenset[str] | None = None  # the kinds of model it runs (llmtool.kinds); None: any, or no model
@@ -74,7 +76,11 @@ class Command:
 
     @property
     def engine_tasks(self) -> dict[str, EngineKind]:
-        return {**dict.fromkeys(self.encoder, "encoder"), **dict.fromkeys(self.decoder, "decoder")}
+        return {
+            **dict.fromkeys(self.encoder, "encoder"),
+            **dict.fromkeys(self.decoder, "decoder"),
+            **dict.fromkeys(self.seq2seq, "seq2seq"),
+        }
 
 
 LANGUAGE_MODELS = frozenset({CAUSAL_LM, MASKED_LM})
@@ -86,6 +92,7 @@ ENCODERS = SELF_ATTENTION
 
 # evaluate measures each of these on held-out data (accuracy, entity F1, exact match, Spearman, perplexity)
 EVALUATED = LANGUAGE_MODELS | {SEQUENCE_CLASSIFIER, TOKEN_CLASSIFIER, QUESTION_ANSWERING, SENTENCE_ENCODER, ENCODER}
+EVALUATED |= {ENCODER_DECODER}  # BLEU, chrF, ROUGE
 
 # In the order `llmtool --help` lists them (Typer lists command groups after the plain commands).
 COMMANDS: tuple[Command, ...] = (
@@ -114,6 +121,29 @@ COMMANDS: tuple[Command, ...] = (
         jobs=True,
     ),
     Command(
+        "translate",
+        "llmtool.cli.translate:translate_command",
+        api="translate",
+        module="llmtool.tasks.translate",
+        seq2seq=("translate",),
+        default_model="Helsinki-NLP/opus-mt-en-fr",
+        settings=("TranslateOptions", "ModelOptions"),
+        accepts=frozenset({ENCODER_DECODER}),
+        needs="an encoder-decoder (Marian, T5, ...)",
+    ),
+    Command(
+        "summarize",
+        "llmtool.cli.translate:summarize_command",
+        api="summarize",
+        module="llmtool.tasks.summarize",
+        seq2seq=("summarize",),
+        default_model="sshleifer/distilbart-cnn-12-6",
+        settings=("SummarizeOptions", "ModelOptions"),
+        accepts=frozenset({ENCODER_DECODER}),
+        needs="an encoder-decoder (BART, T5, ...)",
+        suggested=False,  # translate is the command to name
+    ),
+    Command(
         "classify",
         "llmtool.cli.classify:classify_command",
         api="classify",
@@ -133,9 +163,10 @@ COMMANDS: tuple[Command, ...] = (
         module="llmtool.tasks.score",
         encoder=("score-mlm",),
         decoder=("score-clm",),
+        seq2seq=("score-seq2seq",),
         default_model="gpt2",
         settings=("ScoreOptions", "ModelOptions"),
-        accepts=LANGUAGE_MODELS,
+        accepts=LANGUAGE_MODELS | {ENCODER_DECODER},
         needs="a causal or masked LM",
         refusal="{name} ({arch}) is not a causal or masked language model",
         jobs=True,
@@ -147,8 +178,9 @@ COMMANDS: tuple[Command, ...] = (
         module="llmtool.tasks.evaluate",
         settings=("EvaluateOptions", "ModelOptions"),
         accepts=EVALUATED,
-        needs="a classifier, tagger, QA model, sentence encoder or language model",
-        refusal="{name} ({arch}) is not a classifier, tagger, QA model, sentence encoder or language model{hint}",
+        needs="a classifier, tagger, QA model, encoder-decoder, sentence encoder or language model",
+        refusal="{name} ({arch}) is not a classifier, tagger, QA model, encoder-decoder, sentence encoder or "
+        "language model{hint}",
         suggested=False,  # it needs held-out data: the commands that run a model come first to mind
     ),
     Command(
@@ -261,7 +293,8 @@ def python_api() -> dict[str, tuple[str, str]]:
 
 
 def engine_kind(task_key: str) -> EngineKind:
-    """Which engine runs an engine task key (``fill-mask``, ``score-clm``, ...): ``encoder`` or ``decoder``."""
+    """Which engine runs an engine task key (``fill-mask``, ``score-clm``, ...): ``encoder``, ``decoder`` or
+    ``seq2seq``."""
     for c in COMMANDS:
         if task_key in c.engine_tasks:
             return c.engine_tasks[task_key]

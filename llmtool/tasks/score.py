@@ -20,7 +20,6 @@ token count (sum of log-likelihoods over sum of tokens), the corpus perplexity.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -29,6 +28,8 @@ from llmtool.engines import choice as engines
 from llmtool.errors import ModelError, UsageError
 from llmtool.io.formats import Formatter
 from llmtool.io.inputs import Record, as_records
+from llmtool.kinds import ENCODER_DECODER, model_kind
+from llmtool.metrics import perplexity
 from llmtool.models import (
     MissingHeadError,
     ModelRef,
@@ -100,6 +101,10 @@ def language_model_loader(objective: Objective) -> engines.TorchLoader:
 def open_scorer(model_options: ModelOptions, options: ScoreOptions) -> Scorer:
     """Locate the model, tell its objective, and load it (on the engine :mod:`llmtool.engines.choice` chooses)."""
     ref = locate(COMMAND.name, model_options)
+    if ENCODER_DECODER in model_kind(ref.folder).kinds:
+        from llmtool.tasks.score_seq2seq import open_seq2seq_scorer
+
+        return open_seq2seq_scorer(ref, options)  # type: ignore[return-value]  # the same records
     _, objective = check_language_model(ref)
     return load_scorer(ref, objective, options)
 
@@ -305,15 +310,6 @@ def _special_frame(tokenizer: Any) -> tuple[list[int], list[int]]:
         if full[at : at + len(plain)] == plain:
             return full[:at], full[at + len(plain) :]
     return [], []
-
-
-def perplexity(log_likelihood: float, tokens: int) -> float | None:
-    if tokens == 0:
-        return None
-    try:
-        return math.exp(-log_likelihood / tokens)
-    except OverflowError:
-        return math.inf
 
 
 # --------------------------------------------------------------------------- formats

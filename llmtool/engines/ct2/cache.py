@@ -71,7 +71,12 @@ SOURCE_FILES = (
     "chat_template.json",
     "model.safetensors.index.json",
     "pytorch_model.bin.index.json",
+    "source.spm",  # Marian (OPUS-MT): sentencepiece models of the source and target languages
+    "target.spm",
 )
+# Where an entry keeps a tokenizer that has no ``tokenizers`` backend (Marian's sentencepiece pair): its
+# files as the model folder has them, loaded with Transformers at run time (no torch).
+SOURCE_TOKENIZER_DIR = "tokenizer"
 _RACY_NS = 2_000_000_000  # a file changed this recently may change again within the same mtime tick
 _CHUNK = 1 << 20
 
@@ -296,7 +301,10 @@ def _manifest(entry: Path) -> dict[str, Any]:
         ok = isinstance(record, dict) and _is_sha(record.get("sha256")) and _is_sig(record.get("stat"))
         if not ok or type(record.get("size")) is not int or ".." in Path(name).parts or Path(name).is_absolute():
             raise ValueError(f"the manifest's record of {name!r} is malformed")
-    for needed in (f"{CT2_DIR}/model.bin", MODEL_META, "tokenizer.json", "tokenizer_meta.json", HEADS_FILE):
+    tokenizer: tuple[str, ...] = ("tokenizer.json", "tokenizer_meta.json")
+    if f"{SOURCE_TOKENIZER_DIR}/tokenizer_config.json" in files:
+        tokenizer = (f"{SOURCE_TOKENIZER_DIR}/tokenizer_config.json",)
+    for needed in (f"{CT2_DIR}/model.bin", MODEL_META, *tokenizer, HEADS_FILE):
         if needed not in files:
             raise ValueError(f"the manifest does not list {needed}")
     return data

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from llmtool.engines.ct2 import cache
-from llmtool.engines.ct2.support import ENCODER_TYPES
+from llmtool.engines.ct2.support import ENCODER_TYPES, SEQ2SEQ_TYPES
 from llmtool.engines.ct2.tokenizer import export_tokenizer
 from llmtool.errors import ModelError, one_line
 from llmtool.io.console import say
@@ -256,6 +256,8 @@ def _load_for_conversion(model_class: Any, path: str, kwargs: dict[str, Any], ca
 
     config = kwargs["config"]
     model_type = config.model_type
+    if model_type in SEQ2SEQ_TYPES:
+        return _load_seq2seq(model_class, path, kwargs, captured)
     if model_type not in ENCODER_TYPES:
         model = model_class.from_pretrained(path, **kwargs)
         captured["class"] = type(model).__name__
@@ -282,6 +284,26 @@ def _load_for_conversion(model_class: Any, path: str, kwargs: dict[str, Any], ca
             p.data.zero_()
         base.pooler = pooler
     return base
+
+
+def _load_seq2seq(model_class: Any, path: str, kwargs: dict[str, Any], captured: dict[str, Any]) -> Any:
+    """An encoder-decoder for the converter, with the settings Transformers 5 moved put back where the
+    converter reads them."""
+    config = kwargs["config"]
+    if config.model_type in ("bart", "mbart") and getattr(config, "normalize_before", None) is None:
+        # Transformers 5 dropped normalize_before from these configs; the converter reads it: BART's
+        # layers normalise after each block, mBART's before (MarianMT and M2M100 set it themselves).
+        config.normalize_before = config.model_type == "mbart"
+    model = model_class.from_pretrained(path, **kwargs)
+    if config.model_type in ("t5", "mt5", "umt5"):
+        # Transformers 5 forces tie_word_embeddings on and scales the decoder's output by d_model**-0.5
+        # only when scale_decoder_outputs says so (models saved untied: T5 v1.1, Flan-T5); the converter
+        # scales whenever tie_word_embeddings is on.
+        model.config.tie_word_embeddings = bool(getattr(model.config, "scale_decoder_outputs", True))
+    captured["class"] = type(model).__name__
+    captured["config"] = model.config
+    captured["heads"] = {}
+    return model
 
 
 def _np(tensor: torch.Tensor) -> FloatArray:
@@ -352,9 +374,13 @@ def _write_extras(folder: Path, quantization: str, tmp: Path, captured: dict[str
 
     config = captured["config"]
     heads: dict[str, FloatArray] = captured["heads"]
-    export_tokenizer(captured["tokenizer"], tmp)
-    save_file(heads, str(tmp / cache.HEADS_FILE))
     model_type = config.model_type
+    seq2seq = model_type in SEQ2SEQ_TYPES
+    if seq2seq and getattr(captured["tokenizer"], "backend_tokenizer", None) is None:
+        _copy_source_tokenizer(captured["tokenizer"], tmp / cache.SOURCE_TOKENIZER_DIR)
+    else:
+        export_tokenizer(captured["tokenizer"], tmp)
+    save_file(heads, str(tmp / cache.HEADS_FILE))
     raw = cache.read_json(folder / "config.json")
     generation = (
         cache.read_json(folder / "generation_config.json") if (folder / "generation_config.json").is_file() else None
@@ -363,6 +389,8 @@ def _write_extras(folder: Path, quantization: str, tmp: Path, captured: dict[str
         max_positions = int(config.max_position_embeddings) - (int(config.pad_token_id or 1) + 1)
     elif model_type == "gpt2":
         max_positions = int(config.n_positions)
+    elif model_type in ("t5", "mt5", "umt5"):
+        max_positions = 0  # relative positions: no limit of the model's own
     else:
         max_positions = int(config.max_position_embeddings)
     token_head = captured.get("token_head")
@@ -377,7 +405,7 @@ def _write_extras(folder: Path, quantization: str, tmp: Path, captured: dict[str
         "model_type": model_type,
         "architectures": raw.get("architectures"),
         "loaded_class": captured["class"],
-        "kind": "encoder" if model_type in ENCODER_TYPES else "decoder",
+        "kind": "encoder" if model_type in ENCODER_TYPES else "seq2seq" if seq2seq else "decoder",
         "quantization": quantization,
         "heads": {
             "mlm": "mlm.decoder.weight" in heads,
@@ -393,7 +421,8 @@ def _write_extras(folder: Path, quantization: str, tmp: Path, captured: dict[str
         "label2id": dict(config.label2id) if classifier or labelled else None,
         "problem_type": getattr(config, "problem_type", None),
         "max_positions": max_positions,
-        "learned_positions": model_type != "llama",
+        "learned_positions": model_type != "llama" and max_positions > 0,
+        "decoder_start_token_id": _int_or_list(getattr(config, "decoder_start_token_id", None)),
         "generation_config": generation,
         "eos_token_id": _int_or_list(getattr(config, "eos_token_id", None)),
         "bos_token_id": _int_or_list(getattr(config, "bos_token_id", None)),
@@ -402,6 +431,13 @@ def _write_extras(folder: Path, quantization: str, tmp: Path, captured: dict[str
         "source": str(folder),
     }
     (tmp / cache.MODEL_META).write_text(json.dumps(meta, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def _copy_source_tokenizer(tokenizer: PreTrainedTokenizerBase, where: Path) -> None:
+    """A tokenizer without a ``tokenizers`` backend (Marian's pair of sentencepiece models), saved as
+    Transformers saves it: the CTranslate2 engine loads it from there (Transformers, without torch)."""
+    where.mkdir(parents=True)
+    tokenizer.save_pretrained(str(where))
 
 
 def _write_manifest(tmp: Path, key: str, folder: Path, quantization: str, root: Path) -> None:

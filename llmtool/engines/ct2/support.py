@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-TASKS = ("fill-mask", "generate", "score-clm", "score-mlm", "classify", "next-sentence", "tag", "qa")
+SEQ2SEQ_TASKS = ("translate", "summarize", "score-seq2seq")  # run by ctranslate2.Translator
+TASKS: tuple[str, ...] = ("fill-mask", "generate", "score-clm", "score-mlm", "classify", "next-sentence", "tag", "qa")
+TASKS += SEQ2SEQ_TASKS
 
 # What llmtool runs with this engine: model_type -> architecture -> tasks.
 _ARCHITECTURES: dict[str, dict[str, tuple[str, ...]]] = {
@@ -27,8 +29,15 @@ _ARCHITECTURES: dict[str, dict[str, tuple[str, ...]]] = {
     },
     "gpt2": {"GPT2LMHeadModel": ("generate", "score-clm")},
     "llama": {"LlamaForCausalLM": ("generate", "score-clm")},
+    "t5": {"T5ForConditionalGeneration": SEQ2SEQ_TASKS},
+    "mt5": {"MT5ForConditionalGeneration": SEQ2SEQ_TASKS},
+    "bart": {"BartForConditionalGeneration": SEQ2SEQ_TASKS},
+    "mbart": {"MBartForConditionalGeneration": SEQ2SEQ_TASKS},
+    "marian": {"MarianMTModel": SEQ2SEQ_TASKS},
+    "m2m_100": {"M2M100ForConditionalGeneration": SEQ2SEQ_TASKS},  # M2M100 and NLLB
 }
 ENCODER_TYPES = ("bert", "roberta")  # converted as encoders (with their heads); the others are decoders
+SEQ2SEQ_TYPES = ("t5", "mt5", "bart", "mbart", "marian", "m2m_100")  # encoder-decoders (ctranslate2.Translator)
 # Activations CTranslate2's converter maps (and :func:`llmtool.engines.ct2.runtime.activation` computes for the heads).
 _ACTIVATIONS = (
     "gelu",
@@ -84,6 +93,12 @@ def _config_problem(config: dict[str, Any]) -> str | None:
             return "ctranslate2 does not convert GPT-2's per-layer attention scaling"
         if config.get("scale_attn_weights") is False:
             return "ctranslate2 does not convert unscaled GPT-2 attention"
+    elif model_type in ("t5", "mt5"):
+        if config.get("dense_act_fn", config.get("feed_forward_proj", "relu").split("-")[-1]) not in _ACTIVATIONS:
+            return f"ctranslate2 does not convert the {config.get('dense_act_fn')} activation"
+    elif model_type in SEQ2SEQ_TYPES:
+        if config.get("activation_function", "gelu") not in _ACTIVATIONS:
+            return f"ctranslate2 does not convert the {config.get('activation_function')} activation"
     elif model_type == "llama":
         if config.get("hidden_act", "silu") != "silu":
             return f"ctranslate2 converts Llama with silu only, not {config.get('hidden_act')}"
