@@ -425,3 +425,14 @@ def test_tag_two_shards_merge_is_the_plain_run(models_dir: Path, tmp_path: Path)
     refused = run_cli([*base, "--format", "conll", "--output-dir", str(tmp_path / "out-conll")])
     assert refused.returncode == 2 and "--format conll does not go with --output-dir" in refused.stderr
     assert not (tmp_path / "out-conll").exists()
+
+
+def test_translate_and_summarize_two_shards_merge_is_the_plain_run(models_dir: Path, tmp_path: Path) -> None:
+    marian = tiny_models.build_marian(models_dir / "marian-jobs")
+    t5 = tiny_models.build_t5(models_dir / "t5-jobs")
+    data = write_lines(tmp_path / "in.txt", lines(20))
+    for base in (
+        ["translate", "-m", str(marian), "--input", str(data), "-t", "6", "--beams", "2"],
+        ["summarize", "-m", str(t5), "--input", str(data), "-t", "6"],
+    ):
+        assert sharded([*base, "--json"], tmp_path / f"out-{base[0]}", chunk_size=3) == ok([*base, "--json"]), base[0]

@@ -5,6 +5,7 @@ here loads a model."""
 from __future__ import annotations
 
 import sys
+from functools import partial
 from typing import Annotated, Any
 
 import typer
@@ -37,6 +38,7 @@ from llmtool.cli.options import (
     output_format,
 )
 from llmtool.io.console import Console
+from llmtool.jobs.run import NO_JOB, JobOptions, run_job
 from llmtool.settings import Seq2SeqOptions, SummarizeOptions, TranslateOptions, defaults
 
 S2S = defaults(Seq2SeqOptions)
@@ -69,19 +71,23 @@ def _run(command: str, text: str | None, options: Seq2SeqOptions, given: dict[st
 
     output = output_format(given["fmt"], given["json_flag"])
     options.check()
-    records = read_records(text, given["input_path"], given["column"], encoding=encoding(given["encoding_name"]))
-    streaming = should_stream(options, text not in (None, "-"), output == "text", stdout_isatty())
-    stream_to = sys.stdout if streaming else None
     if command == "translate":
         from llmtool.tasks.translate import translate
 
         assert isinstance(options, TranslateOptions)
-        results = translate(records, options=options, model_options=model_options(**given), stream_to=stream_to)
+        run = partial(translate, options=options, model_options=model_options(**given))
     else:
         from llmtool.tasks.summarize import summarize
 
         assert isinstance(options, SummarizeOptions)
-        results = summarize(records, options=options, model_options=model_options(**given), stream_to=stream_to)
+        run = partial(summarize, options=options, model_options=model_options(**given))
+    job: JobOptions = given["job"]
+    if job.active:  # --output-dir: a resumable job (docs/large-jobs.md)
+        read = partial(read_records, None, column=given["column"], encoding=encoding(given["encoding_name"]))
+        return run_job(job, read, run, output, FORMATTER, Console(given["quiet"], given["verbose"]))
+    records = read_records(text, given["input_path"], given["column"], encoding=encoding(given["encoding_name"]))
+    streaming = should_stream(options, text not in (None, "-"), output == "text", stdout_isatty())
+    results = run(records, stream_to=sys.stdout if streaming else None)
     write(results, output, FORMATTER, Console(given["quiet"], given["verbose"]))
 
 
@@ -129,6 +135,7 @@ def translate_command(
     trust_remote_code: RemoteCodeOpt = MODEL.trust_remote_code,
     quiet: QuietOpt = False,
     verbose: VerboseOpt = MODEL.verbose,
+    job: JobOptions = NO_JOB,
 ) -> None:
     """Translate each text with an encoder-decoder (Marian/OPUS-MT, T5, mBART, NLLB, M2M100).
 
@@ -196,6 +203,7 @@ def summarize_command(
     trust_remote_code: RemoteCodeOpt = MODEL.trust_remote_code,
     quiet: QuietOpt = False,
     verbose: VerboseOpt = MODEL.verbose,
+    job: JobOptions = NO_JOB,
 ) -> None:
     """Summarize each text with an encoder-decoder (BART, T5, Pegasus, ...).
 

@@ -130,6 +130,7 @@ COMMANDS: tuple[Command, ...] = (
         settings=("TranslateOptions", "ModelOptions"),
         accepts=frozenset({ENCODER_DECODER}),
         needs="an encoder-decoder (Marian, T5, ...)",
+        jobs=True,
     ),
     Command(
         "summarize",
@@ -142,6 +143,7 @@ COMMANDS: tuple[Command, ...] = (
         accepts=frozenset({ENCODER_DECODER}),
         needs="an encoder-decoder (BART, T5, ...)",
         suggested=False,  # translate is the command to name
+        jobs=True,
     ),
     Command(
         "classify",
