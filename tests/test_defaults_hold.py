@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from conftest import cli_env, run_cli
 
-from llmtool.training.finetune import finetune_rate
+from llmtool.training.finetune import finetune_batch, finetune_rate
 from llmtool.training.pretrain_data import estimated_tokens
 
 ENV = cli_env(OMP_NUM_THREADS="1")
@@ -29,6 +29,43 @@ def test_the_size_rule_goes_on_below_minilm() -> None:
 
 def test_a_model_llmtool_pretrained_is_finetuned_at_half_its_rate() -> None:
     assert finetune_rate(487_358, 2e-3) == (1e-3, "0.5 x the base model's pre-training rate")
+
+
+def test_a_model_llmtool_pretrained_is_finetuned_with_the_batch_it_was_pretrained_with() -> None:
+    assert finetune_batch(108, 32) == 32  # with 1e-3 on 120 QA rows, 300 steps: batch 8 52%, 16 74%, 32 90%
+    assert finetune_batch(108, 96) == 32  # mlm lines pre-train 96 a step: at most 32
+    assert finetune_batch(108, None) == 8  # another model: the size rule for small data (SST-2, MiniLM)
+    assert finetune_batch(5_000, None) == 16
+
+
+def _qa_file(path: Path, rows: int) -> Path:
+    path.write_text("".join(json.dumps({"question": f"q{i}?", "answer": f"a{i}."}) + "\n" for i in range(rows)))
+    return path
+
+
+def test_prompt_response_rows_too_few_for_a_useful_split_all_train(tiny_gpt2: Path, tmp_path: Path) -> None:
+    """10% of 120 rows is 12 answers never trained and a loss too noisy to pick a checkpoint by: every row
+    trains (and the last model is kept); 10% of 300 rows (30) is split off as before."""
+    args = ["finetune", "--task", "clm", "--model", str(tiny_gpt2), "--prompt-column", "question",
+            "--response-column", "answer", "--output", str(tmp_path / "out"), "--dry-run", "--json"]  # fmt: skip
+    small = json.loads(run_cli([*args, str(_qa_file(tmp_path / "small.jsonl", 120))], env=ENV).stdout)
+    assert small["rows"] == {"train": 120, "valid": 0}, small
+    assert small["valid"].startswith("none: 10% of 120 rows is under 20"), small["valid"]
+    assert not small["warnings"], small["warnings"]
+    large = json.loads(run_cli([*args, str(_qa_file(tmp_path / "large.jsonl", 300))], env=ENV).stdout)
+    assert large["rows"] == {"train": 270, "valid": 30}, large
+    given = json.loads(run_cli([*args, str(tmp_path / "small.jsonl"), "--valid-split", "0.2"], env=ENV).stdout)
+    assert given["rows"] == {"train": 96, "valid": 24}, given
+
+
+def test_the_training_run_plans_prompt_response_rows_one_per_example(tiny_gpt2: Path, tmp_path: Path) -> None:
+    """The run's plan line said "packed blocks" for conversations (never packed); --dry-run was right."""
+    args = ["finetune", str(_qa_file(tmp_path / "qa.jsonl", 40)), "--task", "clm", "--model", str(tiny_gpt2),
+            "--prompt-column", "question", "--response-column", "answer", "--max-steps", "1",
+            "--output", str(tmp_path / "out")]  # fmt: skip
+    result = run_cli(args, env=ENV)
+    assert result.returncode == 0, result.stderr
+    assert "plan: one row per example, 40 training examples;" in result.stderr, result.stderr
 
 
 def test_tokens_are_estimated_alike_with_and_without_spaces() -> None:
