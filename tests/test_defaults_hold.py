@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import cli_env, run_cli
@@ -16,7 +17,7 @@ from llmtool.training.pretrain_data import estimated_tokens
 ENV = cli_env(OMP_NUM_THREADS="1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/ beside tests/
 
-from bench.learns import CAPITALS_ZH, FORMS_ZH, capitals_zh  # noqa: E402
+from bench.learns import CAPITALS_ZH, FORMS_ZH, capitals_zh, capitals_zh2  # noqa: E402
 
 
 def test_the_size_rule_goes_on_below_minilm() -> None:
@@ -74,11 +75,12 @@ def test_tokens_are_estimated_alike_with_and_without_spaces() -> None:
     assert estimated_tokens("巴黎 is 法国的首都") == 8
 
 
-def test_a_chinese_corpus_of_short_lines_is_one_line_per_example(tmp_path: Path) -> None:
-    """72 lines of 8-12 characters: one line per example, as for an English corpus of that shape (the plan
-    used to pack them into 15 blocks and then warn against its own choice)."""
-    lines, _ = capitals_zh(0)
-    assert len(lines) == len(CAPITALS_ZH) * (len(FORMS_ZH) - 1)
+@pytest.mark.parametrize("corpus", [capitals_zh, capitals_zh2])
+def test_a_chinese_corpus_of_short_lines_is_one_line_per_example(tmp_path: Path, corpus: Any) -> None:
+    """72 lines of 8-12 characters (and another 72 of 9-17): one line per example, as for an English corpus of
+    that shape (the plan used to pack them into 15 blocks and then warn against its own choice)."""
+    lines, _ = corpus(0)
+    assert corpus is capitals_zh2 or len(lines) == len(CAPITALS_ZH) * (len(FORMS_ZH) - 1)
     corpus = tmp_path / "capitals.txt"
     corpus.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
     result = run_cli(["pretrain", str(corpus), "--objective", "mlm", "--dry-run", "--json"], env=ENV)
@@ -100,18 +102,16 @@ def test_the_plan_says_where_the_finetuning_rate_comes_from(tiny_gpt2: Path, tmp
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    reason="issue 21 is open: 45% of the questions answered (52% with --valid-split 0; 0% at the old rate "
-    "1e-4), measured 2026-12-05 on a 2-core AMD EPYC with bench.learns --corpus qa; the bar is 80%",
-    strict=False,
-)
 def test_a_tiny_gpt2_pretrained_here_then_finetuned_on_questions_answers_them(tmp_path: Path) -> None:
     """The issue's case: pretrain --size tiny (no flags), then finetune on 120 prompt/response rows with
-    --max-steps 300 and no --lr; the rate 1e-4 of the old size rule left every answer the same word."""
+    --max-steps 300 and no --lr; the rate 1e-4 of the old size rule left every answer the same word.
+    With the base's rate (1e-3) but batch 8 and 12 rows held out for validation, 45% were answered; with its
+    batch (32) and every row trained, 90% (2026-12-05, bench.learns --corpus qa, seed 0)."""
     import argparse
 
     from bench.learns import run_qa
 
     result = run_qa(tmp_path, argparse.Namespace(people=40, seed=0, extra=[]))
-    assert "pre-training rate" in result["plan"], result
+    assert "pre-training rate" in result["plan"] and "one row per example" in result["plan"], result
+    assert "batch 32," in result["plan"], result
     assert result["answered"] >= 0.8, result
