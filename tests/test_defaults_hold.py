@@ -11,7 +11,9 @@ from typing import Any
 import pytest
 from conftest import cli_env, run_cli
 
-from llmtool.training.finetune import finetune_batch, finetune_rate
+from llmtool.settings import FinetuneSettings
+from llmtool.training.defaults import PRETRAINED_MIN_STEPS
+from llmtool.training.finetune import PreTraining, finetune_batch, finetune_rate, training_plan
 from llmtool.training.pretrain_data import estimated_tokens
 
 ENV = cli_env(OMP_NUM_THREADS="1")
@@ -37,6 +39,17 @@ def test_a_model_llmtool_pretrained_is_finetuned_with_the_batch_it_was_pretraine
     assert finetune_batch(108, 96) == 32  # mlm lines pre-train 96 a step: at most 32
     assert finetune_batch(108, None) == 8  # another model: the size rule for small data (SST-2, MiniLM)
     assert finetune_batch(5_000, None) == 16
+
+
+def test_a_model_llmtool_pretrained_is_finetuned_like_it_was_pretrained() -> None:
+    """Half its rate, its batch, and enough steps to learn small data: 120 QA rows, no flags."""
+    settings = FinetuneSettings(task="clm", prompt_column="question", response_column="answer")
+    resolved, plan = training_plan(settings, 610_432, 120, 0, PreTraining(2e-3, 32))
+    assert (plan.lr, plan.batch_size, plan.steps) == (1e-3, 32, PRETRAINED_MIN_STEPS), plan
+    assert plan.lr_from == "0.5 x the base model's pre-training rate"
+    assert resolved.max_steps == PRETRAINED_MIN_STEPS
+    _, other = training_plan(settings, 610_432, 120, 0, None)  # not one llmtool made: the size rule, as before
+    assert (other.lr, other.batch_size, other.steps) == (1e-3, 8, 150), other
 
 
 def _qa_file(path: Path, rows: int) -> Path:

@@ -28,6 +28,7 @@ from llmtool.training.defaults import (
     MIN_STEPS,
     PRETRAINED_BATCH,
     PRETRAINED_LR_SHARE,
+    PRETRAINED_MIN_STEPS,
     SMALL_DATA,
     SMALL_DATA_BATCH,
     WARMUP,
@@ -126,7 +127,7 @@ def training_plan(
         lr=lr,
         lr_from=lr_from,
         batch_size=finetune_batch(examples, base.batch_size if base else None),
-        epochs=EPOCHS, min_steps=MIN_STEPS, max_steps=10**9, warmup_ratio=WARMUP,
+        epochs=EPOCHS, min_steps=PRETRAINED_MIN_STEPS if base else MIN_STEPS, max_steps=10**9, warmup_ratio=WARMUP,
     )  # fmt: skip
     recipe = recipe_for(settings.task)
     rules = recipe.plan_rules(rules, examples)
