@@ -59,7 +59,10 @@ def run_one(corpus: str, objective: str, seed: int) -> dict[str, Any]:
 
 def table(rows: list[dict[str, Any]]) -> str:
     """Markdown: one line per (corpus, objective), mean [min-max] over the seeds."""
-    lines = ["| corpus | objective | seeds | seen | held out | pretrain seconds |", "|---|---|---|---|---|---|"]
+    lines = [
+        "| corpus | objective | seeds | seen (qa: answered) | held out | seconds (pretrain; qa: and finetune) |",
+        "|---|---|---|---|---|---|",
+    ]
     for corpus, objectives in MATRIX.items():
         for objective in objectives:
             runs = [r for r in rows if key(r)[:2] == (corpus, objective)]
