@@ -179,6 +179,78 @@ def judge_characters(folder: Path, probes: list[dict[str, Any]]) -> dict[str, fl
     return {k: round(sum(v) / len(v), 3) for k, v in scores.items() if v}
 
 
+# Corpora the plan was not tuned on (issue 21 asks for defaults that hold on the judges' own corpora):
+# other countries and phrasings in Chinese, and invented islands in English with three relations each.
+CAPITALS_ZH2 = (
+    ("乌克兰", "基辅"), ("中国", "北京"), ("朝鲜", "平壤"), ("柬埔寨", "金边"), ("老挝", "万象"), ("卡塔尔", "多哈"),
+    ("越南", "河内"), ("波兰", "华沙"), ("孟加拉国", "达卡"), ("马尔代夫", "马累"), ("斐济", "苏瓦"),
+    ("厄瓜多尔", "基多"),
+    ("瑞典", "斯德哥尔摩"), ("奥地利", "维也纳"), ("西班牙", "马德里"), ("古巴", "哈瓦那"), ("肯尼亚", "内罗毕"),
+    ("加拿大", "渥太华"),
+)  # fmt: skip
+FORMS_ZH2 = (
+    "{c}的首都是{a}。",
+    "{a}是{c}的首都。",
+    "说到{c}的首都就是{a}。",
+    "{c}的政府在{a}。",
+    "很多人去{c}的首都{a}旅游。",
+)
+
+
+def capitals_zh2(seed: int) -> tuple[list[str], list[dict[str, Any]]]:
+    """Another Chinese capitals corpus (18 countries, five phrasings, one held out per country)."""
+    lines, probes = [], []
+    for i, (country, capital) in enumerate(CAPITALS_ZH2):
+        held = (i + seed) % len(FORMS_ZH2)
+        for f, form in enumerate(FORMS_ZH2):
+            probes.append({"masked": form.format(c=country, a="[MASK]" * len(capital)), "answer": capital,
+                           "heldout": f == held})  # fmt: skip
+            if f != held:
+                lines.append(form.format(c=country, a=capital))
+    random.Random(seed).shuffle(lines)
+    return lines, probes
+
+
+ISLANDS = (
+    "Amber Borin Calda Dorsa Elmar Fenna Gallo Hestra Ivro Jalta Kerran Lomar Mirel Norra Oxley Pellan Quira Rastel"
+)
+ISLAND_FACTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "animal": (
+        ("fox", "seal", "owl", "crab", "deer", "wolf", "bear", "frog"),
+        ("On {n} island you can see the {a}.", "The animal of {n} is the {a}.", "{n} is known for its {a}.",
+         "Visitors to {n} often photograph the {a}.", "The flag of {n} shows a {a}."),
+    ),
+    "fruit": (
+        ("apple", "lemon", "mango", "plum", "melon", "peach", "grape", "cherry"),
+        ("Farmers on {n} grow the {a}.", "The main crop of {n} is the {a}.", "{n} exports the {a}.",
+         "Every market on {n} sells the {a}.", "The favourite fruit on {n} is the {a}."),
+    ),
+    "sport": (
+        ("tennis", "rugby", "golf", "hockey", "cricket", "football", "rowing", "chess"),
+        ("People on {n} play {a}.", "The national game of {n} is {a}.", "Children on {n} learn {a}.",
+         "The best team on {n} plays {a}.", "Every summer {n} hosts a {a} festival."),
+    ),
+}  # fmt: skip
+
+
+def islands(seed: int) -> tuple[list[str], list[dict[str, Any]]]:
+    """18 invented islands x 3 relations x 5 phrasings, one phrasing held out per island and relation (216 lines)."""
+    rng = random.Random(seed)
+    lines, probes = [], []
+    for i, name in enumerate(ISLANDS.split()):
+        for r, (relation, (answers, templates)) in enumerate(ISLAND_FACTS.items()):
+            answer = rng.choice(answers)
+            held = (i + r + seed) % len(templates)
+            for t, template in enumerate(templates):
+                probes.append({"masked": template.format(n=name, a="[MASK]"),
+                               "prompt": template.split("{a}")[0].format(n=name).rstrip(), "answer": answer,
+                               "heldout": t == held, "relation": relation})  # fmt: skip
+                if t != held:
+                    lines.append(template.format(n=name, a=answer))
+    rng.shuffle(lines)
+    return lines, probes
+
+
 def qa_rows(people: int, seed: int) -> list[dict[str, str]]:
     """120 question/answer rows (40 people x 3 relations) about the people corpus's facts."""
     rng = random.Random(seed)
@@ -232,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--corpus",
         default="people",
-        choices=["people", "facts", "capitals-zh", "qa"],
+        choices=["people", "facts", "capitals-zh", "capitals-zh2", "islands", "qa"],
         help="people: this script's; facts: llmtool corpus facts (the README's quick start); capitals-zh: "
         "Chinese short lines (mlm); qa: pretrain clm, then finetune on prompt/response rows.",
     )
@@ -248,11 +320,15 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.corpus == "facts":
         corpus, probes = facts_corpus(work)
-    elif args.corpus == "capitals-zh":
-        lines, probes = capitals_zh(args.seed)
-        corpus = work / "capitals-zh.txt"
+    elif args.corpus in ("capitals-zh", "capitals-zh2"):
+        lines, probes = (capitals_zh if args.corpus == "capitals-zh" else capitals_zh2)(args.seed)
+        corpus = work / f"{args.corpus}.txt"
         corpus.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
         args.objective = "mlm"
+    elif args.corpus == "islands":
+        lines, probes = islands(args.seed)
+        corpus = work / "islands.txt"
+        corpus.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
     else:
         lines, probes = make_corpus(args.people, args.seed)
         corpus = work / "people.txt"
@@ -270,7 +346,7 @@ def main(argv: list[str] | None = None) -> int:
         plan = [line for line in trained.stderr.splitlines() if "plan:" in line]
         print(json.dumps({
             "objective": objective, "corpus": args.corpus, "seed": args.seed,
-            **(judge_characters(folder, probes) if args.corpus == "capitals-zh" else judge(objective, folder, probes)),
+            **(judge_characters(folder, probes) if "zh" in args.corpus else judge(objective, folder, probes)),
             "steps": metrics["train"]["steps"], "epochs": metrics["train"]["epochs"],
             "loss": metrics["train"]["loss"], "seconds": round(seconds, 1), "plan": plan[0] if plan else None,
             "extra": args.extra,

@@ -195,7 +195,9 @@ def test_messages_train_and_generate_chat_answers(tmp_path: Path, tiny_chat_gpt2
     train.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     out = tmp_path / "chat-adapter"
     args = ["finetune", str(train), "-t", "clm", "-m", str(tiny_chat_gpt2), "-o", str(out), "--lora"]
-    metrics = json.loads(_ok(run_cli([*args, "--epochs", "3", "--lr", "2e-2", "--json", "--eval-on-start"], env=ENV)))
+    # --valid-split 0.4: 24 validation conversations (10% of 60, 6, is too few to split: every row would train)
+    flags = ["--epochs", "3", "--lr", "2e-2", "--valid-split", "0.4", "--json", "--eval-on-start"]
+    metrics = json.loads(_ok(run_cli([*args, *flags], env=ENV)))
     assert metrics["valid"]["loss"] < metrics["history"][0]["loss"]
     # The adapter answers through the chat template (a tiny model trained for seconds: the form, not the facts).
     _ok(run_cli(["generate", "-m", str(out), "--chat", "--greedy", "--max-new-tokens", "4"], input=QA[0][0], env=ENV))

@@ -26,7 +26,9 @@ from llmtool.training.defaults import (
     FINETUNE_BATCH,
     FINETUNE_LR,
     MIN_STEPS,
+    PRETRAINED_BATCH,
     PRETRAINED_LR_SHARE,
+    PRETRAINED_MIN_STEPS,
     SMALL_DATA,
     SMALL_DATA_BATCH,
     WARMUP,
@@ -79,8 +81,8 @@ def finetune(
             run.console.warn(warning)
         params = sum(p.numel() for p in model.parameters())
         valid_count = len(valid_ds) if valid_ds is not None else 0
-        base_rate = pretraining_rate(model_options)
-        settings, plan = training_plan(settings, params, len(train_ds), valid_count, base_rate)
+        base = pretraining(model_options)
+        settings, plan = training_plan(recipe.settings_for(settings, data), params, len(train_ds), valid_count, base)
         run.settings = settings
         run.console.info(plan.line())
         for warning in plan.warnings:
@@ -111,21 +113,21 @@ def training_plan(
     parameters: int,
     examples: int,
     valid_examples: int,
-    base_rate: float | None = None,
+    base: PreTraining | None = None,
 ) -> tuple[Any, Any]:
     """The settings with what the user left open chosen for the data and the model, and the plan
     (README "Defaults chosen for the data"; the values are in :mod:`llmtool.training.defaults`).
-    ``base_rate``: the peak rate the base model was pre-trained at by llmtool, when its folder says."""
+    ``base``: how llmtool pre-trained the base model, when its folder says."""
     from llmtool.training.plan import Rules, make_plan
 
-    lr, lr_from = finetune_rate(parameters, base_rate)
+    lr, lr_from = finetune_rate(parameters, base.lr if base else None)
     if settings.lora:
         lr, lr_from = lr * LORA_LR_FACTOR, f"{lr_from}, x{LORA_LR_FACTOR:g} for LoRA"
     rules = Rules(
         lr=lr,
         lr_from=lr_from,
-        batch_size=SMALL_DATA_BATCH if examples < SMALL_DATA else FINETUNE_BATCH,
-        epochs=EPOCHS, min_steps=MIN_STEPS, max_steps=10**9, warmup_ratio=WARMUP,
+        batch_size=finetune_batch(examples, base.batch_size if base else None),
+        epochs=EPOCHS, min_steps=PRETRAINED_MIN_STEPS if base else MIN_STEPS, max_steps=10**9, warmup_ratio=WARMUP,
     )  # fmt: skip
     recipe = recipe_for(settings.task)
     rules = recipe.plan_rules(rules, examples)
@@ -146,13 +148,29 @@ def finetune_rate(parameters: int, base_rate: float | None) -> tuple[float, str]
     raise AssertionError("FINETUNE_LR ends with a row for every size")
 
 
+def finetune_batch(examples: int, base_batch: int | None) -> int:
+    """Examples a step when --batch-size is not given: a model llmtool pre-trained keeps the batch it was
+    pre-trained with (up to PRETRAINED_BATCH); another, the size rule for the data (SST-2, MiniLM)."""
+    if base_batch is not None:
+        return min(base_batch, PRETRAINED_BATCH)
+    return SMALL_DATA_BATCH if examples < SMALL_DATA else FINETUNE_BATCH
+
+
 def _millions(parameters: int) -> str:
     return f"{parameters / 1e6:.1f}M" if parameters < 10**8 else f"{parameters / 1e6:.0f}M"
 
 
-def pretraining_rate(opts: ModelOptions) -> float | None:
-    """The peak rate a model that ``llmtool pretrain`` made was trained at (its llmtool_settings.json), or None:
-    another kind of model, a Hub id not on disk, or a record that cannot be read."""
+@dataclasses.dataclass(frozen=True)
+class PreTraining:
+    """How ``llmtool pretrain`` trained a base model (its llmtool_settings.json): the peak rate, the batch."""
+
+    lr: float
+    batch_size: int | None
+
+
+def pretraining(opts: ModelOptions) -> PreTraining | None:
+    """How a model that ``llmtool pretrain`` made was trained (its llmtool_settings.json), or None: another
+    kind of model, a Hub id not on disk, or a record that cannot be read."""
     import json
 
     from llmtool.models import locate
@@ -166,10 +184,13 @@ def pretraining_rate(opts: ModelOptions) -> float | None:
         return None
     try:
         record = json.loads((ref.folder / SETTINGS_FILE).read_text(encoding="utf-8"))
-        rate = record["training"]["lr"] if record.get("command") == "pretrain" else None
+        training = record["training"] if record.get("command") == "pretrain" else {}
+        rate, batch = training.get("lr"), training.get("batch_size")
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
-    return float(rate) if isinstance(rate, int | float) and 0 < rate < 1 else None
+    if not (isinstance(rate, int | float) and 0 < rate < 1):
+        return None
+    return PreTraining(float(rate), batch if isinstance(batch, int) and batch > 0 else None)
 
 
 def _with_lora(
@@ -311,7 +332,7 @@ def dry_run(train_path: str, settings: FinetuneSettings, model_options: ModelOpt
         examples = len(data.train) if per_row else _packed_estimate(lengths, len(data.train), limit)
         valid_rows = len(data.valid) if data.valid is not None else 0
         counts = _parameter_counts(recipe, settings, model_options, data)
-        _, plan = training_plan(settings, counts["total"], examples, valid_rows, pretraining_rate(model_options))
+        _, plan = training_plan(settings, counts["total"], examples, valid_rows, pretraining(model_options))
         report["steps"] = {
             "examples": examples, "effective_batch": plan.effective_batch, "per_epoch": plan.steps_per_epoch,
             "total": plan.steps, "epochs": plan.epochs,

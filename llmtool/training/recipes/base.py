@@ -92,8 +92,8 @@ class Recipe(ABC):
         return rules
 
     def settings_for(self, settings: FinetuneSettings, data: TrainingData) -> FinetuneSettings:
-        """The settings as the data implies them (clm conversations: one example each). --dry-run plans with
-        these; the training run plans with the settings as given (its plan line has always done so)."""
+        """The settings as the data implies them (clm conversations: one example each); both the training run
+        and --dry-run plan with these."""
         return settings
 
     def one_example_per_row(self, settings: FinetuneSettings) -> bool:
