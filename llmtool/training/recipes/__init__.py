@@ -14,8 +14,11 @@ from llmtool.training.recipes.clm import CausalLM
 from llmtool.training.recipes.embed import Embed
 from llmtool.training.recipes.language import LanguageModel, Masking
 from llmtool.training.recipes.mlm import MaskedLM
+from llmtool.training.recipes.seq2seq import Seq2Seq
 
-RECIPES: dict[str, Recipe] = {recipe.name: recipe for recipe in (Classify(), CausalLM(), MaskedLM(), Embed())}
+RECIPES: dict[str, Recipe] = {
+    recipe.name: recipe for recipe in (Classify(), CausalLM(), MaskedLM(), Embed(), Seq2Seq())
+}
 
 
 def recipe_for(objective: str) -> Recipe:
