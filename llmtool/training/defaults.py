@@ -80,5 +80,5 @@ POSITIONS = {"mlm": 512, "clm": 1024}  # the context of every preset: BERT's 512
 SEQ2SEQ_MAX_LENGTH = 256  # finetune: tokens per source and per target without --max-length (or the model's limit)
 SEQ2SEQ_BLOCK = 128  # pretrain: tokens per source and per target when --block-size is not given
 SEQ2SEQ_POSITIONS = 512  # pretrain: the context of every preset (Marian's sinusoidal table: no weights)
-SEQ2SEQ_EPOCHS = 10  # pretrain: passes over the pairs when the flags leave the length open ...
+SEQ2SEQ_EPOCHS = 5  # pretrain: passes over the pairs when the flags leave the length open ...
 SEQ2SEQ_MIN_STEPS = 1500  # ... at least this many steps, at most AUTO_MAX_STEPS[size]
