@@ -16,6 +16,7 @@ never runs, and NOT_RUN below lists every such block.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import re
 import shutil
@@ -245,7 +246,18 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     # Hub ids of sentence encoders: a relative folder of that name is a local model.
     minilm = tiny_models.build_sentence_transformer(folder / "sentence-transformers" / "all-MiniLM-L6-v2")
     shutil.copytree(minilm, folder / "intfloat" / "e5-small-v2")
+    tiny_models.build_bart(folder / "facebook" / "bart-base")  # an encoder-decoder (finetune --task seq2seq)
     return folder
+
+
+TRANSLATIONS = [  # English, French (Tatoeba's order)
+    ("Go.", "Va !"),
+    ("Hello!", "Bonjour !"),
+    ("Thank you.", "Merci."),
+    ("I am here.", "Je suis là."),
+    ("The cat sleeps.", "Le chat dort."),
+    ("We won.", "Nous avons gagné."),
+]
 
 
 def csv_file(header: str, rows: list[tuple[str, ...]]) -> str:
@@ -270,6 +282,8 @@ def write_data(folder: Path) -> None:
         "pairs.tsv": "anchor\tpositive\n" + "".join(f"{a}\t{b}\n" for a, b, yes in tiny_models.nsp_examples() if yes),
         "faq.txt": "".join(f"{line}\n" for line in tiny_models.CORPUS[:8]),
         "held_out.txt": "\n".join(lines[::2]) + "\n",
+        "fr-en.txt": "".join(f"{en}\t{fr}\n" for en, fr in TRANSLATIONS * 8),
+        "pairs.jsonl": "".join(json.dumps({"source": en, "target": fr}) + "\n" for en, fr in TRANSLATIONS * 8),
         "corpus.txt": "\n\n".join("\n".join(lines[i:] + lines[:i]) for i in range(len(lines)) for _ in range(8)) + "\n",
     }
     for name, text in files.items():
