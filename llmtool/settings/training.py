@@ -263,7 +263,8 @@ class PretrainSettings(TrainSettings):
     def check(self) -> None:
         super().check()
         if self.objective not in OBJECTIVES:
-            raise UsageError(f"unknown --objective {self.objective!r}; use {', '.join(OBJECTIVES)}")
+            names = f"{', '.join(OBJECTIVES[:-1])} or {OBJECTIVES[-1]}"
+            raise UsageError(f"unknown --objective {self.objective!r}; use {names}")
         if self.objective == "seq2seq":
             self.check_seq2seq()
         elif self.source_column is not None or self.target_column is not None:
