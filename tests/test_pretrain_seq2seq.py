@@ -89,6 +89,19 @@ def test_jsonl_pairs_and_the_size_preset(tmp_path: Path) -> None:
     assert report["parameters"] > 3 * tiny["parameters"]
 
 
+def test_the_shared_tokenizer_round_trips_both_sides_chinese_included() -> None:
+    from llmtool.training.tokenizer_train import TokenizerOptions, train_tokenizer
+
+    texts = ["我爱你。", "今天天气很好！", "I love you.", "The weather is fine today!", "Je suis là."] * 20
+    tokenizer = train_tokenizer(iter(texts), "seq2seq", TokenizerOptions(vocab_size=300, min_frequency=2))
+    for text in (*texts[:5], "天气 很好 today"):
+        ids = tokenizer(text)["input_ids"]
+        assert ids[-1] == tokenizer.eos_token_id and tokenizer.unk_token_id not in ids
+        assert tokenizer.decode(ids, skip_special_tokens=True) == text
+    assert tokenizer.convert_ids_to_tokens([0, 1, 2]) == ["<pad>", "</s>", "<unk>"]
+    assert tokenizer.unk_token_id in tokenizer("片")["input_ids"]  # a character the corpus never had
+
+
 @pytest.mark.parametrize(
     ("text", "flags", "message"),
     [

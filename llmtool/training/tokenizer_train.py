@@ -172,14 +172,14 @@ def _train_byte_bpe(texts: Iterable[str], opts: TokenizerOptions) -> Any:
 
 def _train_shared_bpe(texts: Iterable[str], opts: TokenizerOptions) -> Any:
     """One BPE vocabulary for both sides of parallel text, SentencePiece-style: a word starts with "▁",
-    so decoding restores the spaces exactly and adds none at the start; every text ends with ``</s>``
+    so decoding restores the text exactly (no normalization: Chinese full-width punctuation stays as it
+    is) and adds no space at the start; every text ends with ``</s>``
     (sources and targets alike, as Marian's tokenizers do). A character the corpus never had is ``<unk>``."""
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
     pad, eos, unk = SEQ2SEQ_SPECIALS
     backend = Tokenizer(models.BPE(unk_token=unk))
-    backend.normalizer = normalizers.NFKC()  # one spelling of each character (ligatures, full-width forms)
     backend.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="always")
     backend.decoder = decoders.Metaspace(replacement="\u2581", prepend_scheme="always")
     trainer = trainers.BpeTrainer(
