@@ -92,7 +92,7 @@ def test_jsonl_pairs_and_the_size_preset(tmp_path: Path) -> None:
 def test_the_shared_tokenizer_round_trips_both_sides_chinese_included() -> None:
     from llmtool.training.tokenizer_train import TokenizerOptions, train_tokenizer
 
-    texts = ["我爱你。", "今天天气很好！", "I love you.", "The weather is fine today!", "Je suis là."] * 20
+    texts = ["我爱你。", "今天天气很好！", "I love you.", "The weather is fine today!", "Je suis là."] * 20  # noqa: RUF001
     tokenizer = train_tokenizer(iter(texts), "seq2seq", TokenizerOptions(vocab_size=300, min_frequency=2))
     for text in (*texts[:5], "天气 很好 today"):
         ids = tokenizer(text)["input_ids"]
