@@ -76,6 +76,19 @@ def test_pretrain_writes_a_folder_that_transformers_and_translate_load(tmp_path:
     assert record["columns"] == {str(data): {"source": "2", "target": "1"}}
 
 
+def test_finetune_continues_a_pretrained_translation_model_at_half_its_rate(tmp_path: Path) -> None:
+    data = write_pairs(tmp_path / "pairs.txt")
+    base = tmp_path / "base"
+    flags = ["--source-column", "2", "--target-column", "1", "--max-steps", "3"]
+    result = invoke(["pretrain", str(data), "--objective", "seq2seq", "--output", str(base), *flags])
+    assert result.returncode == 0, result.stderr
+    out = tmp_path / "tuned"
+    result = invoke(["finetune", str(data), "--task", "seq2seq", "-m", str(base), "-o", str(out), *flags])
+    assert result.returncode == 0, result.stderr
+    assert "lr 0.001 (0.5 x the base model's pre-training rate)" in result.stderr
+    assert (out / "generation_config.json").is_file()
+
+
 def test_jsonl_pairs_and_the_size_preset(tmp_path: Path) -> None:
     data = tmp_path / "pairs.jsonl"
     data.write_text("".join(json.dumps({"src": s, "tgt": t}) + "\n" for s, t in PAIRS * 4), encoding="utf-8")
