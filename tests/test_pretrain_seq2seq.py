@@ -115,6 +115,25 @@ def test_the_shared_tokenizer_round_trips_both_sides_chinese_included() -> None:
     assert tokenizer.unk_token_id in tokenizer("片")["input_ids"]  # a character the corpus never had
 
 
+def test_the_docs_table_of_preset_sizes_is_current() -> None:
+    import torch
+    from transformers import MarianConfig, MarianMTModel
+
+    from llmtool.settings import SIZES, PretrainSettings
+    from llmtool.training.pretrain_seq2seq import preset
+
+    page = (Path(__file__).resolve().parents[1] / "docs" / "commands" / "pretrain.md").read_text(encoding="utf-8")
+    for name, size in SIZES.items():
+        values = preset(PretrainSettings(objective="seq2seq", size=name))
+        config = MarianConfig(**values, vocab_size=8192, decoder_vocab_size=8192, pad_token_id=0, eos_token_id=1)
+        with torch.device("meta"):
+            model = MarianMTModel(config)
+        total = sum(p.numel() for p in model.parameters())
+        rest = total - model.get_input_embeddings().weight.numel()
+        row = f"| {name} | {size.layers} + {size.layers} | {size.hidden} | {size.heads} | {total:,} | {rest:,} |"
+        assert row in page, row
+
+
 @pytest.mark.parametrize(
     ("text", "flags", "message"),
     [
