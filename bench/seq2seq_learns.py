@@ -77,6 +77,11 @@ def scores(hypotheses: list[str], references: list[str]) -> dict[str, float]:
     }
 
 
+def save(result: dict[str, Any], path: str) -> None:
+    """The results so far (each run is written as soon as it is scored)."""
+    Path(path).write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
 def run(cmd: list[str]) -> float:
     start = time.monotonic()
     done = subprocess.run(cmd, capture_output=True, text=True, check=False)
@@ -125,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
          "warmup_ratio": plan["warmup_ratio"], "parameters": record["parameters"], "size": record["size"],
          "seconds": seconds, **scores(translate(ours, sources), references)}
     )  # fmt: skip
+    save(result, args.out)
     from llmtool.settings import SIZES
 
     size = SIZES[record["size"]]
@@ -141,11 +147,12 @@ def main(argv: list[str] | None = None) -> int:
             {"kind": "seq2seq_trainer", "steps": plan["steps"], "batch": plan["batch_size"], "lr": lr,
              "seconds": seconds, **scores(translate(folder, sources), references)}
         )  # fmt: skip
+        save(result, args.out)
     result["examples"] = [
         {"source": s, "reference": r, "llmtool": h}
         for s, r, h in zip(sources[:5], references[:5], translate(ours, sources[:5]), strict=True)
     ]
-    Path(args.out).write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    save(result, args.out)
     print(json.dumps({k: v for k, v in result.items() if k != "examples"}))
     return 0
 
