@@ -169,6 +169,18 @@ def test_column_flags_belong_to_seq2seq_and_configs_to_marian(tmp_path: Path) ->
     assert result.returncode == 0, result.stderr
 
 
+def test_the_held_out_pairs_share_no_sentence_with_training(tmp_path: Path) -> None:
+    from bench.seq2seq_learns import split_pairs
+
+    rows = [(f"en {i % 30}", f"fr {i % 45}") for i in range(200)]  # sentences with several translations
+    path = tmp_path / "pairs.txt"
+    path.write_text("".join(f"{en}\t{fr}\tattribution\n" for en, fr in rows), encoding="utf-8")
+    train, test = split_pairs(path, 10, seed=0)
+    assert len(test) == 10 and train
+    assert not {en for en, _ in test} & {en for en, _ in train}
+    assert not {fr for _, fr in test} & {fr for _, fr in train}
+
+
 @pytest.mark.slow
 def test_a_model_from_scratch_translates_held_out_tatoeba_above_the_copy_baseline(
     tmp_path: Path, shared_data: Path
