@@ -11,7 +11,9 @@ source or reference, was seen in training. Then, on the same training file:
   model shape (the --size preset's), the same tokenizer (llmtool's), the same batch and the same number of
   steps as llmtool's plan; everything else is Transformers' default.
 
-Both models translate the held-out French with the same greedy ``model.generate`` call, and sacrebleu
+The baselines start as soon as llmtool's run has learned its tokenizer and train beside it (the runs
+share the machine: their seconds are wall time under that load). Both models translate the held-out
+French with the same greedy ``model.generate`` call, and sacrebleu
 scores them (corpus BLEU and chrF against the one English reference), beside the copy baseline (the
 French source as its own "translation"). Writes ``bench/seq2seq-results.json`` (or ``--out``).
 
@@ -25,6 +27,7 @@ import argparse
 import json
 import os
 import random
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -82,12 +85,19 @@ def save(result: dict[str, Any], path: str) -> None:
     Path(path).write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
-def run(cmd: list[str]) -> float:
-    start = time.monotonic()
-    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if done.returncode:
-        sys.exit(f"failed ({done.returncode}): {' '.join(cmd)}\n{done.stderr[-3000:]}")
-    return round(time.monotonic() - start, 1)
+def start(cmd: list[str], log: Path) -> subprocess.Popen[str]:
+    """``cmd`` in the background, its stderr to ``log`` (a pipe nobody reads would fill and stop it)."""
+    with log.open("w", encoding="utf-8") as err:
+        return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, text=True)
+
+
+def finish(name: str, job: subprocess.Popen[str], log: Path, started: float = 0.0) -> float:
+    """Wait for ``job``; its wall seconds since ``started`` (the runs share the machine), or exit if it failed."""
+    job.wait()
+    if job.returncode:
+        stderr = log.read_text(encoding="utf-8", errors="replace")
+        sys.exit(f"{name} failed ({job.returncode}): {' '.join(map(str, job.args))}\n{stderr[-3000:]}")
+    return round(time.monotonic() - started, 1)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -119,35 +129,49 @@ def main(argv: list[str] | None = None) -> int:
         "runs": [],
     }
     ours = str(work / "llmtool")
-    flags = ["--source-column", "2", "--target-column", "1", "--output", ours, "--overwrite", *args.extra]
-    seconds = run(
-        [sys.executable, "-m", "llmtool", "pretrain", str(work / "train.txt"), "--objective", "seq2seq", *flags]
-    )
-    record = json.loads((Path(ours) / "llmtool_settings.json").read_text(encoding="utf-8"))
-    plan, training = record["plan"], record["training"]
-    result["runs"].append(
-        {"kind": "llmtool", "flags": args.extra, "steps": plan["steps"], "batch": plan["batch_size"], "lr": plan["lr"],
-         "warmup_ratio": plan["warmup_ratio"], "parameters": record["parameters"], "size": record["size"],
-         "seconds": seconds, **scores(translate(ours, sources), references)}
-    )  # fmt: skip
-    save(result, args.out)
+    pretrain = [sys.executable, "-m", "llmtool", "pretrain", str(work / "train.txt"), "--objective", "seq2seq",
+                "--source-column", "2", "--target-column", "1", *args.extra]  # fmt: skip
+    report = json.loads(subprocess.run([*pretrain, "--dry-run", "--json"], capture_output=True, text=True,
+                                       check=True).stdout)  # fmt: skip
+    plan = report["plan"]
+    started = time.monotonic()
+    jobs = {"llmtool": start([*pretrain, "--output", ours, "--overwrite"], work / "llmtool.log")}
+    # The baselines start as soon as llmtool's run has learned its tokenizer, and train beside it.
+    tokenizer = Path(ours) / ".llmtool-cache" / "tokenizer"
+    while not (tokenizer / "tokenizer.json").is_file() or not (tokenizer / "tokenizer_config.json").is_file():
+        if jobs["llmtool"].poll() is not None:
+            finish("llmtool", jobs["llmtool"], work / "llmtool.log")
+        time.sleep(1)
+    time.sleep(1)
+    shutil.copytree(tokenizer, work / "tokenizer", dirs_exist_ok=True)
     from llmtool.settings import SIZES
 
-    size = SIZES[record["size"]]
-    for lr in args.baseline_lr or [5e-5]:
-        folder = str(work / f"baseline-{lr:g}")
-        seconds = run([
+    size = SIZES[report["size"]]
+    lrs = args.baseline_lr or [5e-5]
+    for lr in lrs:
+        jobs[f"baseline-{lr:g}"] = start([
             sys.executable, str(ROOT / "bench" / "baselines" / "seq2seq_trainer.py"), str(work / "train.txt"),
-            "--tokenizer", ours, "--output", folder, "--max-steps", str(plan["steps"]),
-            "--batch-size", str(plan["batch_size"]), "--lr", str(lr), "--layers", str(size.layers),
-            "--hidden", str(size.hidden), "--heads", str(size.heads), "--source-field", "2", "--target-field", "1",
-            "--seed", str(training.get("seed", 42)),
-        ])  # fmt: skip
+            "--tokenizer", str(work / "tokenizer"), "--output", str(work / f"baseline-{lr:g}"),
+            "--max-steps", str(plan["steps"]), "--batch-size", str(plan["batch_size"]), "--lr", str(lr),
+            "--layers", str(size.layers), "--hidden", str(size.hidden), "--heads", str(size.heads),
+            "--source-field", "2", "--target-field", "1",
+        ], work / f"baseline-{lr:g}.log")  # fmt: skip
+    seconds = {name: finish(name, job, work / f"{name}.log", started) for name, job in jobs.items()}
+    record = json.loads((Path(ours) / "llmtool_settings.json").read_text(encoding="utf-8"))
+    same = (Path(ours) / "tokenizer.json").read_bytes() == (work / "tokenizer" / "tokenizer.json").read_bytes()
+    result["same_tokenizer"] = same
+    result["runs"].append(
+        {"kind": "llmtool", "flags": args.extra, "steps": record["plan"]["steps"], "batch": plan["batch_size"],
+         "lr": plan["lr"], "warmup_ratio": plan["warmup_ratio"], "parameters": record["parameters"],
+         "size": record["size"], "seconds": seconds["llmtool"], **scores(translate(ours, sources), references)}
+    )  # fmt: skip
+    for lr in lrs:
+        folder = str(work / f"baseline-{lr:g}")
         result["runs"].append(
             {"kind": "seq2seq_trainer", "steps": plan["steps"], "batch": plan["batch_size"], "lr": lr,
-             "seconds": seconds, **scores(translate(folder, sources), references)}
+             "seconds": seconds[f"baseline-{lr:g}"], **scores(translate(folder, sources), references)}
         )  # fmt: skip
-        save(result, args.out)
+    save(result, args.out)
     result["examples"] = [
         {"source": s, "reference": r, "llmtool": h}
         for s, r, h in zip(sources[:5], references[:5], translate(ours, sources[:5]), strict=True)
