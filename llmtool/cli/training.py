@@ -128,7 +128,10 @@ def finetune_command(
     max_length: Annotated[
         int | None,
         typer.Option(
-            "--max-length", help="classify: tokens per example (default: the model's limit).", show_default=False
+            "--max-length",
+            help="classify: tokens per example (default: the model's limit); seq2seq: per source and per target "
+            "(default: the model's limit, at most 256).",
+            show_default=False,
         ),
     ] = FT.max_length,
     block_size: Annotated[
