@@ -72,7 +72,10 @@ def translate(folder: str, sources: list[str], max_new_tokens: int = 64) -> list
 
 
 def scores(hypotheses: list[str], references: list[str]) -> dict[str, float]:
-    import sacrebleu
+    try:
+        import sacrebleu
+    except ImportError:
+        sys.exit("BLEU needs sacrebleu: pip install 'llmtool[seq2seq]'")
 
     return {
         "bleu": round(sacrebleu.corpus_bleu(hypotheses, [references]).score, 2),
