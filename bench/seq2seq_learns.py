@@ -83,6 +83,13 @@ def scores(hypotheses: list[str], references: list[str]) -> dict[str, float]:
     }
 
 
+def same_tokenizer(a: Path, b: Path) -> bool:
+    """Whether two tokenizer.json files tokenize alike: all but the truncation and padding state a save keeps."""
+    first, second = (json.loads((x / "tokenizer.json").read_text(encoding="utf-8")) for x in (a, b))
+    kept = set(first) - {"truncation", "padding"}
+    return first.keys() == second.keys() and all(first[k] == second[k] for k in kept)
+
+
 def save(result: dict[str, Any], path: str) -> None:
     """The results so far (each run is written as soon as it is scored)."""
     Path(path).write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
@@ -159,10 +166,14 @@ def main(argv: list[str] | None = None) -> int:
             "--layers", str(size.layers), "--hidden", str(size.hidden), "--heads", str(size.heads),
             "--source-field", "2", "--target-field", "1",
         ], work / f"baseline-{lr:g}.log")  # fmt: skip
-    seconds = {name: finish(name, job, work / f"{name}.log", started) for name, job in jobs.items()}
+    seconds: dict[str, float] = {}
+    while len(seconds) < len(jobs):  # each run's seconds end when it ends
+        for name, job in jobs.items():
+            if name not in seconds and job.poll() is not None:
+                seconds[name] = finish(name, job, work / f"{name}.log", started)
+        time.sleep(1)
     record = json.loads((Path(ours) / "llmtool_settings.json").read_text(encoding="utf-8"))
-    same = (Path(ours) / "tokenizer.json").read_bytes() == (work / "tokenizer" / "tokenizer.json").read_bytes()
-    result["same_tokenizer"] = same
+    result["same_tokenizer"] = same_tokenizer(Path(ours), work / "tokenizer")
     result["runs"].append(
         {"kind": "llmtool", "flags": args.extra, "steps": record["plan"]["steps"], "batch": plan["batch_size"],
          "lr": plan["lr"], "warmup_ratio": plan["warmup_ratio"], "parameters": record["parameters"],
