@@ -187,7 +187,7 @@ def test_a_model_from_scratch_translates_held_out_tatoeba_above_the_copy_baselin
 ) -> None:
     """6,000 Tatoeba pairs, French -> English, no training flags (the plan's 1,500-step floor); 200
     held-out pairs whose sentences (either side) never occur in training. Greedy BLEU must clear the
-    copy baseline (about 1) by 4 points (4,000 pairs reached 6.9 with a tokenizer since changed)."""
+    copy baseline (1.3) by 10 points: measured 23.1 (0.4 before punctuation was split off words)."""
     sacrebleu = pytest.importorskip("sacrebleu")
     from bench.seq2seq_learns import split_pairs, translate
 
@@ -201,4 +201,4 @@ def test_a_model_from_scratch_translates_held_out_tatoeba_above_the_copy_baselin
     sources, references = [fr for _, fr in test], [en for en, _ in test]
     bleu = sacrebleu.corpus_bleu(translate(str(out), sources), [references]).score
     copy = sacrebleu.corpus_bleu(sources, [references]).score
-    assert bleu > copy + 4, (bleu, copy)
+    assert bleu > copy + 10, (bleu, copy)
