@@ -39,6 +39,10 @@ DEFAULT_TARGETS: dict[str, list[str]] = {
     "mistral": ["q_proj", "k_proj", "v_proj", "o_proj"],
     "qwen2": ["q_proj", "k_proj", "v_proj", "o_proj"],
     "gemma": ["q_proj", "k_proj", "v_proj", "o_proj"],
+    "bart": ["q_proj", "k_proj", "v_proj", "out_proj"],
+    "mbart": ["q_proj", "k_proj", "v_proj", "out_proj"],
+    "marian": ["q_proj", "k_proj", "v_proj", "out_proj"],
+    "t5": ["q", "k", "v", "o"],
 }
 
 

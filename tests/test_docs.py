@@ -253,7 +253,18 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tiny_models.build_marian(folder / "Helsinki-NLP" / "opus-mt-en-fr")
     tiny_models.build_t5(folder / "t5-small")
     tiny_models.build_bart(folder / "sshleifer" / "distilbart-cnn-12-6")
+    tiny_models.build_bart(folder / "facebook" / "bart-base")  # an encoder-decoder (finetune --task seq2seq)
     return folder
+
+
+TRANSLATIONS = [  # English, French (Tatoeba's order)
+    ("Go.", "Va !"),
+    ("Hello!", "Bonjour !"),
+    ("Thank you.", "Merci."),
+    ("I am here.", "Je suis là."),
+    ("The cat sleeps.", "Le chat dort."),
+    ("We won.", "Nous avons gagné."),
+]
 
 
 def csv_file(header: str, rows: list[tuple[str, ...]]) -> str:
@@ -284,6 +295,8 @@ def write_data(folder: Path) -> None:
         "dialogsum.jsonl": "".join(
             json.dumps({"dialogue": a, "summary": b}) + "\n" for a, b in tiny_models.TRANSLATIONS
         ),
+        "fr-en.txt": "".join(f"{en}\t{fr}\n" for en, fr in TRANSLATIONS * 8),
+        "pairs.jsonl": "".join(json.dumps({"source": en, "target": fr}) + "\n" for en, fr in TRANSLATIONS * 8),
         "corpus.txt": "\n\n".join("\n".join(lines[i:] + lines[:i]) for i in range(len(lines)) for _ in range(8)) + "\n",
     }
     for name, text in files.items():

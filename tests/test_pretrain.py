@@ -328,7 +328,7 @@ def test_presets_have_the_documented_parameter_counts() -> None:
         ("\n\n  \n", ["blank.txt"], "blank.txt: no text (only blank lines, or only a header)"),
         ("id,body\n1,x\n", ["corpus.csv", "--text-column", "text"], "no column 'text'"),
         ("One line.\n", ["corpus.txt", "--objective", "clm", "--nsp"], "--nsp (next-sentence prediction) goes with"),
-        ("One line.\n", ["corpus.txt", "--objective", "gpt"], "unknown --objective 'gpt'; use mlm or clm"),
+        ("One line.\n", ["corpus.txt", "--objective", "gpt"], "unknown --objective 'gpt'; use mlm, clm or seq2seq"),
         ("One line.\n", ["corpus.txt", "--size", "huge"], "unknown --size 'huge'; use tiny, mini, small, base"),
         ("One line.\n", ["corpus.txt", "--config", "gpt2.json"], "is a 'gpt2' config; --objective mlm trains a 'bert'"),
         ("One line.\n", ["corpus.txt", "--block-size", "600"], "--block-size 600 is longer than the model's 512"),

@@ -72,20 +72,22 @@ def finetune_command(
     train: Annotated[
         str,
         typer.Argument(
-            help="Training data: .csv/.tsv with a header (classify, clm, mlm), or .txt/.jsonl text (clm, mlm).",
+            help="Training data: .csv/.tsv with a header (classify, clm, mlm), or .txt/.jsonl text (clm, mlm); "
+            "seq2seq: source/target pairs in a .csv/.tsv/.jsonl, or a headerless .txt of source<TAB>target.",
             metavar="TRAIN",
             show_default=False,
         ),
     ],
     task: Annotated[
-        str, typer.Option("--task", "-t", help="classify | clm | mlm | embed | tag | qa.", metavar="TASK")
+        str, typer.Option("--task", "-t", help="classify | clm | mlm | embed | tag | qa | seq2seq.", metavar="TASK")
     ] = FT.task,
     model: Annotated[
         str | None,
         typer.Option(
             "--model",
             "-m",
-            help="Hub id or local folder (default: bert-base-uncased; gpt2 for clm; all-MiniLM-L6-v2 for embed).",
+            help="Hub id or local folder (default: bert-base-uncased; gpt2 for clm; all-MiniLM-L6-v2 for embed; "
+            "t5-small for seq2seq).",
             show_default=False,
             envvar=model_envvars("finetune"),
         ),
@@ -126,7 +128,10 @@ def finetune_command(
     max_length: Annotated[
         int | None,
         typer.Option(
-            "--max-length", help="classify: tokens per example (default: the model's limit).", show_default=False
+            "--max-length",
+            help="classify: tokens per example (default: the model's limit); seq2seq: per source and per target "
+            "(default: the model's limit, at most 256).",
+            show_default=False,
         ),
     ] = FT.max_length,
     block_size: Annotated[
@@ -149,6 +154,12 @@ def finetune_command(
     response_column: Annotated[
         str | None, option(FinetuneSettings, "response_column", "--response-column", show_default=False)
     ] = FT.response_column,
+    source_column: Annotated[
+        str | None, option(FinetuneSettings, "source_column", "--source-column", show_default=False)
+    ] = FT.source_column,
+    target_column: Annotated[
+        str | None, option(FinetuneSettings, "target_column", "--target-column", show_default=False)
+    ] = FT.target_column,
     lora: Annotated[bool, option(FinetuneSettings, "lora", "--lora")] = FT.lora,
     lora_r: Annotated[int, option(FinetuneSettings, "lora_r", "--lora-r")] = FT.lora_r,
     lora_alpha: Annotated[int, option(FinetuneSettings, "lora_alpha", "--lora-alpha")] = FT.lora_alpha,
@@ -198,7 +209,8 @@ def finetune_command(
     quiet: QuietOpt = False,
     verbose: VerboseOpt = MODEL.verbose,
 ) -> None:
-    """Fine-tune a model on a CSV: classify (text [+ pair] -> label), or clm/mlm (continued pre-training).
+    """Fine-tune a model on a CSV: classify (text [+ pair] -> label), clm/mlm (continued pre-training), or
+    seq2seq (an encoder-decoder on source -> target pairs: translation, summarization).
 
     The data is checked before the model loads. The best checkpoint (validation accuracy for classify, loss for
     clm/mlm) is written to --output in safetensors, with metrics.json and llmtool_settings.json beside it.
@@ -259,13 +271,19 @@ def pretrain_command(
         list[str],
         typer.Argument(
             help="Text: .txt (a sentence or line per line, blank lines between documents), or .csv/.tsv/.jsonl "
-            "(a text column; a document per row). Several files are read as one corpus.",
+            "(a text column; a document per row); seq2seq: pairs (a headerless .txt of source<TAB>target, or "
+            ".csv/.tsv/.jsonl with source and target columns). Several files are read as one corpus.",
             metavar="CORPUS...",
             show_default=False,
         ),
     ],
     objective: Annotated[
-        str, typer.Option("--objective", help="mlm: a BERT (masked LM); clm: a GPT-2 (next-token prediction).")
+        str,
+        typer.Option(
+            "--objective",
+            help="mlm: a BERT (masked LM); clm: a GPT-2 (next-token prediction); seq2seq: a Marian "
+            "encoder-decoder on parallel text (translation).",
+        ),
     ] = PT.objective,
     output: Annotated[
         str | None, typer.Option("--output", "-o", help="Folder for the new model (required).", show_default=False)
@@ -315,6 +333,12 @@ def pretrain_command(
             show_default=False,
         ),
     ] = PT.text_column,
+    source_column: Annotated[
+        str | None, option(PretrainSettings, "source_column", "--source-column", show_default=False)
+    ] = PT.source_column,
+    target_column: Annotated[
+        str | None, option(PretrainSettings, "target_column", "--target-column", show_default=False)
+    ] = PT.target_column,
     valid: Annotated[
         str | None,
         typer.Option("--valid", help="Validation corpus (default: --valid-split of the corpus).", show_default=False),
@@ -355,11 +379,13 @@ def pretrain_command(
     quiet: QuietOpt = False,
     verbose: VerboseOpt = MODEL.verbose,
 ) -> None:
-    """Pre-train a new BERT (mlm, optionally with --nsp) or GPT-2 (clm) from scratch on a text corpus.
+    """Pre-train a new BERT (mlm, optionally with --nsp) or GPT-2 (clm) from scratch on a text corpus, or a
+    Marian encoder-decoder (seq2seq) on parallel text.
 
-    A tokenizer is trained on the corpus first (WordPiece for mlm, byte-level BPE for clm) unless
-    --tokenizer is given. The model goes to --output in safetensors, ready for fill-mask, generate,
-    next-sentence, finetune and AutoModel*.from_pretrained, with metrics.json and llmtool_settings.json.
+    A tokenizer is trained on the corpus first (WordPiece for mlm, byte-level BPE for clm, one BPE vocabulary
+    for both sides for seq2seq) unless --tokenizer is given. The model goes to --output in safetensors, ready
+    for fill-mask, generate, next-sentence, translate, finetune and AutoModel*.from_pretrained, with
+    metrics.json and llmtool_settings.json.
 
     Runs unchanged under torchrun and accelerate launch. Ctrl-C saves a checkpoint; --resume continues from it.
 

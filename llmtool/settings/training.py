@@ -100,7 +100,7 @@ LORA_LR_FACTOR = 10
 class FinetuneSettings(TrainSettings):
     """``TrainSettings`` plus what fine-tuning reads and how it turns text into examples."""
 
-    task: str = setting("classify", "classify | clm | mlm | embed | tag | qa.")
+    task: str = setting("classify", "classify | clm | mlm | embed | tag | qa | seq2seq.")
     text_column: str | None = setting(None, "Text column (default: the table rule, see docs/formats.md).")
     text_pair_column: str | None = setting(None, "Second text column, for sentence pairs (classify).")
     label_column: str | None = setting(None, "Label column (classify) (default: label).")
@@ -108,7 +108,9 @@ class FinetuneSettings(TrainSettings):
     valid_split: float = setting(0.1, "Share of TRAIN held out (seeded; stratified for classify); 0: none.")
     encoding: str = setting("utf-8", "Text encoding of the data files.")
     max_length: int | None = setting(
-        None, "classify: tokens per example (default: the model's limit); qa: per window (default: 384 within that)."
+        None,
+        "classify: tokens per example (default: the model's limit); qa: per window (default: 384 within that); "
+        "seq2seq: per source and per target.",
     )
     block_size: int | None = setting(None, "clm/mlm: tokens per block (default: model limit, up to 1024).")
     line_by_line: bool = setting(False, "clm/mlm: one example per line instead of packed blocks.")
@@ -121,6 +123,12 @@ class FinetuneSettings(TrainSettings):
     num_proc: int | None = setting(None, "Tokenization processes (default: every core for big data, else 1).")
     prompt_column: str | None = setting(None, "clm: prompt column/field; the loss covers only the response.")
     response_column: str | None = setting(None, "clm: response column/field (goes with --prompt-column).")
+    source_column: str | None = setting(
+        None, "seq2seq: source column/field (default: source; field 1 of a headerless TAB-separated .txt)."
+    )
+    target_column: str | None = setting(
+        None, "seq2seq: target column/field (default: target; field 2 of a headerless TAB-separated .txt)."
+    )
     # finetune: chosen by the plan (finetune.training_plan); LoRA adapters take 10x full fine-tuning's rate.
     lr: float | None = setting(
         None,
@@ -160,9 +168,13 @@ class FinetuneSettings(TrainSettings):
             raise UsageError(f"unknown --task {self.task!r}; use {', '.join(TASKS)}")
         if self.valid is None and not 0 <= self.valid_split < 1:
             raise UsageError(f"--valid-split must be in [0, 1) (got {self.valid_split})")
-        if self.task in ("classify", "embed", "tag", "qa") and (self.block_size is not None or self.line_by_line):
+        if self.task in ("classify", "embed", "tag", "qa", "seq2seq") and (
+            self.block_size is not None or self.line_by_line
+        ):
             raise UsageError("--block-size and --line-by-line apply to --task clm and mlm")
-        if self.task not in ("classify", "embed", "tag", "qa") and self.max_length is not None:
+        if (self.source_column is not None or self.target_column is not None) and self.task != "seq2seq":
+            raise UsageError("--source-column and --target-column apply to --task seq2seq")
+        if self.task not in ("classify", "embed", "tag", "qa", "seq2seq") and self.max_length is not None:
             raise UsageError("--max-length applies to --task classify; for clm and mlm use --block-size")
         for name in ("max_length", "block_size", "num_proc"):
             at_least(getattr(self, name), 1, f"--{name.replace('_', '-')}")
@@ -206,7 +218,11 @@ class PretrainSettings(TrainSettings):
     """``TrainSettings`` plus what pre-training reads and builds. Defaults differ from fine-tuning:
     new weights learn with a larger rate, warm-up and weight decay, for more epochs."""
 
-    objective: str = setting("mlm", "mlm: a BERT (masked LM); clm: a GPT-2 (next-token prediction).")
+    objective: str = setting(
+        "mlm",
+        "mlm: a BERT (masked LM); clm: a GPT-2 (next-token prediction); seq2seq: a Marian encoder-decoder "
+        "(translation) on parallel text.",
+    )
     nsp: bool = setting(False, "mlm: also train BERT's next-sentence head on sentence pairs.")
     size: str = setting("tiny", "Model size preset: tiny, mini, small, base (see docs/commands/pretrain.md).")
     config: str | None = setting(
@@ -234,6 +250,12 @@ class PretrainSettings(TrainSettings):
         "jieba, pip install 'llmtool[zh]', else each character).",
     )
     text_column: str | None = setting(None, "Text column of .csv/.tsv/.jsonl corpora (default: the table rule).")
+    source_column: str | None = setting(
+        None, "seq2seq: source column/field (default: source; field 1 of a headerless TAB-separated .txt)."
+    )
+    target_column: str | None = setting(
+        None, "seq2seq: target column/field (default: target; field 2 of a headerless TAB-separated .txt)."
+    )
     valid: str | None = setting(None, "Validation corpus (default: --valid-split of the corpus).")
     valid_split: float = setting(0.0, "Share of the documents held out for validation (seeded); 0: none.")
     encoding: str = setting("utf-8", "Text encoding of the corpus files.")
@@ -250,7 +272,12 @@ class PretrainSettings(TrainSettings):
     def check(self) -> None:
         super().check()
         if self.objective not in OBJECTIVES:
-            raise UsageError(f"unknown --objective {self.objective!r}; use mlm or clm")
+            names = f"{', '.join(OBJECTIVES[:-1])} or {OBJECTIVES[-1]}"
+            raise UsageError(f"unknown --objective {self.objective!r}; use {names}")
+        if self.objective == "seq2seq":
+            self.check_seq2seq()
+        elif self.source_column is not None or self.target_column is not None:
+            raise UsageError("--source-column and --target-column apply to --objective seq2seq")
         if self.nsp and self.objective != "mlm":
             raise UsageError("--nsp (next-sentence prediction) goes with --objective mlm")
         if self.nsp and self.line_by_line:
@@ -270,3 +297,14 @@ class PretrainSettings(TrainSettings):
         if self.valid is None and not 0 <= self.valid_split < 1:
             raise UsageError(f"--valid-split must be in [0, 1) (got {self.valid_split})")
         at_least(self.num_proc, 1, "--num-proc")
+
+    def check_seq2seq(self) -> None:
+        """What does not apply to parallel text (pairs, not lines of a corpus)."""
+        for name, value in (
+            ("--nsp", self.nsp),
+            ("--line-by-line/--pack", self.line_by_line is not None),
+            ("--mlm-probability", self.mlm_probability is not None),
+            ("--text-column", self.text_column is not None),
+        ):
+            if value:
+                raise UsageError(f"{name} does not apply to --objective seq2seq (each pair is one example)")

@@ -77,3 +77,12 @@ SHORT_DOCUMENT_LINES = 20  # ... and only lines grouped into documents (blank li
 PRETRAIN_WARMUP = 0.05  # new weights need a warm-up
 # The peak learning rate is the --size preset's (llmtool.settings.SIZES: it goes with the model's shape).
 POSITIONS = {"mlm": 512, "clm": 1024}  # the context of every preset: BERT's 512 tokens, GPT-2's 1024
+
+# --------------------------------------------------------------------------- seq2seq (finetune and pretrain)
+# Measured on Tatoeba fra->eng, held-out pairs (bench/seq2seq_learns.py, docs/training.md).
+
+SEQ2SEQ_MAX_LENGTH = 256  # finetune: tokens per source and per target without --max-length (or the model's limit)
+SEQ2SEQ_BLOCK = 128  # pretrain: tokens per source and per target when --block-size is not given
+SEQ2SEQ_POSITIONS = 512  # pretrain: the context of every preset (Marian's sinusoidal table: no weights)
+SEQ2SEQ_EPOCHS = 5  # pretrain: passes over the pairs when the flags leave the length open ...
+SEQ2SEQ_MIN_STEPS = 1500  # ... at least this many steps, at most AUTO_MAX_STEPS[size]

@@ -1,5 +1,6 @@
 """``llmtool pretrain``: a BERT (masked LM, optionally with next-sentence prediction) or a GPT-2
-(causal LM) trained from scratch on a text corpus, tokenizer included.
+(causal LM) trained from scratch on a text corpus, tokenizer included; or (``--objective seq2seq``)
+a Marian encoder-decoder on parallel text, which :mod:`~llmtool.training.pretrain_seq2seq` trains.
 
 The steps, each checked before the next costs anything:
 
@@ -60,6 +61,7 @@ from llmtool.training.pretrain_model import (
     new_model,
     read_config,
 )
+from llmtool.training.pretrain_seq2seq import dry_run_seq2seq, pretrain_seq2seq
 from llmtool.training.recipes import language_model
 from llmtool.training.trainer import TrainingRun
 
@@ -79,6 +81,9 @@ def pretrain(
     console = console or Console()
     prepare_environment(offline, console.verbose)
     with signals_deferred():
+        if settings.objective == "seq2seq":
+            overrides = read_config(settings.config, settings.objective) if settings.config else {}
+            return pretrain_seq2seq(corpus, output_dir, settings, console, overrides)
         layouts = corpus_layouts(corpus, settings)  # cheap checks of every file before anything is written
         overrides = read_config(settings.config, settings.objective) if settings.config else {}
         check_positions(settings, overrides)
@@ -139,6 +144,9 @@ def dry_run(corpus: Sequence[str], settings: PretrainSettings, *, offline: bool 
 
     settings.check()
     prepare_environment(offline, False)
+    if settings.objective == "seq2seq":
+        overrides = read_config(settings.config, settings.objective) if settings.config else {}
+        return dry_run_seq2seq(corpus, settings, overrides)
     layouts = corpus_layouts(corpus, settings)
     overrides = read_config(settings.config, settings.objective) if settings.config else {}
     check_positions(settings, overrides)
@@ -170,9 +178,11 @@ def format_dry_run(report: dict[str, Any]) -> str:
     """The --dry-run report for people: the corpus, the model, the plan line and its warnings."""
     plan = report["plan"]
     docs = report["documents"]
+    held = f"{docs['train']} training documents ({report['lines']} lines), {docs['valid']} for validation"
+    if report["objective"] == "seq2seq":
+        held = f"{docs['train']} training pairs, {docs['valid']} for validation"
     lines = [
-        f"corpus   {', '.join(report['corpus'])}: {docs['train']} training documents ({report['lines']} lines), "
-        f"{docs['valid']} for validation",
+        f"corpus   {', '.join(report['corpus'])}: {held}",
         f"model    {report['objective']}, size {report['size']}, {report['parameters']:,} parameters, "
         f"vocabulary {report['vocab_size']}, block {report['block_size']} tokens",
         f"plan     {_plan_from_dict(plan).line().removeprefix('plan: ')}",

@@ -11,11 +11,11 @@ from pathlib import Path
 from typing import Any
 
 from llmtool.errors import InputError, UsageError
-from llmtool.settings import OBJECTIVES, SIZES, PretrainSettings
+from llmtool.settings import SIZES, PretrainSettings
 from llmtool.training.defaults import POSITIONS
 from llmtool.training.pretrain_data import block
 
-ARCHITECTURES = {"mlm": "bert", "clm": "gpt2"}
+ARCHITECTURES = {"mlm": "bert", "clm": "gpt2", "seq2seq": "marian"}
 
 
 def read_config(path: str, objective: str) -> dict[str, Any]:
@@ -114,7 +114,7 @@ def architecture_name(model: Any) -> str:
 def parameter_table(vocab_size: int = 8192) -> list[dict[str, Any]]:
     """Parameters of every preset for both architectures, by instantiating them (for the README)."""
     rows = []
-    for objective in OBJECTIVES:
+    for objective in ("mlm", "clm"):
         for size in SIZES:
             s = PretrainSettings(objective=objective, size=size)
             values = {**preset(s), "vocab_size": vocab_size}

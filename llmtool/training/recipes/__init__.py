@@ -15,10 +15,12 @@ from llmtool.training.recipes.embed import Embed
 from llmtool.training.recipes.language import LanguageModel, Masking
 from llmtool.training.recipes.mlm import MaskedLM
 from llmtool.training.recipes.qa import QuestionAnswering
+from llmtool.training.recipes.seq2seq import Seq2Seq
 from llmtool.training.recipes.tag import Tag
 
 RECIPES: dict[str, Recipe] = {
-    recipe.name: recipe for recipe in (Classify(), CausalLM(), MaskedLM(), Embed(), Tag(), QuestionAnswering())
+    recipe.name: recipe
+    for recipe in (Classify(), CausalLM(), MaskedLM(), Embed(), Tag(), QuestionAnswering(), Seq2Seq())
 }
 
 
