@@ -23,8 +23,8 @@ def test_every_task_has_a_recipe() -> None:
 
 
 def test_unknown_names_are_usage_errors() -> None:
-    with pytest.raises(UsageError, match="unknown --task 'qa'"):
-        recipe_for("qa")
+    with pytest.raises(UsageError, match="unknown --task 'translate'"):
+        recipe_for("translate")
     with pytest.raises(UsageError, match="unknown --objective 'classify'"):
         language_model("classify")
 
