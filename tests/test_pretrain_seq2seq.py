@@ -64,13 +64,15 @@ def test_pretrain_writes_a_folder_that_transformers_and_translate_load(tmp_path:
     tokenizer = AutoTokenizer.from_pretrained(str(out))
     assert type(model).__name__ == "MarianMTModel"
     generation = GenerationConfig.from_pretrained(str(out))
-    assert generation.decoder_start_token_id == tokenizer.pad_token_id == 0
+    assert generation.decoder_start_token_id == tokenizer.pad_token_id == len(tokenizer) - 1  # OPUS-MT's layout
+    # the decoder's start embedding stays zero (CTranslate2 starts from a zero vector, as Marian does)
+    assert float(model.get_input_embeddings().weight[tokenizer.pad_token_id].abs().sum()) == 0.0
     assert generation.eos_token_id == tokenizer.eos_token_id and generation.max_length == 128
     ids = tokenizer("Je suis là.")["input_ids"]
     assert ids[-1] == tokenizer.eos_token_id
     assert tokenizer.decode(ids, skip_special_tokens=True) == "Je suis là."  # spaces restored exactly
     out_ids = model.generate(**tokenizer(["Je suis là."], return_tensors="pt"), max_new_tokens=4)
-    assert out_ids[0, 0].item() == 0  # decoding starts from the padding token, as Marian's does
+    assert out_ids[0, 0].item() == tokenizer.pad_token_id  # decoding starts from the padding token, as Marian's does
     record = json.loads((out / "llmtool_settings.json").read_text(encoding="utf-8"))
     assert record["objective"] == "seq2seq" and record["architecture"] == "MarianMTModel"
     assert record["columns"] == {str(data): {"source": "2", "target": "1"}}
@@ -111,7 +113,7 @@ def test_the_shared_tokenizer_round_trips_both_sides_chinese_included() -> None:
         ids = tokenizer(text)["input_ids"]
         assert ids[-1] == tokenizer.eos_token_id and tokenizer.unk_token_id not in ids
         assert tokenizer.decode(ids, skip_special_tokens=True) == text
-    assert tokenizer.convert_ids_to_tokens([0, 1, 2]) == ["<pad>", "</s>", "<unk>"]
+    assert tokenizer.convert_ids_to_tokens([0, 1, len(tokenizer) - 1]) == ["</s>", "<unk>", "<pad>"]
     assert tokenizer.unk_token_id in tokenizer("片")["input_ids"]  # a character the corpus never had
 
 

@@ -23,7 +23,9 @@ Objective = Literal["mlm", "clm", "seq2seq"]
 # BERT's special tokens, in BERT's order: [PAD] is id 0, as BertConfig.pad_token_id assumes.
 BERT_SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 GPT2_EOS = "<|endoftext|>"  # GPT-2's only special token: end of text, also its BOS and UNK
-# seq2seq (Marian's names): padding is id 0, which Marian also uses as the decoder's start token.
+# seq2seq (Marian's names): end of text is id 0, unknown 1, and padding the LAST id, as in OPUS-MT's
+# vocabularies (Marian also starts decoding from it). CTranslate2's Marian converter drops the last
+# embedding row as padding: a padding token anywhere else would cost a real token's row.
 SEQ2SEQ_SPECIALS = ("<pad>", "</s>", "<unk>")
 
 
@@ -189,10 +191,11 @@ def _train_shared_bpe(texts: Iterable[str], opts: TokenizerOptions) -> Any:
     trainer = trainers.BpeTrainer(
         vocab_size=opts.vocab_size,
         min_frequency=opts.min_frequency,
-        special_tokens=list(SEQ2SEQ_SPECIALS),
+        special_tokens=[eos, unk],
         show_progress=False,
     )
     backend.train_from_iterator(_batches(texts), trainer)
+    backend.add_special_tokens([pad])  # the last id (see SEQ2SEQ_SPECIALS)
     eos_id = backend.token_to_id(eos)
     backend.post_processor = processors.TemplateProcessing(
         single=f"$A {eos}", pair=f"$A {eos} $B {eos}", special_tokens=[(eos, eos_id)]
