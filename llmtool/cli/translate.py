@@ -5,6 +5,7 @@ here loads a model."""
 from __future__ import annotations
 
 import sys
+from dataclasses import fields
 from functools import partial
 from typing import Annotated, Any
 
@@ -63,13 +64,15 @@ MaxLengthOpt = Annotated[int | None, option(S, "max_length", "--max-length", min
 StreamOpt = Annotated[bool | None, option(S, "stream", "--stream/--no-stream", show_default=False)]
 
 
-def _run(command: str, text: str | None, options: Seq2SeqOptions, given: dict[str, Any]) -> None:
+def _run(command: str, text: str | None, settings: type[Seq2SeqOptions], given: dict[str, Any]) -> None:
     from llmtool.io.console import stdout_isatty
     from llmtool.io.streams import read_records
     from llmtool.tasks.generate import FORMATTER
     from llmtool.tasks.seq2seq import should_stream
 
     output = output_format(given["fmt"], given["json_flag"])
+    # each settings field from the flag of the same name (--beams fills num_beams)
+    options = settings(**{f.name: given["beams" if f.name == "num_beams" else f.name] for f in fields(settings)})
     options.check()
     if command == "translate":
         from llmtool.tasks.translate import translate
@@ -144,25 +147,7 @@ def translate_command(
 
     Example: llmtool translate "The cat sleeps." -m Helsinki-NLP/opus-mt-en-fr --beams 4
     """
-    options = TranslateOptions(
-        max_new_tokens=max_new_tokens,
-        num_beams=beams,
-        greedy=greedy,
-        temperature=temperature,
-        top_k=top_k,
-        top_p=top_p,
-        length_penalty=length_penalty,
-        no_repeat_ngram_size=no_repeat_ngram_size,
-        num_return_sequences=num_return_sequences,
-        prefix=prefix,
-        max_length=max_length,
-        seed=seed,
-        batch_size=batch_size,
-        stream=stream,
-        source_lang=source_lang,
-        target_lang=target_lang,
-    )
-    _run("translate", text, options, locals())
+    _run("translate", text, TranslateOptions, locals())
 
 
 @handle_errors
@@ -212,20 +197,4 @@ def summarize_command(
 
     Example: llmtool summarize --input article.txt -m sshleifer/distilbart-cnn-12-6 --beams 4
     """
-    options = SummarizeOptions(
-        max_new_tokens=max_new_tokens,
-        num_beams=beams,
-        greedy=greedy,
-        temperature=temperature,
-        top_k=top_k,
-        top_p=top_p,
-        length_penalty=length_penalty,
-        no_repeat_ngram_size=no_repeat_ngram_size,
-        num_return_sequences=num_return_sequences,
-        prefix=prefix,
-        max_length=max_length,
-        seed=seed,
-        batch_size=batch_size,
-        stream=stream,
-    )
-    _run("summarize", text, options, locals())
+    _run("summarize", text, SummarizeOptions, locals())
