@@ -16,6 +16,7 @@ import contextlib
 import json
 import os
 import socket
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -93,8 +94,12 @@ def ensure(folder: Path, manifest: dict[str, Any]) -> bool:
     if not path.exists():
         if any(p.name.startswith("part-") for p in folder.iterdir()):
             raise UsageError(f"--output-dir {folder}: holds parts but no {MANIFEST}; use an empty directory")
-        tmp = folder / f".{MANIFEST}.tmp-{socket.gethostname()}-{os.getpid()}"
-        tmp.write_text(json.dumps(manifest, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+        # A name of its own per call (not per process): two threads of one process must not share it.
+        fd, name = tempfile.mkstemp(prefix=f".{MANIFEST}.tmp-{socket.gethostname()}-", dir=folder)
+        tmp = Path(name)
+        os.fchmod(fd, 0o644)  # mkstemp's 0600 would hide the manifest from the job's other readers
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(json.dumps(manifest, indent=1, ensure_ascii=False) + "\n")
         try:
             os.link(tmp, path)  # atomic create-if-absent: exactly one concurrent worker wins
             return True
