@@ -224,3 +224,24 @@ def test_tokenizing_in_two_processes_gives_the_same_examples(tmp_path: Path, tin
         assert len(examples[0]["input_ids"]) == 3000 and set(examples[0]["labels"]) == {0, 1}
     else:  # packed into full blocks
         assert len(examples[0]["input_ids"]) > 100 and {len(ids) for ids in examples[0]["input_ids"]} == {32}
+
+
+def test_best_metric_perplexity_picks_by_loss_and_an_unreported_one_is_refused(tmp_path: Path, tiny_bert: Path) -> None:
+    train = tmp_path / "train.csv"
+    train.write_text("id,text\n" + "".join(f"{i},{line}\n" for i, line in enumerate(story_lines(200, seed=3))))
+    common = ["finetune", str(train), "--task", "mlm", "--model", str(tiny_bert), "--block-size", "32",
+              "--max-steps", "20", "--save-steps", "10", "--lr", "3e-3", "--json"]  # fmt: skip
+    by_perplexity = run_cli([*common, "--output", str(tmp_path / "p"), "--best-metric", "perplexity"], env=ENV)
+    assert by_perplexity.returncode == 0, by_perplexity.stderr
+    metrics = json.loads(by_perplexity.stdout)
+    assert metrics["best_metric"] == "perplexity"
+    lowest = min(metrics["history"], key=lambda h: h["perplexity"])
+    assert metrics["best_step"] == lowest["step"] and metrics["valid"]["perplexity"] == lowest["perplexity"]
+
+    refused = run_cli([*common, "--output", str(tmp_path / "a"), "--best-metric", "accuracy"], env=ENV)
+    assert refused.returncode == 2, refused.stderr
+    assert refused.stderr.splitlines()[-1] == (
+        "llmtool: error: --best-metric accuracy: this run's validation reports loss, perplexity"
+    )
+    assert "Traceback" not in refused.stderr and not (tmp_path / "a").exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".a.")] == []

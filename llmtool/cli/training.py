@@ -183,13 +183,7 @@ def finetune_command(
     logging_steps: LoggingStepsOpt = FT.logging_steps,
     eval_on_start: EvalOnStartOpt = FT.eval_on_start,
     best_metric: Annotated[
-        str | None,
-        typer.Option(
-            "--best-metric",
-            help="Validation metric that picks the best checkpoint: loss, accuracy, "
-            "macro_f1, perplexity (default: accuracy for classify, loss for clm/mlm).",
-            show_default=False,
-        ),
+        str | None, option(FinetuneSettings, "best_metric", "--best-metric", show_default=False)
     ] = FT.best_metric,
     report_to: ReportToOpt = None,
     overwrite: OverwriteOpt = FT.overwrite,

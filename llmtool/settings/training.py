@@ -43,8 +43,9 @@ class TrainSettings:
     eval_on_start: bool = setting(False, "Evaluate the model before training too (a baseline).")
     best_metric: str | None = setting(
         None,
-        "Validation metric that picks the best checkpoint: loss, accuracy, macro_f1, perplexity "
-        "(default: accuracy for classify, loss for clm/mlm).",
+        "Validation metric that picks the best checkpoint: loss or perplexity (every task), accuracy or "
+        "macro_f1 (classify), f1, precision or recall (tag), mrr or spearman (embed) "
+        "(default: accuracy for classify, f1 for tag, mrr or spearman for embed, else loss).",
     )
     report_to: list[str] = setting(
         ["none"], "Trainer integration (tensorboard, wandb, ...); repeatable [default: none]."

@@ -60,6 +60,13 @@ def resolve_precision(precision: str, device: str) -> str:
     return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
 
 
+def trainer_metric(metric: str) -> str:
+    """The evaluated metric Trainer compares checkpoints by: perplexity is exp(loss), which orders them alike
+    and is computed only after Trainer has compared them."""
+    metric = metric.removeprefix("eval_")
+    return "loss" if metric == "perplexity" else metric
+
+
 def build_training_args(s: TrainSettings, checkpoint_dir: str, *, has_eval: bool, metric: str) -> Any:
     """``TrainingArguments`` from the settings: evaluate and checkpoint together, keep the best."""
     from transformers import TrainingArguments
@@ -94,7 +101,7 @@ def build_training_args(s: TrainSettings, checkpoint_dir: str, *, has_eval: bool
         save_steps=s.save_steps or 500,
         save_total_limit=s.save_total_limit,
         load_best_model_at_end=has_eval,
-        metric_for_best_model=metric if has_eval else None,
+        metric_for_best_model=trainer_metric(metric) if has_eval else None,
         greater_is_better=metric not in LOWER_IS_BETTER,
         restore_callback_states_from_checkpoint=True,  # early-stopping patience survives --resume
         logging_strategy="steps",

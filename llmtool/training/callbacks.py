@@ -17,11 +17,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from llmtool.errors import LlmtoolError
+from llmtool.errors import LlmtoolError, UsageError
 from llmtool.io.console import PREFIX, say
 from llmtool.io.streams import Console, ProgressHandle
 from llmtool.training import interrupts
-from llmtool.training.arguments import process_group
+from llmtool.training.arguments import process_group, trainer_metric
 from llmtool.training.folder import LOCK
 from llmtool.training.results import clean_metrics, fmt
 
@@ -46,6 +46,22 @@ class LazyCallback:
         if name.startswith("on_"):
             return lambda *args, **kwargs: None
         raise AttributeError(name)
+
+
+class MetricCheck(LazyCallback):
+    """Refuse a ``--best-metric`` the run's validation does not report, at its first evaluation, in one line
+    (Trainer's own KeyError would end the run as a crash)."""
+
+    def __init__(self, metric: str, derived: Callable[[dict[str, float]], dict[str, float]] | None) -> None:
+        self.metric, self.derived = metric, derived
+
+    def on_evaluate(
+        self, args: Any, state: Any, control: Any, metrics: dict[str, Any] | None = None, **kw: Any
+    ) -> None:
+        if not metrics or f"eval_{trainer_metric(self.metric)}" in metrics:
+            return
+        names = ", ".join(clean_metrics(metrics, self.derived))
+        raise UsageError(f"--best-metric {self.metric}: this run's validation reports {names}")
 
 
 class Reporter(LazyCallback):

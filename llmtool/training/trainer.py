@@ -44,6 +44,7 @@ from llmtool.training.callbacks import (
     EpochToCollator,
     FolderGuard,
     GracefulStop,
+    MetricCheck,
     Reporter,
     TimedCheckpoint,
 )
@@ -181,6 +182,8 @@ class TrainingRun:
             callbacks.append(EpochToCollator(data_collator))
         callbacks.append(TimedCheckpoint(SAVE_SECONDS))
         stopper = GracefulStop(self.console)
+        if eval_dataset is not None:
+            callbacks.append(MetricCheck(metric.removeprefix("eval_"), derived_metrics))
         reporter = Reporter(self.console, derived_metrics)
         trainer = (make_trainer or Trainer)(
             model=model,
