@@ -188,3 +188,26 @@ def test_dry_run_reports_the_columns_and_the_plan(tmp_path: Path, tiny_bart: Pat
     assert report["rows"] == {"train": 36, "valid": 4}
     assert report["tokens"]["max_length"] == 64 and report["tokens"]["truncated_rows"] == 0
     assert report["plan"]["batch_size"] == 8 and "steps" in report["plan"]["chosen"]
+
+
+def test_a_fine_tuned_marian_keeps_its_zero_start_row_and_translates_alike_on_both_engines(tmp_path: Path) -> None:
+    """Marian's decoder starts from the padding row, a zero vector in CTranslate2: fine-tuning must not move
+    it (the embedding is tied to the output layer, whose softmax would), or the two engines part."""
+    from safetensors.numpy import load_file
+
+    base = tiny_models.build_marian(tmp_path / "marian")
+    pad = json.loads((base / "config.json").read_text(encoding="utf-8"))["pad_token_id"]
+    data = write_pairs(tmp_path / "pairs.txt")
+    out = tmp_path / "model"
+    finetune(data, base, out, "--max-steps", "12", "--lr", "1e-2", "--valid-split", "0")
+    weights = load_file(str(out / "model.safetensors"))
+    embedding = next(v for k, v in weights.items() if k.endswith("shared.weight") or k.endswith("embed_tokens.weight"))
+    assert not embedding[pad].any() and embedding[:pad].any()
+    texts = tmp_path / "english.txt"
+    texts.write_text("".join(f"{en}\n" for en, _ in PAIRS), encoding="utf-8")
+    outputs = {}
+    for engine in ("torch", "ctranslate2"):
+        result = invoke(["translate", "-m", str(out), "--engine", engine, "--greedy", "-t", "8", "-i", str(texts)])
+        assert result.returncode == 0, result.stderr
+        outputs[engine] = result.stdout
+    assert outputs["torch"] == outputs["ctranslate2"] and outputs["torch"].count("\n") == len(PAIRS)

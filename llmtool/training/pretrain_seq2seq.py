@@ -300,7 +300,7 @@ def new_model(config: Any, settings: PretrainSettings) -> Any:
 
     set_seed(settings.seed)
     model = MarianMTModel(config)
-    keep_padding_row_zero(model)
+    seq2seq_data.keep_padding_row_zero(model)
     model.generation_config = GenerationConfig(
         decoder_start_token_id=config.decoder_start_token_id,
         bos_token_id=config.decoder_start_token_id,
@@ -311,21 +311,6 @@ def new_model(config: Any, settings: PretrainSettings) -> Any:
         num_beams=1,
     )
     return model
-
-
-def keep_padding_row_zero(model: Any) -> None:
-    """Marian's decoder starts from the padding token, whose embedding starts at zero; CTranslate2 (like
-    Marian itself) starts from a zero vector. The embedding is tied to the output layer, so the loss's
-    softmax would move that row: its gradient is zeroed, and the two engines decode alike."""
-    pad = int(model.config.pad_token_id)
-    weight = model.get_input_embeddings().weight
-
-    def no_padding_gradient(grad: Any) -> Any:
-        grad = grad.clone()
-        grad[pad] = 0
-        return grad
-
-    weight.register_hook(no_padding_gradient)
 
 
 # --------------------------------------------------------------------------- examples and the plan

@@ -224,3 +224,19 @@ def collator(tokenizer: Any) -> Any:
     from transformers import DataCollatorForSeq2Seq
 
     return DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100)
+
+
+def keep_padding_row_zero(model: Any) -> None:
+    """Marian's decoder starts from the padding token, whose embedding is zero; CTranslate2 (like Marian
+    itself) starts from a zero vector. The embedding is tied to the output layer, so the loss's softmax
+    would move that row: its gradient is zeroed, and the two engines decode alike after training (a
+    fine-tuned OPUS-MT model as much as one ``pretrain --objective seq2seq`` built)."""
+    pad = int(model.config.pad_token_id)
+    weight = model.get_input_embeddings().weight
+
+    def no_padding_gradient(grad: Any) -> Any:
+        grad = grad.clone()
+        grad[pad] = 0
+        return grad
+
+    weight.register_hook(no_padding_gradient)

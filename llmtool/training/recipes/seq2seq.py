@@ -35,6 +35,12 @@ class Seq2Seq(Recipe):
 
         return transformers.AutoModelForSeq2SeqLM
 
+    def load_model(self, ref: Any, **kwargs: Any) -> Any:
+        model = super().load_model(ref, **kwargs)
+        if getattr(model.config, "model_type", None) == "marian":
+            seq2seq_data.keep_padding_row_zero(model)
+        return model
+
     def asked_limit(self, settings: FinetuneSettings) -> int | None:
         return settings.max_length
 
