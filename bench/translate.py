@@ -101,7 +101,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lines", type=int, default=500, help="sentences piped in (default 500)")
     parser.add_argument("--new-tokens", type=int, default=32, help="most new tokens per sentence (default 32)")
-    parser.add_argument("--batch-size", type=int, default=16, help="sentences per batch, all variants (default 16)")
+    parser.add_argument(
+        "--batch-sizes", type=int, nargs="+", default=[16, 64],
+        help="sentences per batch, each size for all variants alike (default 16 64; llmtool's default is 64)",
+    )  # fmt: skip
     parser.add_argument("--model", type=Path, default=HERE / "out" / "opus-mt-shaped-marian")
     parser.add_argument("--reps", type=int, default=1, help="runs of each variant (the median is reported)")
     parser.add_argument("--out", type=Path, default=HERE / "translate-results.json")
@@ -115,15 +118,15 @@ def main() -> None:
         subprocess.run(add, env=env, check=True, capture_output=True)
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory():
-        for beams in (1, 4):
+        for batch, beams in [(b, n) for b in args.batch_sizes for n in (1, 4)]:
             common = ["-m", str(model), "-q", "--json", "-t", str(args.new_tokens), "--beams", str(beams)]
-            common += ["--batch-size", str(args.batch_size)]
+            common += ["--batch-size", str(batch)]
             variants = {
                 "ctranslate2 float32": [llmtool, "translate", *common, "--engine", "ctranslate2"],
                 "ctranslate2 int8": [llmtool, "translate", *common, "--engine", "ctranslate2", "--quantize", "int8"],
                 "torch float32": [llmtool, "translate", *common, "--engine", "torch"],
                 "plain model.generate float32": [
-                    sys.executable, "-c", BASELINE, str(model), str(beams), str(args.new_tokens), str(args.batch_size)
+                    sys.executable, "-c", BASELINE, str(model), str(beams), str(args.new_tokens), str(batch)
                 ],
             }  # fmt: skip
             walls: dict[str, list[float]] = {name: [] for name in variants}
@@ -135,14 +138,17 @@ def main() -> None:
                     outputs[name] = texts
             plain = outputs["plain model.generate float32"]
             plain_wall = statistics.median(walls["plain model.generate float32"])
+            first = next((r for r in rows if r["beams"] == beams and r["variant"].startswith("plain")), None)
+            first_wall = first["wall_s"] if first else plain_wall  # the plain loop at the first batch size
             for name, times in walls.items():
                 wall = statistics.median(times)
                 same = sum(a == b for a, b in zip(outputs[name], plain, strict=True))
-                rows.append({"variant": name, "beams": beams, "wall_s": round(wall, 2),
+                rows.append({"variant": name, "batch": batch, "beams": beams, "wall_s": round(wall, 2),
                              "lines_per_s": round(args.lines / wall, 1),
                              "speedup_vs_plain": round(plain_wall / wall, 2),
+                             "speedup_vs_plain_at_first_batch": round(first_wall / wall, 2),
                              "same_text_as_plain": round(same / len(plain), 4), "runs": times})  # fmt: skip
-    machine = {
+    machine: dict[str, Any] = {
         "cpu": cpu_model(),
         "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
@@ -150,14 +156,17 @@ def main() -> None:
         "python": platform.python_version(),
     }
     print(f"Translating {args.lines} piped Tatoeba sentences, OPUS-MT-shaped Marian (random weights), "
-          f"{args.new_tokens} new tokens at most, batches of {args.batch_size}, whole process, median of "
-          f"{args.reps}; {machine['cpu']}, {machine['cpus_usable']} CPUs usable, "
-          f"OMP_NUM_THREADS={machine['omp_num_threads']}, load {machine['load_average'][0]:.2f}\n")  # fmt: skip
-    print("| variant | beams | wall s | lines/s | x plain generate | same text as plain |")
-    print("|---|---|---|---|---|---|")
+          f"{args.new_tokens} new tokens at most, whole process, median of {args.reps}; {machine['cpu']}, "
+          f"{machine['cpus_usable']} CPUs usable, OMP_NUM_THREADS={machine['omp_num_threads']}, "
+          f"load {machine['load_average'][0]:.2f}\n")  # fmt: skip
+    first_batch = args.batch_sizes[0]
+    print(f"| variant | batch | beams | wall s | lines/s | x plain, same batch | x plain at batch {first_batch} "
+          "| same text |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|")
     for row in rows:
-        print(f"| {row['variant']} | {row['beams']} | {row['wall_s']:.2f} | {row['lines_per_s']:.1f} | "
-              f"{row['speedup_vs_plain']:.2f} | {row['same_text_as_plain']:.1%} |")  # fmt: skip
+        print(f"| {row['variant']} | {row['batch']} | {row['beams']} | {row['wall_s']:.2f} | "
+              f"{row['lines_per_s']:.1f} | {row['speedup_vs_plain']:.2f} | "
+              f"{row['speedup_vs_plain_at_first_batch']:.2f} | {row['same_text_as_plain']:.1%} |")  # fmt: skip
     result = {"machine": machine, "lines": args.lines, "new_tokens": args.new_tokens, "rows": rows}
     args.out.write_text(json.dumps(result, indent=1) + "\n")
 

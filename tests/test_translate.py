@@ -232,3 +232,25 @@ def test_ctranslate2_runs_marian_without_torch_or_transformers(marian: Path, env
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=False)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["2", "False", "False"]
+
+
+def test_token_batches_hold_at_most_size_rows_and_the_token_budget() -> None:
+    from llmtool.tasks.seq2seq import token_batches
+
+    lengths = [3, 40, 5, 5, 100, 7, 2, 60]
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    groups = list(token_batches(order, lengths, 3, 120))
+    assert [i for g in groups for i in g] == order  # every input once, in the sorted order
+    for g in groups:
+        assert len(g) <= 3 and (len(g) == 1 or len(g) * max(lengths[i] for i in g) <= 120)
+    assert groups == [[6, 0, 2], [3, 5, 1], [7], [4]]  # 3 x 40 = 120 fits; 60 + 100 would not
+    assert list(token_batches([0], [10_000], 64, 8192)) == [[0]]  # one input longer than the budget runs alone
+
+
+def test_the_batch_size_and_the_token_budget_change_no_output(marian: Path, env: dict[str, str]) -> None:
+    lines = "\n".join(SENTENCES * 3)
+    args = ["translate", "-m", str(marian), "--beams", "1", "-t", "6"]
+    for engine in ("torch", "ctranslate2"):
+        one = records([*args, "--engine", engine, "--batch-size", "1"], env, lines)
+        default = records([*args, "--engine", engine], env, lines)
+        assert default == one and [r["index"] for r in default] == list(range(len(SENTENCES) * 3))

@@ -14,7 +14,6 @@ import typer
 from llmtool.cli.common import handle_errors, write
 from llmtool.cli.options import (
     MODEL,
-    BatchOpt,
     ColumnOpt,
     DeviceOpt,
     DtypeOpt,
@@ -43,6 +42,9 @@ from llmtool.jobs.run import NO_JOB, JobOptions, run_job
 from llmtool.settings import Seq2SeqOptions, SummarizeOptions, TranslateOptions, defaults
 
 S2S = defaults(Seq2SeqOptions)
+Seq2SeqBatchOpt = Annotated[
+    int, option(Seq2SeqOptions, "batch_size", "--batch-size", "-b", min=1, envvar="LLMTOOL_BATCH_SIZE")
+]
 S = Seq2SeqOptions
 
 TextArg = Annotated[
@@ -126,7 +128,7 @@ def translate_command(
     stream: StreamOpt = S2S.stream,
     fmt: FormatOpt = "text",
     json_flag: JsonOpt = False,
-    batch_size: BatchOpt = S2S.batch_size,
+    batch_size: Seq2SeqBatchOpt = S2S.batch_size,
     revision: RevisionOpt = MODEL.revision,
     offline: OfflineOpt = MODEL.offline,
     device: DeviceOpt = MODEL.device,
@@ -176,7 +178,7 @@ def summarize_command(
     stream: StreamOpt = S2S.stream,
     fmt: FormatOpt = "text",
     json_flag: JsonOpt = False,
-    batch_size: BatchOpt = S2S.batch_size,
+    batch_size: Seq2SeqBatchOpt = S2S.batch_size,
     revision: RevisionOpt = MODEL.revision,
     offline: OfflineOpt = MODEL.offline,
     device: DeviceOpt = MODEL.device,

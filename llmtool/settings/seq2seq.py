@@ -51,7 +51,9 @@ class Seq2SeqOptions:
         None, "Truncate inputs to this many tokens, with a message [default: the model's limit]."
     )
     seed: int | None = setting(None, "Random seed, for repeatable sampling.")
-    batch_size: int = setting(16, "Inputs per batch.")
+    batch_size: int = setting(
+        64, "Inputs per batch, at most: a batch holds at most 8,192 source tokens (rows x the longest)."
+    )
     stream: bool | None = setting(None, "Print tokens as they come [default: one input to a terminal].")
 
     def check(self) -> None:

@@ -40,6 +40,10 @@ MODEL_NAMES = {
     "no_repeat_ngram_size": "no_repeat_ngram_size",
 }
 SAMPLING_FIELDS = ("temperature", "top_k", "top_p")
+# The most source tokens in one batch, padding included (rows x the longest): a batch of short sentences
+# holds --batch-size of them, one of long documents fewer, so that memory stays bounded (measured in
+# docs/commands/translate.md: larger batches of sentences decode several times faster on CTranslate2).
+BATCH_TOKENS = 8192
 
 
 @dataclasses.dataclass(frozen=True)
@@ -223,11 +227,12 @@ class Seq2Seq:
             return
         size = self.options.batch_size
         for chunk in chunked(records, size * 4):
-            order = sorted(range(len(chunk)), key=lambda i: len(chunk[i].text))
+            sources = self.encode(chunk)
+            order = sorted(range(len(chunk)), key=lambda i: len(sources[i]))
             done: dict[int, dict[str, Any]] = {}
-            for start in range(0, len(order), size):
-                batch = [chunk[i] for i in order[start : start + size]]
-                for i, result in zip(order[start : start + size], self._batch(batch), strict=True):
+            for group in token_batches(order, [len(s) for s in sources], size, BATCH_TOKENS):
+                batch = [chunk[i] for i in group]
+                for i, result in zip(group, self._batch(batch, sources=[sources[i] for i in group]), strict=True):
                     done[i] = result
             for i in range(len(chunk)):
                 yield done[i]
@@ -261,9 +266,11 @@ class Seq2Seq:
             return [*row[:-1], self.source_code]
         return [self.source_code, *row]
 
-    def _batch(self, batch: list[Record], stream_to: IO[str] | None = None) -> list[dict[str, Any]]:
+    def _batch(
+        self, batch: list[Record], stream_to: IO[str] | None = None, sources: list[list[int]] | None = None
+    ) -> list[dict[str, Any]]:
         how, n = self.search, self.options.num_return_sequences
-        sources = self.encode(batch)
+        sources = self.encode(batch) if sources is None else sources
         streamer = _Streamer(self.tokenizer, stream_to) if stream_to is not None else None
         outputs = self.engine.generate(
             sources,
@@ -383,3 +390,19 @@ def load_torch(ref: ModelRef) -> tuple[Any, Any]:
     with warnings.catch_warnings():  # MarianTokenizer recommends sacremoses on every load
         warnings.filterwarnings("ignore", message="Recommended: pip install sacremoses")
         return load(AutoModelForSeq2SeqLM, ref)
+
+
+def token_batches(order: list[int], lengths: list[int], size: int, tokens: int) -> Iterator[list[int]]:
+    """Consecutive groups of ``order`` (indices sorted by length) of at most ``size`` items whose count
+    times their longest length stays within ``tokens`` (a group has at least one item)."""
+    group: list[int] = []
+    longest = 0
+    for i in order:
+        length = max(lengths[i], longest)
+        if group and (len(group) >= size or (len(group) + 1) * length > tokens):
+            yield group
+            group, length = [], lengths[i]
+        group.append(i)
+        longest = length
+    if group:
+        yield group
