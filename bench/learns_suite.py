@@ -70,12 +70,18 @@ def table(rows: list[dict[str, Any]]) -> str:
                 continue
             seen = [r["answered"] if corpus == "qa" else r["seen"] for r in runs]
             held = [r["heldout"] for r in runs if "heldout" in r]
-            secs = [r["seconds"] for r in runs]
-            loaded = " (loaded)" if any(r.get("loaded") for r in runs) else ""
-            lines.append(
-                f"| {corpus} | {objective} | {len(runs)} | {_spread(seen)} | {_spread(held) if held else '-'} "
-                f"| {_spread(secs, '{:.0f}')}{loaded} |"
+            alone = [r["seconds"] for r in runs if not r.get("loaded")]  # the only seconds to quote
+            loaded = [r["seconds"] for r in runs if r.get("loaded")]
+            secs = " ".join(
+                part
+                for part in (
+                    f"{_spread(alone, '{:.0f}')} alone" if alone else "",
+                    f"({_spread(loaded, '{:.0f}')} loaded)" if loaded else "",
+                )
+                if part
             )
+            held_out = _spread(held) if held else "-"
+            lines.append(f"| {corpus} | {objective} | {len(runs)} | {_spread(seen)} | {held_out} | {secs} |")
     return "\n".join(lines)
 
 
