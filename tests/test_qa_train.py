@@ -328,14 +328,19 @@ def test_lora_for_qa(tmp_path: Path, models_dir: Path) -> None:
 
 
 def test_dry_run_reports_qa_windows(tmp_path: Path, tiny_bert: Path) -> None:
-    train = write_jsonl(tmp_path / "train.jsonl", capital_rows(4, 20))
-    result = run_cli(
-        ["finetune", str(train), "--task", "qa", "-m", str(tiny_bert), "-o", str(tmp_path / "o"), "--dry-run", "--json"]
-    )
+    """--dry-run counts the windows training makes (long contexts make several), not the rows."""
+    train = write_jsonl(tmp_path / "train.jsonl", capital_rows(4, 20, filler=8))  # contexts of ~60 tokens
+    common = ["finetune", str(train), "--task", "qa", "-m", str(tiny_bert), "--max-length", "40", "--valid-split", "0"]
+    result = run_cli([*common, "-o", str(tmp_path / "o"), "--dry-run", "--json"])
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
-    assert report["task"] == "qa"
+    assert report["task"] == "qa" and report["rows"]["train"] == 20
     assert not (tmp_path / "o").exists()
+    trained = run_cli([*common, "-o", str(tmp_path / "t"), "--max-steps", "1", "--json"])
+    assert trained.returncode == 0, trained.stderr
+    record = json.loads((tmp_path / "t" / "llmtool_settings.json").read_text(encoding="utf-8"))
+    windows = record["examples"]["train"]
+    assert report["steps"]["examples"] == windows > 20
 
 
 def test_resume_continues_from_the_checkpoint(tmp_path: Path, tiny_bert: Path) -> None:

@@ -102,6 +102,13 @@ class QuestionAnswering(Recipe):
 
         return WindowEncoder(tokenizer, limit)
 
+    def count_examples(self, train: Any, tokenizer: Any, limit: int) -> int | None:
+        """The windows training will make (a long context makes several), by the same encoder."""
+        from llmtool.training.qa_data import WindowEncoder
+
+        encode = WindowEncoder(tokenizer, limit)
+        return sum(len(encode(train[start : start + 1000])["input_ids"]) for start in range(0, len(train), 1000))
+
     def collator(self, tokenizer: Any, settings: FinetuneSettings, data: TrainingData) -> Any:
         from transformers import DataCollatorWithPadding
 
