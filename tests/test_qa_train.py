@@ -226,6 +226,27 @@ def test_malformed_flat_files_name_the_line(name: str, text: str, where: str, tm
 # --------------------------------------------------------------------------- windows
 
 
+def test_span_metrics_score_each_windows_best_span_against_its_label() -> None:
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from llmtool.training.recipes.qa import SpanMetrics
+
+    start = np.full((4, 8), -5.0, dtype=np.float32)
+    end = np.full((4, 8), -5.0, dtype=np.float32)
+    start[0, 2], end[0, 3] = 4, 4  # predicts 2..3, label 2..3: exact
+    start[1, 2], end[1, 5] = 4, 4  # predicts 2..5, label 4..5: overlap 2 of 4 and 2 -> F1 2/3
+    start[2, 0], end[2, 0] = 9, 9  # predicts none, label none: exact
+    start[3, 6], end[3, 6] = 4, 4  # predicts 6..6, label none: 0
+    start[3, 7] = end[3, 7] = -100  # padding, as Trainer pads shorter batches: never a span
+    labels = (np.array([2, 4, 0, 0]), np.array([3, 5, 0, 0]))
+    scores = SpanMetrics()(SimpleNamespace(predictions=(start, end), label_ids=labels))
+    assert scores["span_exact"] == pytest.approx(2 / 4)
+    assert scores["span_f1"] == pytest.approx((1 + 2 / 3 + 1 + 0) / 4)
+    assert SpanMetrics(longest=2).best_span(start[1], end[1]) != (2, 5)  # longer than 2 tokens: not taken
+
+
 def test_answer_tokens_follow_run_qa() -> None:
     # [CLS] q [SEP] "the" "cat" "sat" [SEP]; the context's characters: the(0-3) cat(4-7) sat(8-11)
     sequence = [None, 0, None, 1, 1, 1, None]
@@ -289,9 +310,14 @@ def test_a_tiny_model_trained_here_answers_even_in_a_second_window(tmp_path: Pat
             "--lr",
             "3e-3",
             "-q",
+            "--json",
         ]
     )
     assert trained.returncode == 0, trained.stderr
+    metrics = json.loads(trained.stdout)  # the best checkpoint by span F1 over the validation windows
+    assert metrics["best_metric"] == "span_f1" and metrics["valid"]["span_f1"] >= 0.8, metrics
+    best = max(metrics["history"], key=lambda h: h["span_f1"])
+    assert metrics["valid"]["span_f1"] == best["span_f1"] and 0 <= best["span_exact"] <= best["span_f1"] <= 1
     judged = run_cli(["evaluate", str(dev), "-m", str(out), "--json"])
     assert judged.returncode == 0, judged.stderr
     result = json.loads(judged.stdout)

@@ -44,8 +44,9 @@ class TrainSettings:
     best_metric: str | None = setting(
         None,
         "Validation metric that picks the best checkpoint: loss or perplexity (every task), accuracy or "
-        "macro_f1 (classify), f1, precision or recall (tag), mrr or spearman (embed) "
-        "(default: accuracy for classify, f1 for tag, mrr or spearman for embed, else loss).",
+        "macro_f1 (classify), f1, precision or recall (tag), span_f1 or span_exact (qa), mrr or spearman "
+        "(embed) (default: accuracy for classify, f1 for tag, span_f1 for qa, mrr or spearman for embed, "
+        "else loss).",
     )
     report_to: list[str] = setting(
         ["none"], "Trainer integration (tensorboard, wandb, ...); repeatable [default: none]."

@@ -14,7 +14,7 @@ EVALS_PER_RUN = 10  # the default cadence evaluates and checkpoints about this m
 MIN_EVAL_STEPS = 100  # ... and never more often than every this many steps (unless an epoch is longer)
 SHORT_PLAN_STEPS = 300  # fewer optimizer steps than this rarely teach a model from scratch anything
 FEW_EXAMPLES = 32  # fewer training examples than this (packed blocks) are easily memorised by position
-FEW_VALID = 20  # fewer validation examples than this give a noisy loss to pick the best checkpoint by
+FEW_VALID = 20  # fewer validation examples than this give a noisy measure to pick the best checkpoint by
 
 # --------------------------------------------------------------------------- the run (trainer)
 

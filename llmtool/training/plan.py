@@ -161,7 +161,7 @@ def warnings(plan: Plan, rules: Rules, settings: TrainSettings) -> list[str]:
         )
     if 0 < plan.valid_examples < FEW_VALID:
         found.append(
-            f"{plan.valid_examples} validation examples give a noisy loss to pick the best checkpoint by; "
+            f"{plan.valid_examples} validation examples give a noisy measure to pick the best checkpoint by; "
             "raise --valid-split, pass a larger --valid FILE, or --valid-split 0 to keep the last model"
         )
     if plan.valid_examples and plan.examples < 2 * plan.valid_examples:
