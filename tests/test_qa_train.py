@@ -368,6 +368,20 @@ def test_dry_run_reports_qa_windows(tmp_path: Path, tiny_bert: Path) -> None:
     windows = record["examples"]["train"]
     assert report["steps"]["examples"] == windows > 20
 
+    # --doc-stride 19 (the default here: 13): windows that share more tokens move on less, so more of them
+    closer = run_cli([*common, "-o", str(tmp_path / "o"), "--dry-run", "--json", "--doc-stride", "19"])
+    assert closer.returncode == 0, closer.stderr
+    assert json.loads(closer.stdout)["steps"]["examples"] > windows
+    for extra, message in (
+        (["--doc-stride", "20"], "--doc-stride 20: must be at least 0 and less than half the 40-token window"),
+        (["--doc-stride", "-1"], "--doc-stride -1: must be at least 0 and less than half the 40-token window"),
+    ):
+        refused = run_cli([*common, "-o", str(tmp_path / "o"), *extra])
+        assert refused.returncode == 2 and refused.stderr.splitlines()[-1] == f"llmtool: error: {message}"
+        assert not (tmp_path / "o").exists()
+    other = run_cli(["finetune", str(train), "-m", str(tiny_bert), "-o", str(tmp_path / "o"), "--doc-stride", "8"])
+    assert other.returncode == 2 and "--doc-stride goes with --task qa" in other.stderr
+
 
 def test_resume_continues_from_the_checkpoint(tmp_path: Path, tiny_bert: Path) -> None:
     train = write_jsonl(tmp_path / "train.jsonl", capital_rows(5, 30))

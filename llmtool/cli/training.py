@@ -146,6 +146,9 @@ def finetune_command(
     label_all_subwords: Annotated[
         bool, option(FinetuneSettings, "label_all_subwords", "--label-all-subwords")
     ] = FT.label_all_subwords,
+    doc_stride: Annotated[
+        int | None, option(FinetuneSettings, "doc_stride", "--doc-stride", show_default=False)
+    ] = FT.doc_stride,
     epochs: EpochsOpt = FT.epochs,
     max_steps: MaxStepsOpt = FT.max_steps,
     prompt_column: Annotated[

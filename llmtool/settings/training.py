@@ -148,6 +148,9 @@ class FinetuneSettings(TrainSettings):
     label_all_subwords: bool = setting(
         False, "tag: label every subword of a word (B- made I-), not only the first (the others: left out)."
     )
+    doc_stride: int | None = setting(
+        None, "qa: tokens neighbouring windows of a long context share [default: 128, at most a third of a window]."
+    )
 
     def check(self) -> None:
         super().check()
@@ -186,6 +189,8 @@ class FinetuneSettings(TrainSettings):
             raise UsageError("--whole-word-mask goes with --task mlm")
         if self.label_all_subwords and self.task != "tag":
             raise UsageError("--label-all-subwords goes with --task tag")
+        if self.doc_stride is not None and self.task != "qa":
+            raise UsageError("--doc-stride goes with --task qa")
 
 
 @dataclass(frozen=True)

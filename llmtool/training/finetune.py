@@ -329,7 +329,7 @@ def dry_run(train_path: str, settings: FinetuneSettings, model_options: ModelOpt
             report["labels"] = {"train": data.train_counts, "valid": data.valid_counts}
         per_row = recipe.one_example_per_row(settings)
         report["tokens"] = _length_report(lengths, limit, recipe.limit_key, per_row)
-        examples = recipe.count_examples(data.train, tokenizer, limit)
+        examples = recipe.count_examples(data.train, tokenizer, limit, settings)
         if examples is None:
             examples = len(data.train) if per_row else _packed_estimate(lengths, len(data.train), limit)
         valid_rows = len(data.valid) if data.valid is not None else 0

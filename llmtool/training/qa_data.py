@@ -15,14 +15,21 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from llmtool.errors import UsageError
 from llmtool.tasks.evaluate_qa import QAExample
 
 DEFAULT_LIMIT = 384  # tokens per window when --max-length is not given (run_qa's max_seq_length), within the model's
 STRIDE = 128  # tokens neighbouring windows share (run_qa's doc_stride), at most a third of the window
 
 
-def stride_for(limit: int) -> int:
-    return min(STRIDE, limit // 3)
+def stride_for(limit: int, asked: int | None = None) -> int:
+    """The tokens neighbouring windows share: ``--doc-stride`` when given (less than half a window, so that
+    the windows move on), else 128, at most a third of the window."""
+    if asked is None:
+        return min(STRIDE, limit // 3)
+    if not 0 <= asked < limit // 2:
+        raise UsageError(f"--doc-stride {asked}: must be at least 0 and less than half the {limit}-token window")
+    return asked
 
 
 def rows_of(examples: Sequence[QAExample]) -> Iterator[dict[str, Any]]:
@@ -41,9 +48,9 @@ def rows_of(examples: Sequence[QAExample]) -> Iterator[dict[str, Any]]:
         }
 
 
-def too_long(tokenizer: Any, questions: Sequence[str], limit: int) -> list[int]:
+def too_long(tokenizer: Any, questions: Sequence[str], limit: int, stride: int | None = None) -> list[int]:
     """The rows whose question leaves no more context per window than the stride (they cannot be cut)."""
-    room = limit - stride_for(limit) - tokenizer.num_special_tokens_to_add(pair=True)
+    room = limit - stride_for(limit, stride) - tokenizer.num_special_tokens_to_add(pair=True)
     ids = tokenizer([q.lstrip() for q in questions], add_special_tokens=False)["input_ids"]
     return [i for i, row in enumerate(ids) if len(row) >= room]
 
@@ -51,11 +58,11 @@ def too_long(tokenizer: Any, questions: Sequence[str], limit: int) -> list[int]:
 class WindowEncoder:
     """The batched ``datasets.map`` function: rows -> windows with ``start_positions``/``end_positions``."""
 
-    def __init__(self, tokenizer: Any, limit: int) -> None:
-        self.tokenizer, self.limit = tokenizer, limit
+    def __init__(self, tokenizer: Any, limit: int, stride: int | None = None) -> None:
+        self.tokenizer, self.limit, self.stride = tokenizer, limit, stride_for(limit, stride)
 
     def __call__(self, batch: dict[str, list[Any]]) -> dict[str, Any]:
-        skip = set(too_long(self.tokenizer, batch["question"], self.limit))
+        skip = set(too_long(self.tokenizer, batch["question"], self.limit, self.stride))
         keep = [i for i in range(len(batch["question"])) if i not in skip]
         out: dict[str, list[Any]] = {"input_ids": [], "start_positions": [], "end_positions": []}
         if not keep:
@@ -65,7 +72,7 @@ class WindowEncoder:
             [batch["context"][i] for i in keep],
             truncation="only_second",
             max_length=self.limit,
-            stride=stride_for(self.limit),
+            stride=self.stride,
             return_overflowing_tokens=True,
             return_offsets_mapping=True,
         )

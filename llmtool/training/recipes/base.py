@@ -100,7 +100,7 @@ class Recipe(ABC):
         """Whether each row makes one example (else rows are packed into blocks of ``limit`` tokens)."""
         return True
 
-    def count_examples(self, train: Any, tokenizer: Any, limit: int) -> int | None:
+    def count_examples(self, train: Any, tokenizer: Any, limit: int, settings: FinetuneSettings) -> int | None:
         """For --dry-run: the training examples ``train``'s rows make, where that is neither one per row nor
         packed blocks (qa: windows); None otherwise."""
         return None

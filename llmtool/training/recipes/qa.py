@@ -92,7 +92,7 @@ class QuestionAnswering(Recipe):
 
         notes = []
         for name, split in (("training", data.train), ("validation", data.valid)):
-            if split is not None and (skipped := too_long(tokenizer, split["question"], limit)):
+            if split is not None and (skipped := too_long(tokenizer, split["question"], limit, settings.doc_stride)):
                 notes.append(
                     f"{len(skipped)} {name} questions are too long for windows of {limit} tokens and are left out"
                 )
@@ -102,7 +102,7 @@ class QuestionAnswering(Recipe):
     def encoder(self, tokenizer: Any, limit: int, settings: FinetuneSettings, columns: list[str]) -> Any:
         from llmtool.training.qa_data import WindowEncoder
 
-        return WindowEncoder(tokenizer, limit)
+        return WindowEncoder(tokenizer, limit, settings.doc_stride)
 
     def best_metric_for(self, data: TrainingData) -> str:
         return "span_f1"
@@ -110,11 +110,11 @@ class QuestionAnswering(Recipe):
     def compute_metrics(self) -> Callable[[Any], dict[str, float]]:
         return SpanMetrics()
 
-    def count_examples(self, train: Any, tokenizer: Any, limit: int) -> int | None:
+    def count_examples(self, train: Any, tokenizer: Any, limit: int, settings: FinetuneSettings) -> int | None:
         """The windows training will make (a long context makes several), by the same encoder."""
         from llmtool.training.qa_data import WindowEncoder
 
-        encode = WindowEncoder(tokenizer, limit)
+        encode = WindowEncoder(tokenizer, limit, settings.doc_stride)
         return sum(len(encode(train[start : start + 1000])["input_ids"]) for start in range(0, len(train), 1000))
 
     def collator(self, tokenizer: Any, settings: FinetuneSettings, data: TrainingData) -> Any:
