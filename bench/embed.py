@@ -28,6 +28,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.report import cpu_model
+
 HERE = Path(__file__).resolve().parent
 SHARED = Path(os.environ.get("LLMTOOL_SHARED_DATA") or HERE.parent.parent / "shared" / "data")
 BASELINE = """
@@ -38,16 +40,6 @@ lines = [line.rstrip("\\n") for line in sys.stdin if line.strip()]
 model = SentenceTransformer(sys.argv[1], device="cpu")
 np.save(sys.argv[2], model.encode(lines, batch_size=32).astype(np.float32))
 """
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def default_model() -> Path:
@@ -115,7 +107,7 @@ def main() -> None:
         low, mean = agreement(matrices[name], reference)
         rows.append({"variant": name, "wall_s": round(wall, 2), "lines_per_s": round(args.lines / wall, 1),
                      "cosine_min": low, "cosine_mean": mean, "runs": times})  # fmt: skip
-    machine = {
+    machine: dict[str, Any] = {
         "cpu": cpu_model(),
         "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),

@@ -31,6 +31,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.report import cpu_model
+
 HERE = Path(__file__).resolve().parent
 SHARED = Path(os.environ.get("LLMTOOL_SHARED_DATA") or HERE.parent.parent / "shared" / "data")
 TATOEBA = SHARED / "translation" / "tatoeba_fra_eng" / "fra-eng.txt"
@@ -50,16 +52,6 @@ with torch.inference_mode():
         for row in out:
             print(json.dumps({"text": tokenizer.decode(row, skip_special_tokens=True)}, ensure_ascii=False))
 """
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def pairs() -> list[tuple[str, str]]:

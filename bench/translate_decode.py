@@ -26,7 +26,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.translate import HERE, build_model, cpu_model, sentences
+from bench.report import cpu_model
+from bench.translate import HERE, build_model, sentences
 
 NEW_TOKENS = 32
 CHILD = "bench.translate_decode"

@@ -56,3 +56,14 @@ def perplexity(log_likelihood: float, tokens: int) -> float | None:
         return math.exp(-log_likelihood / tokens)
     except OverflowError:
         return math.inf
+
+
+def total_record(lines: int, tokens: int, log_likelihood: float) -> dict[str, Any]:
+    """The pooled record ``score --total`` writes after the lines (LM and seq2seq pairs alike)."""
+    return {
+        "total": True,
+        "lines": lines,
+        "tokens": tokens,
+        "log_likelihood": log_likelihood,
+        "perplexity": perplexity(log_likelihood, tokens),
+    }

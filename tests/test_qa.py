@@ -34,27 +34,9 @@ def qa_models(models_dir: Path) -> dict[str, Path]:
 @pytest.fixture(scope="module")
 def chinese_qa(models_dir: Path) -> Path:
     """A tiny BERT QA model whose vocabulary has Chinese characters (one token each, as bert-base-chinese)."""
-    import torch
-    from transformers import BertConfig, BertForQuestionAnswering, BertTokenizer
-
-    folder = models_dir / "qa-chinese"
-    folder.mkdir(parents=True, exist_ok=True)
     chars = list(dict.fromkeys("北京是中国的首都。谁在哪里住城市上海有很多人口吗\uff1f"))
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *chars, *"abcdefghijklmnopqrstuvwxyz0123456789.,?"]
-    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
-    tokenizer = BertTokenizer.from_pretrained(str(folder))
-    torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=64,
-    )
-    BertForQuestionAnswering(config).save_pretrained(str(folder))
-    tokenizer.save_pretrained(str(folder))
-    return folder
+    return tiny_models.bert_from_vocab(models_dir / "qa-chinese", vocab, "BertForQuestionAnswering")
 
 
 def jsonl(out: str) -> list[dict]:

@@ -402,27 +402,9 @@ def test_resume_continues_from_the_checkpoint(tmp_path: Path, tiny_bert: Path) -
 def chinese_bert(folder: Path, texts: list[str]) -> Path:
     """A tiny BERT QA model whose vocabulary holds every character of ``texts`` (one token each, as
     bert-base-chinese), so offsets map characters one to one."""
-    import torch
-    from transformers import BertConfig, BertForQuestionAnswering, BertTokenizer
-
-    folder.mkdir(parents=True, exist_ok=True)
     chars = sorted({c for t in texts for c in t.lower() if not c.isspace()})
-    (folder / "vocab.txt").write_text(
-        "\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *chars]) + "\n", encoding="utf-8"
-    )
-    tokenizer = BertTokenizer.from_pretrained(str(folder))
-    torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=128,
-    )
-    BertForQuestionAnswering(config).save_pretrained(str(folder))
-    tokenizer.save_pretrained(str(folder))
-    return folder
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *chars]
+    return tiny_models.bert_from_vocab(folder, vocab, "BertForQuestionAnswering", positions=128)
 
 
 @pytest.mark.slow

@@ -28,16 +28,15 @@ CORPUS = [
 ]
 
 
-def build_bert(folder: Path, seed: int = 0) -> Path:
+def bert_from_vocab(
+    folder: Path, vocab: list[str], head: str = "BertForMaskedLM", seed: int = 0, positions: int = 64
+) -> Path:
+    """A tiny BERT (2 layers of 32) with a WordPiece ``vocab`` (written as given) and a head, random from ``seed``."""
     import torch
-    from transformers import BertConfig, BertForMaskedLM, BertTokenizer
+    import transformers
+    from transformers import BertConfig, BertTokenizer
 
     folder.mkdir(parents=True, exist_ok=True)
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    vocab += list("abcdefghijklmnopqrstuvwxyz0123456789.,!?'-")
-    vocab += [w for w in WORDS if w not in vocab]
-    vocab += ["##" + c for c in "abcdefghijklmnopqrstuvwxyz"] + ["##s", "##ing", "##ed"]
-    vocab = list(dict.fromkeys(vocab))
     (folder / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
     tokenizer = BertTokenizer.from_pretrained(str(folder))
     torch.manual_seed(seed)
@@ -47,11 +46,19 @@ def build_bert(folder: Path, seed: int = 0) -> Path:
         num_hidden_layers=2,
         num_attention_heads=2,
         intermediate_size=64,
-        max_position_embeddings=64,
+        max_position_embeddings=positions,
     )
-    BertForMaskedLM(config).save_pretrained(str(folder))
+    getattr(transformers, head)(config).save_pretrained(str(folder))
     tokenizer.save_pretrained(str(folder))
     return folder
+
+
+def build_bert(folder: Path, seed: int = 0) -> Path:
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    vocab += list("abcdefghijklmnopqrstuvwxyz0123456789.,!?'-")
+    vocab += [w for w in WORDS if w not in vocab]
+    vocab += ["##" + c for c in "abcdefghijklmnopqrstuvwxyz"] + ["##s", "##ing", "##ed"]
+    return bert_from_vocab(folder, list(dict.fromkeys(vocab)), seed=seed)
 
 
 def _byte_bpe(specials: list[str], vocab_size: int = 400):  # type: ignore[no-untyped-def]
@@ -283,25 +290,8 @@ def build_token_classifier(
 
 def build_zh_bert(folder: Path, seed: int = 0) -> Path:
     """A tiny BERT with a character vocabulary (as bert-base-chinese has) and some English words."""
-    import torch
-    from transformers import BertConfig, BertForMaskedLM, BertTokenizer
-
-    folder.mkdir(parents=True, exist_ok=True)
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *ZH_CHARS, *WORDS[:20], "##s", "##ing"]
-    (folder / "vocab.txt").write_text("\n".join(dict.fromkeys(vocab)) + "\n", encoding="utf-8")
-    tokenizer = BertTokenizer.from_pretrained(str(folder))
-    torch.manual_seed(seed)
-    config = BertConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=64,
-    )
-    BertForMaskedLM(config).save_pretrained(str(folder))
-    tokenizer.save_pretrained(str(folder))
-    return folder
+    return bert_from_vocab(folder, list(dict.fromkeys(vocab)), seed=seed)
 
 
 def build_sentence_transformer(folder: Path, seed: int = 0) -> Path:

@@ -29,7 +29,7 @@ from llmtool.errors import ModelError, UsageError
 from llmtool.io.formats import Formatter
 from llmtool.io.inputs import Record, as_records
 from llmtool.kinds import ENCODER_DECODER, model_kind
-from llmtool.metrics import perplexity
+from llmtool.metrics import perplexity, total_record
 from llmtool.models import (
     MissingHeadError,
     ModelRef,
@@ -209,13 +209,7 @@ class Scorer(BatchedTask[Record, Encoded, Sums]):
             yield self.total()
 
     def total(self) -> dict[str, Any]:
-        return {
-            "total": True,
-            "lines": self.lines,
-            "tokens": self.tokens,
-            "log_likelihood": self.log_likelihood,
-            "perplexity": perplexity(self.log_likelihood, self.tokens),
-        }
+        return total_record(self.lines, self.tokens, self.log_likelihood)
 
     # ------------------------------------------------------------------ internals
 

@@ -17,7 +17,7 @@ from llmtool.engines import choice as engines
 from llmtool.engines.base import Seq2SeqEngine, Tokenizer
 from llmtool.io.console import say
 from llmtool.io.inputs import Record
-from llmtool.metrics import perplexity
+from llmtool.metrics import perplexity, total_record
 from llmtool.models import ModelRef, max_input_length
 from llmtool.settings import ScoreOptions
 from llmtool.tasks.base import BatchedTask, Invalid
@@ -54,13 +54,7 @@ class Seq2SeqScorer(BatchedTask[Record, Encoded, Sums]):
     def __call__(self, records: Iterable[Record]) -> Iterator[dict[str, Any]]:
         yield from super().__call__(records)
         if self.options.total:
-            yield {
-                "total": True,
-                "lines": self.lines,
-                "tokens": self.tokens,
-                "log_likelihood": self.log_likelihood,
-                "perplexity": perplexity(self.log_likelihood, self.tokens),
-            }
+            yield total_record(self.lines, self.tokens, self.log_likelihood)
 
     def encode(self, chunk: list[Record]) -> Sequence[Encoded | Invalid]:
         split = [r.text.split("\t") for r in chunk]

@@ -27,7 +27,7 @@ from typing import Any
 from llmtool.errors import InputError, UsageError
 from llmtool.io.streams import check_readable, decode_lines, open_binary
 from llmtool.io.tables import csv_rows, find_column
-from llmtool.training.data import Layout, TrainingData, arrow_rows, file_kind, quiet_datasets, split_indices
+from llmtool.training.data import Layout, TrainingData, arrow_rows, file_kind, hold_out, quiet_datasets
 from llmtool.training.defaults import FEW_VALID
 
 MESSAGES = "messages"  # the JSONL field of conversations
@@ -174,17 +174,13 @@ def prepare(
     valid_layout = resolve_layout(valid_path, prompt, response, encoding) if valid_path else None
     rows = load_conversations(layout, cache_dir)
     data = TrainingData("clm", rows, None, layout, valid_source="none")
-    if valid_layout is not None:
-        data.valid = load_conversations(valid_layout, cache_dir)
-        data.valid_source = valid_layout.path
-    elif valid_split > 0 and round(len(rows) * valid_split) < FEW_VALID:
+    if valid_layout is None and valid_split > 0 and round(len(rows) * valid_split) < FEW_VALID:
         # Each response teaches its own answer: held-out rows are answers never trained, and a loss on fewer
         # than FEW_VALID of them picks the checkpoint by noise (tests/test_defaults_hold.py has the figures).
         data.valid_source = f"none: {valid_split:.0%} of {len(rows)} rows is under {FEW_VALID}; every row trains"
-    elif valid_split > 0:
-        train_i, valid_i = split_indices(len(rows), valid_split, seed, source=train_path)
-        data.train, data.valid = rows.select(train_i), rows.select(valid_i)
-        data.valid_source = f"{valid_split:.0%} of {train_path} (seeded)"
+        return data
+    valid = load_conversations(valid_layout, cache_dir) if valid_layout is not None else None
+    hold_out(data, valid, valid_layout.path if valid_layout else "", valid_split, seed)
     return data
 
 

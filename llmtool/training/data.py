@@ -345,6 +345,35 @@ class SplitSelector:
         return take
 
 
+def json_records(path: str, encoding: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) for each non-blank line of a JSON Lines file; anything else is an InputError
+    naming the file and line."""
+    with open(path, encoding=encoding, errors="strict") as f:
+        for line, raw in enumerate(f, 1):
+            if not raw.strip():
+                continue
+            try:
+                record = json.loads(raw)
+            except json.JSONDecodeError as exc:
+                raise InputError(f"not valid JSON ({exc.msg})", source=path, line=line) from None
+            if not isinstance(record, dict):
+                raise InputError("each line must be a JSON object", source=path, line=line)
+            yield line, record
+
+
+def hold_out(data: TrainingData, valid: Any | None, valid_source: str, fraction: float, seed: int) -> None:
+    """Set ``data``'s validation rows: ``valid`` (a --valid file's rows, named ``valid_source``) when given,
+    else ``fraction`` of the training rows split off (seeded, the split :func:`split_indices` makes), else none.
+    For tasks whose rows have no label to stratify by (classify's split is :func:`_split`)."""
+    if valid is not None:
+        data.valid, data.valid_source = valid, valid_source
+    elif fraction > 0:
+        source = data.layout.path
+        train, held = split_indices(len(data.train), fraction, seed, source=source)
+        data.train, data.valid = data.train.select(train), data.train.select(held)
+        data.valid_source = f"{fraction:.0%} of {source} (seeded)"
+
+
 def split_indices(
     n_rows: int, fraction: float, seed: int, labels: Sequence[int] | None = None, *, source: str = ""
 ) -> tuple[list[int], list[int]]:

@@ -27,7 +27,7 @@ from typing import Any
 from llmtool.errors import InputError, UsageError
 from llmtool.io.streams import check_readable, decode_lines, open_binary
 from llmtool.io.tables import csv_rows, find_column
-from llmtool.training.data import Layout, TrainingData, arrow_rows, file_kind, quiet_datasets, split_indices
+from llmtool.training.data import Layout, TrainingData, arrow_rows, file_kind, hold_out, quiet_datasets
 
 SOURCE = "source"  # the default source column (tables) or field (JSON Lines) ...
 TARGET = "target"  # ... and target
@@ -181,13 +181,8 @@ def prepare(
     valid_layout = resolve_layout(valid_path, source, target, encoding) if valid_path else None
     rows = load_pairs(layout, cache_dir)
     data = TrainingData("seq2seq", rows, None, layout, valid_source="none")  # type: ignore[arg-type]
-    if valid_layout is not None:
-        data.valid = load_pairs(valid_layout, cache_dir)
-        data.valid_source = valid_layout.path
-    elif valid_split > 0:
-        train_i, valid_i = split_indices(len(rows), valid_split, seed, source=train_path)
-        data.train, data.valid = rows.select(train_i), rows.select(valid_i)
-        data.valid_source = f"{valid_split:.0%} of {train_path} (seeded)"
+    valid = load_pairs(valid_layout, cache_dir) if valid_layout is not None else None
+    hold_out(data, valid, valid_layout.path if valid_layout else "", valid_split, seed)
     return data
 
 

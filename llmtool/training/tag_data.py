@@ -29,7 +29,7 @@ from typing import Any
 
 from llmtool.errors import InputError, UsageError
 from llmtool.io.streams import check_readable
-from llmtool.training.data import Layout
+from llmtool.training.data import Layout, json_records
 
 PREFIXES = frozenset("BIMESLU")  # IOB, BIOES (BILOU), BMES
 CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af"
@@ -59,7 +59,7 @@ def tag_layout(path: str, encoding: str) -> TagLayout:
     check_readable(path)
     if Path(path).suffix.lower() not in (".jsonl", ".ndjson"):
         return TagLayout(path, "lines", "tokens", encoding=encoding, format="conll")
-    first = next(_json_records(path, encoding), None)
+    first = next(json_records(path, encoding), None)
     if first is None:
         raise InputError("no data rows", source=path)
     line, record = first
@@ -75,20 +75,6 @@ def tag_layout(path: str, encoding: str) -> TagLayout:
 # --------------------------------------------------------------------------- reading
 
 
-def _json_records(path: str, encoding: str) -> Iterator[tuple[int, dict[str, Any]]]:
-    with open(path, encoding=encoding, errors="strict") as f:
-        for line, raw in enumerate(f, 1):
-            if not raw.strip():
-                continue
-            try:
-                record = json.loads(raw)
-            except json.JSONDecodeError as exc:
-                raise InputError(f"not valid JSON ({exc.msg})", source=path, line=line) from None
-            if not isinstance(record, dict):
-                raise InputError("each line must be a JSON object", source=path, line=line)
-            yield line, record
-
-
 def raw_sentences(
     layout: TagLayout, warnings: list[str] | None = None
 ) -> Iterator[tuple[int, list[tuple[int, int]], list[str], str]]:
@@ -96,7 +82,7 @@ def raw_sentences(
     if layout.format == "conll":
         yield from _conll(layout.path, layout.encoding)
     elif layout.format == "tokens":
-        for line, record in _json_records(layout.path, layout.encoding):
+        for line, record in json_records(layout.path, layout.encoding):
             tokens, tags = record.get("tokens"), record.get("tags", record.get("ner_tags"))
             if not _strings(tokens) or not tokens:
                 raise InputError('"tokens" must be a non-empty list of strings', source=layout.path, line=line)
@@ -110,7 +96,7 @@ def raw_sentences(
             yield _sentence(line, tokens, tags)
     else:
         off: list[str] = []
-        for line, record in _json_records(layout.path, layout.encoding):
+        for line, record in json_records(layout.path, layout.encoding):
             yield _spans(layout.path, line, record, off)
         if warnings is not None and off:
             more = f" (and {len(off) - SHOWN_WARNINGS} more)" if len(off) > SHOWN_WARNINGS else ""

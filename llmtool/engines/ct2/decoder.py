@@ -7,9 +7,7 @@ Only ctranslate2 and numpy are imported here: never torch or transformers.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from types import SimpleNamespace
@@ -20,7 +18,7 @@ import numpy as np
 
 from llmtool.engines.base import FloatArray
 from llmtool.engines.ct2.cache import CT2_DIR, read_json
-from llmtool.engines.ct2.runtime import load_checked, threads, to_numpy
+from llmtool.engines.ct2.runtime import load_checked, threads, to_numpy, wait_for
 from llmtool.errors import ModelError, UsageError, one_line
 
 
@@ -254,18 +252,7 @@ class Ct2Decoder:
             callback=callback,
             **options,
         )
-        try:
-            while not all(r.done() for r in pending):  # polled, so that Ctrl-C reaches this thread
-                time.sleep(0.002)
-            for r in pending:
-                r.result()
-        except BaseException as exc:
-            failure.append(exc)
-            for r in pending:
-                with contextlib.suppress(Exception):
-                    r.result()
-        if failure:
-            raise failure[0]
+        wait_for(pending, failure)
         return ended
 
     def _greedy_penalized(

@@ -7,8 +7,11 @@ Only ctranslate2 and numpy are imported here: never torch or transformers.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -77,3 +80,22 @@ def threads(intra_threads: int | None) -> int:
         return intra_threads
     value = os.environ.get("OMP_NUM_THREADS", "").strip()
     return int(value) if value.isdigit() else 0
+
+
+def wait_for(pending: Sequence[Any], failure: list[BaseException]) -> list[Any]:
+    """The results of an asynchronous CTranslate2 call, polled so that Ctrl-C and SIGTERM reach this thread.
+    An exception here, or one a callback carried into ``failure`` from CTranslate2's threads, is raised
+    once every job has finished (none is left running)."""
+    results: list[Any] = []
+    try:
+        while not all(r.done() for r in pending):
+            time.sleep(0.002)
+        results = [r.result() for r in pending]
+    except BaseException as exc:
+        failure.append(exc)
+        for r in pending:
+            with contextlib.suppress(Exception):
+                r.result()
+    if failure:
+        raise failure[0]
+    return results

@@ -9,9 +9,7 @@ truncates, and says so) and the decoding length is the one asked for (the defaul
 
 from __future__ import annotations
 
-import contextlib
 import os
-import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from types import SimpleNamespace
@@ -22,7 +20,7 @@ import numpy as np
 
 from llmtool.engines.base import FloatArray
 from llmtool.engines.ct2.cache import CT2_DIR, read_json
-from llmtool.engines.ct2.runtime import load_checked, threads
+from llmtool.engines.ct2.runtime import load_checked, threads, wait_for
 from llmtool.errors import ModelError, UsageError, one_line
 
 VOCABULARY_FILES = ("shared_vocabulary.json", "target_vocabulary.json")
@@ -195,18 +193,7 @@ class Ct2Seq2Seq:
             **options,
             **extra,
         )
-        results = []
-        try:
-            while not all(r.done() for r in pending):  # polled, so that Ctrl-C and SIGTERM reach this thread
-                time.sleep(0.002)
-            results = [r.result() for r in pending]
-        except BaseException as exc:
-            failure.append(exc)
-            for r in pending:
-                with contextlib.suppress(Exception):
-                    r.result()
-        if failure:
-            raise failure[0]
+        results = wait_for(pending, failure)
         for (index, _), result in zip(jobs, results, strict=True):
             for h, hypothesis in enumerate(result.hypotheses[:hypotheses]):
                 outputs[index + h] = [self.target_ids[token] for token in hypothesis]

@@ -173,3 +173,22 @@ class Recipe(ABC):
     def derived_metrics(self) -> Metrics | None:
         """Metrics computed from the evaluated ones (perplexity from the loss), None for none."""
         return None
+
+
+class LabelledHead(Recipe):
+    """A recipe whose head predicts the data's labels (classify: per text, tag: per token): the label names
+    go into the config (``id2label``), and a head trained for other labels is replaced."""
+
+    def model_kwargs(self, data: TrainingData) -> dict[str, Any]:
+        assert data.labels is not None
+        return {
+            "num_labels": len(data.labels),
+            "id2label": dict(enumerate(data.labels)),
+            "label2id": data.label2id,
+            "ignore_mismatched_sizes": True,
+        }
+
+    def model_from_config(self, config: Any, data: TrainingData) -> Any:
+        if data.labels is not None:
+            config.num_labels = len(data.labels)
+        return super().model_from_config(config, data)

@@ -11,10 +11,10 @@ from typing import Any
 
 from llmtool.settings import FinetuneSettings
 from llmtool.training.data import TrainingData
-from llmtool.training.recipes.base import Recipe
+from llmtool.training.recipes.base import LabelledHead
 
 
-class Classify(Recipe):
+class Classify(LabelledHead):
     name = "classify"
     default_model = "bert-base-uncased"
     peft_task_type = "SEQ_CLS"
@@ -26,20 +26,6 @@ class Classify(Recipe):
         import transformers
 
         return transformers.AutoModelForSequenceClassification
-
-    def model_kwargs(self, data: TrainingData) -> dict[str, Any]:
-        assert data.labels is not None
-        return {
-            "num_labels": len(data.labels),
-            "id2label": dict(enumerate(data.labels)),
-            "label2id": data.label2id,
-            "ignore_mismatched_sizes": True,  # a head trained for other classes is replaced
-        }
-
-    def model_from_config(self, config: Any, data: TrainingData) -> Any:
-        if data.labels is not None:
-            config.num_labels = len(data.labels)
-        return super().model_from_config(config, data)
 
     def asked_limit(self, settings: FinetuneSettings) -> int | None:
         return settings.max_length

@@ -31,7 +31,7 @@ from llmtool.errors import InputError, UsageError
 from llmtool.io.streams import check_readable
 from llmtool.io.tables import csv_rows, find_column
 from llmtool.settings import FinetuneSettings
-from llmtool.training.data import Layout, TrainingData, arrow_rows, file_kind, quiet_datasets, split_indices
+from llmtool.training.data import Layout, TrainingData, arrow_rows, file_kind, hold_out, json_records, quiet_datasets
 from llmtool.training.defaults import EMBED_BATCH, EMBED_EPOCHS, EMBED_MIN_STEPS
 from llmtool.training.recipes.base import Recipe
 
@@ -130,13 +130,8 @@ class Embed(Recipe):
         quiet_datasets()
         rows = _load(layout, cache_dir)
         data = TrainingData("embed", rows, None, layout, valid_source="none")  # type: ignore[arg-type]
-        if valid_layout is not None:
-            data.valid = _load(valid_layout, cache_dir)
-            data.valid_source = valid_layout.path
-        elif settings.valid_split > 0:
-            train, valid = split_indices(len(rows), settings.valid_split, settings.seed, source=layout.path)
-            data.train, data.valid = rows.select(train), rows.select(valid)
-            data.valid_source = f"{settings.valid_split:.0%} of {layout.path} (seeded)"
+        valid = _load(valid_layout, cache_dir) if valid_layout is not None else None
+        hold_out(data, valid, valid_layout.path if valid_layout else "", settings.valid_split, settings.seed)
         return data
 
     def examples(self, data: TrainingData, tokenizer: Any, settings: FinetuneSettings, limit: int, opts: Any) -> Any:
@@ -277,24 +272,10 @@ def embed_layout(path: str, settings: FinetuneSettings, pinned: EmbedLayout | No
 def _header(path: str, kind: str, encoding: str) -> list[str]:
     if kind in ("csv", "tsv"):
         return csv_rows(path, encoding)[0]
-    first = next(_jsonl(path, encoding), None)
+    first = next(json_records(path, encoding), None)
     if first is None:
         raise InputError("no data rows", source=path)
     return list(first[1])
-
-
-def _jsonl(path: str, encoding: str) -> Iterator[tuple[int, dict[str, Any]]]:
-    with open(path, encoding=encoding, errors="strict") as f:
-        for line, raw in enumerate(f, 1):
-            if not raw.strip():
-                continue
-            try:
-                record = json.loads(raw)
-            except json.JSONDecodeError as exc:
-                raise InputError(f"not valid JSON ({exc.msg})", source=path, line=line) from None
-            if not isinstance(record, dict):
-                raise InputError("each line must be a JSON object", source=path, line=line)
-            yield line, record
 
 
 def iter_rows(layout: EmbedLayout) -> Iterator[dict[str, Any]]:
@@ -308,7 +289,7 @@ def iter_rows(layout: EmbedLayout) -> Iterator[dict[str, Any]]:
             (line, {name: row[i] for name, i in index.items()}) for line, row in rows
         )
     else:
-        records = _jsonl(layout.path, layout.encoding)
+        records = json_records(layout.path, layout.encoding)
     count = 0
     for line, record in records:
         row: dict[str, Any] = {}

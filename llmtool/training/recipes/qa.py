@@ -62,7 +62,7 @@ class QuestionAnswering(Recipe):
         from datasets import Dataset
 
         from llmtool.tasks.evaluate_qa import read_squad, warnings
-        from llmtool.training.data import file_kind, quiet_datasets, split_indices
+        from llmtool.training.data import file_kind, hold_out, quiet_datasets
         from llmtool.training.qa_data import rows_of
 
         read = read_squad(train_path, settings.encoding)
@@ -73,13 +73,8 @@ class QuestionAnswering(Recipe):
         kind = "jsonl" if file_kind(train_path) == "lines" else file_kind(train_path)
         layout = QALayout(train_path, kind, "question", "context", "answer_text", settings.encoding)
         data = TrainingData("qa", rows, None, layout, valid_source="none", warnings=notes)  # type: ignore[arg-type]
-        if valid_read is not None:
-            data.valid = Dataset.from_list(list(rows_of(valid_read)))
-            data.valid_source = str(settings.valid)
-        elif settings.valid_split > 0:
-            train, valid = split_indices(len(rows), settings.valid_split, settings.seed, source=train_path)
-            data.train, data.valid = rows.select(train), rows.select(valid)
-            data.valid_source = f"{settings.valid_split:.0%} of {train_path} (seeded)"
+        valid = Dataset.from_list(list(rows_of(valid_read))) if valid_read is not None else None
+        hold_out(data, valid, str(settings.valid), settings.valid_split, settings.seed)
         return data
 
     def report_columns(self, data: TrainingData) -> dict[str, Any]:

@@ -21,8 +21,8 @@ from typing import Any
 
 from llmtool.errors import InputError
 from llmtool.settings import FinetuneSettings
-from llmtool.training.data import TrainingData, arrow_rows, quiet_datasets, split_indices
-from llmtool.training.recipes.base import Recipe
+from llmtool.training.data import TrainingData, arrow_rows, hold_out, quiet_datasets
+from llmtool.training.recipes.base import LabelledHead
 from llmtool.training.tag_data import (
     TagLayout,
     check_options,
@@ -36,7 +36,7 @@ from llmtool.training.tag_data import (
 IGNORED = -100  # the label of a position left out of the loss (PyTorch's cross-entropy ignore_index)
 
 
-class Tag(Recipe):
+class Tag(LabelledHead):
     name = "tag"
     default_model = "bert-base-cased"
     peft_task_type = "TOKEN_CLS"
@@ -48,20 +48,6 @@ class Tag(Recipe):
         import transformers
 
         return transformers.AutoModelForTokenClassification
-
-    def model_kwargs(self, data: TrainingData) -> dict[str, Any]:
-        assert data.labels is not None
-        return {
-            "num_labels": len(data.labels),
-            "id2label": dict(enumerate(data.labels)),
-            "label2id": data.label2id,
-            "ignore_mismatched_sizes": True,  # a head trained for other tags is replaced
-        }
-
-    def model_from_config(self, config: Any, data: TrainingData) -> Any:
-        if data.labels is not None:
-            config.num_labels = len(data.labels)
-        return super().model_from_config(config, data)
 
     def asked_limit(self, settings: FinetuneSettings) -> int | None:
         return settings.max_length
@@ -83,13 +69,8 @@ class Tag(Recipe):
         quiet_datasets()
         rows = _load(layout, cache_dir)
         data = TrainingData("tag", rows, None, layout, valid_source="none", warnings=warnings)  # type: ignore[arg-type]
-        if valid_layout is not None:
-            data.valid = _load(valid_layout, cache_dir)
-            data.valid_source = valid_layout.path
-        elif settings.valid_split > 0:
-            train, valid = split_indices(len(rows), settings.valid_split, settings.seed, source=layout.path)
-            data.train, data.valid = rows.select(train), rows.select(valid)
-            data.valid_source = f"{settings.valid_split:.0%} of {layout.path} (seeded)"
+        valid = _load(valid_layout, cache_dir) if valid_layout is not None else None
+        hold_out(data, valid, valid_layout.path if valid_layout else "", settings.valid_split, settings.seed)
         train_counts = _tag_counts(data.train)
         data.labels = label_order(set(train_counts))
         data.train_counts = dict(sorted(train_counts.items()))
